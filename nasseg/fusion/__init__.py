@@ -1,0 +1,1 @@
+"""Registered modules of this family; importing the package registers them."""
