@@ -1,0 +1,193 @@
+"""Genome -> nn.Module.
+
+``build(genome, num_classes)`` wires channels from each module's ``out_channels``; no genome or YAML
+holds a hand-summed channel count.  It imports no optuna and does no I/O.
+
+The returned :class:`Network`:
+
+* eval mode: ``net(x)`` returns logits ``(N, C, H, W)`` at the input size (a classifier genome returns
+  ``(N, C)``);
+* train mode: a dict ``{"out": logits, "aux": [logits, ...], "detail": logits | None,
+  "boundary": logits | None}``; ``out`` and ``aux`` at input size, ``detail`` / ``boundary`` at the
+  resolution of the feature they tap (their losses resize);
+* ``inference_parameters()``: the parameters used at inference (not the auxiliary, detail or boundary
+  heads), which is what parameter counts report;
+* ``output_stride``: the product of the stage strides; inputs whose sides are multiples of it give
+  exact shapes everywhere.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from nasseg import registry
+from nasseg.errors import BlockArgumentError, GenomeError
+from nasseg.genome import Genome, Module, Stage, resolve
+from nasseg.heads.chain import FusionChain
+from nasseg.layers import BNAct, resize_to
+
+
+class StageModule(nn.Module):
+    """The blocks of one :class:`~nasseg.genome.Stage`, plus ESPNet-style concatenations."""
+
+    def __init__(self, in_channels: int, spec: Stage, image_channels: int, path: str):
+        super().__init__()
+        blocks: list[nn.Module] = []
+        c = in_channels
+        if spec.down is not None:
+            blocks.append(_create_block(spec.down, c, spec.width, spec.stride, f"{path}.down"))
+            c = blocks[-1].out_channels
+        entry = registry.get(spec.block, "block")
+        shared = dict(spec.args)
+        for j in range(spec.depth):
+            stride = spec.stride if (j == 0 and spec.down is None) else 1
+            args = {**shared, **dict(spec.block_args[j])} if spec.block_args else shared
+            blocks.append(_create_block(Module(entry.name, tuple(args.items())), c, spec.width, stride,
+                                        f"{path}.block{j}"))
+            c = blocks[-1].out_channels
+        self.blocks = nn.ModuleList(blocks)
+        self.concat_first, self.inject = spec.concat_first, spec.inject
+        out = c + (blocks[0].out_channels if spec.concat_first else 0) + (image_channels if spec.inject else 0)
+        # ESPNet's "BR" after each concatenation: BN (eps 1e-3) + PReLU
+        self.merge = BNAct(out, act="prelu", bn_eps=1e-3) if (spec.inject or spec.concat_first) else nn.Identity()
+        self.out_channels = out
+        self.stride = spec.stride
+
+    def forward(self, x: torch.Tensor, image: torch.Tensor | None = None) -> torch.Tensor:
+        first = None
+        for i, b in enumerate(self.blocks):
+            x = b(x)
+            if i == 0:
+                first = x
+        parts = [x]
+        if self.concat_first:
+            parts.append(first)
+        if self.inject:
+            parts.append(image)
+        return self.merge(torch.cat(parts, 1)) if len(parts) > 1 else x
+
+
+def _create_block(m: Module, c_in: int, c_out: int, stride: int, path: str) -> nn.Module:
+    try:
+        return registry.get(m.name, "block").create(c_in, c_out, stride, **m.kwargs)
+    except BlockArgumentError as e:
+        raise GenomeError(f"{path} ({c_in}->{c_out}, stride {stride}): {e}") from None
+
+
+def _create(kind: str, m: Module, positional: tuple, path: str) -> nn.Module:
+    try:
+        return registry.get(m.name, kind).create(*positional, **m.kwargs)
+    except BlockArgumentError as e:
+        raise GenomeError(f"{path}: {e}") from None
+
+
+class Network(nn.Module):
+    """A segmentation network built from a genome (see the module docstring for its outputs)."""
+
+    def __init__(self, genome: Genome, num_classes: int, in_channels: int = 3):
+        super().__init__()
+        if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
+            raise GenomeError(f"num_classes = {num_classes!r} must be a positive integer")
+        g = resolve(genome)
+        self.genome, self.num_classes = g, num_classes
+        stages, c, stride = [], in_channels, 1
+        self.stage_strides: list[int] = []
+        for i, s in enumerate(g.stages):
+            stages.append(StageModule(c, s, in_channels, f"stages.{i}"))
+            c = stages[-1].out_channels
+            stride *= s.stride
+            self.stage_strides.append(stride)
+        self.stages = nn.ModuleList(stages)
+        self.stage_channels = tuple(s.out_channels for s in stages)
+        self.output_stride = stride
+        self._inject = any(s.inject for s in g.stages)
+
+        d = g.decoder
+        taps = [self.stage_channels[t] for t in d.taps]
+        context = _create("context", d.context, (taps[-1], d.context_width or taps[-1]), "decoder.context")
+        ctx_out = context.out_channels
+        if d.kind == "chain":
+            fusions, high = [None] * len(taps), ctx_out
+            for i in range(len(taps) - 1, -1, -1):
+                f = d.fusions[i]
+                fusions[i] = _create("fusion", Module(f.name, f.args), (taps[i], high, f.width),
+                                     f"decoder.fusions.{i}")
+                high = fusions[i].out_channels
+            self.decoder = FusionChain(tuple(taps), context, fusions)
+            self.context = nn.Identity()
+        else:
+            self.context = context
+            taps[-1] = ctx_out
+            self.decoder = _create("decoder", Module(d.kind, d.args), (tuple(taps), num_classes), "decoder")
+        self.is_classifier = bool(getattr(self.decoder, "is_classifier", False))
+        if g.heads.main is not None:
+            self.head = _create("head", g.heads.main, (self.decoder.out_channels, num_classes), "heads.main")
+        else:
+            self.head = nn.Identity()
+        self.align_corners = g.heads.align_corners
+
+        extra = []
+        for i, t in enumerate(g.heads.extra):
+            ch = self.stage_channels[t.index] if t.source == "stage" else self.decoder.level_channels[t.index]
+            n = num_classes if t.role == "aux" else 1
+            extra.append(_create("head", t.head, (ch, n), f"heads.extra.{i}"))
+        self.train_heads = nn.ModuleList(extra)
+
+    # ---------------------------------------------------------------------------------------------
+    def inference_parameters(self) -> Iterator[nn.Parameter]:
+        """Parameters used at inference: everything but the auxiliary, detail and boundary heads."""
+        for name, p in self.named_parameters():
+            if not name.startswith("train_heads."):
+                yield p
+
+    def features(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """The output of every stage."""
+        feats, image, img_stride, stride = [], x, 1, 1
+        for stage in self.stages:
+            stride *= stage.stride
+            if stage.inject:
+                # ESPNet input reinforcement: the image average-pooled (3x3, s2, p1) once per halving
+                while img_stride < stride:
+                    image = F.avg_pool2d(image, 3, 2, 1)
+                    img_stride *= 2
+                x = stage(x, image)
+            else:
+                x = stage(x)
+            feats.append(x)
+        return feats
+
+    def forward(self, x: torch.Tensor):
+        size = x.shape[-2:]
+        feats = self.features(x)
+        taps = [feats[t] for t in self.genome.decoder.taps]
+        levels: list[torch.Tensor] = []
+        if isinstance(self.decoder, FusionChain):
+            y, levels = self.decoder(taps)
+        else:
+            taps[-1] = self.context(taps[-1])
+            y = self.decoder(taps)
+        logits = self.head(y)
+        if self.is_classifier:
+            logits = torch.flatten(logits, 1)
+        else:
+            logits = resize_to(logits, size, "bilinear", self.align_corners)
+        if not self.training:
+            return logits
+        out = {"out": logits, "aux": [], "detail": None, "boundary": None}
+        for t, head in zip(self.genome.heads.extra, self.train_heads):
+            src = feats[t.index] if t.source == "stage" else levels[t.index]
+            z = head(src)
+            if t.role == "aux":
+                out["aux"].append(resize_to(z, size, "bilinear", self.align_corners))
+            else:
+                out[t.role] = z
+        return out
+
+
+def build(genome: Genome, num_classes: int, in_channels: int = 3) -> Network:
+    """Build the network a genome describes (validates the genome first)."""
+    return Network(genome, num_classes, in_channels)

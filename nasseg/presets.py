@@ -1,0 +1,261 @@
+"""Paper networks as genome literals, with the figures they are tested against.
+
+Each :class:`Preset` carries the official-code counts (inference parameters and GMACs at the paper's
+resolution, counted from the authors' code with fvcore, conv + linear only, one multiply-add = 1) and
+the published figures with their sources.  ``tests/test_presets.py`` rebuilds every preset and checks
+params and MACs within 0.5 % of the official counts (the way torchvision checks its model metadata).
+
+Sources: ``shared/reference/blocks.md`` (compiled from the official repositories) unless a count says
+otherwise; "inference params" exclude auxiliary / detail / boundary heads and classifier weights the
+segmentation graph does not use.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Any
+
+from nasseg.errors import ConfigError
+from nasseg.genome import Decoder, Fusion, Genome, Heads, HeadTap, Module, Stage, _args, resolve
+
+
+@dataclass(frozen=True)
+class Preset:
+    name: str
+    title: str
+    paper: str
+    make: Callable[[], Genome]  # builds the genome literal (lazily, so a broken preset cannot break the rest)
+    num_classes: int
+    resolution: tuple[int, int]  # (H, W) at which the MACs are stated
+    official_params: int | None  # inference params of the official implementation
+    official_macs: int | None  # conv+linear MACs of the official implementation at ``resolution``
+    source: str  # where the official counts come from
+    published: dict[str, Any] = field(default_factory=dict)  # figures printed by the authors (+ source)
+    notes: str = ""
+
+    @cached_property
+    def genome(self) -> Genome:
+        return self.make()
+
+
+def S(block: str, depth: int, width: int, stride: int = 1, *, down: Module | None = None,
+      per_block: dict[str, list[Any]] | None = None, inject: bool = False, concat_first: bool = False,
+      **args: Any) -> Stage:
+    block_args: tuple = ()
+    if per_block:
+        n = {len(v) for v in per_block.values()}.pop()
+        block_args = tuple(_args({k: v[j] for k, v in per_block.items()}) for j in range(n))
+    return Stage(block, depth, width, stride, _args(args), block_args, down, inject, concat_first)
+
+
+def M(name: str, **args: Any) -> Module:
+    return Module(name, _args(args))
+
+
+# --------------------------------------------------------------------------------- STDC family
+def _stdc_backbone(repeats: tuple[int, int, int]) -> tuple[Stage, ...]:
+    """STDCNet813 (STDC1, repeats 2-2-2) / STDCNet1446 (STDC2, 4-5-3): two ConvX stems then STDC stages."""
+    return (
+        S("conv", 1, 32, 2), S("conv", 1, 64, 2),
+        S("stdc", repeats[0], 256, 2, num_blocks=4),
+        S("stdc", repeats[1], 512, 2, num_blocks=4),
+        S("stdc", repeats[2], 1024, 2, num_blocks=4),
+    )
+
+
+def _stdc_seg(repeats: tuple[int, int, int]) -> Genome:
+    """STDC-Seg: BiSeNet context path (GAP context, ARM32, ARM16, FFM with the 1/8 feature), detail head."""
+    return resolve(Genome(
+        stages=_stdc_backbone(repeats),
+        decoder=Decoder("chain", (2, 3, 4), context=M("gap"), context_width=128, fusions=(
+            Fusion("ffm", 256, _args({"reduction": 4})),
+            Fusion("arm", 128),
+            Fusion("arm", 128, _args({"refine": "none"})),
+        )),
+        heads=Heads(M("seg_head", mid_channels=256), extra=(
+            HeadTap("aux", "level", 1, M("aux_head", mid_channels=64)),
+            HeadTap("aux", "level", 2, M("aux_head", mid_channels=64)),
+            HeadTap("detail", "stage", 2, M("detail_head")),
+        ), align_corners=True),
+    ))
+
+
+def _ppliteseg_t() -> Genome:
+    """PP-LiteSeg-T: STDC1 + SPPM (bins 1,2,4, 128) + FLD of three spatial UAFMs (128, 64, 32)."""
+    return resolve(Genome(
+        stages=_stdc_backbone((2, 2, 2)),
+        decoder=Decoder("chain", (2, 3, 4), context=M("sppm", bins=(1, 2, 4), inter_channels=128), context_width=128,
+                        fusions=(Fusion("uafm", 32), Fusion("uafm", 64), Fusion("uafm", 128))),
+        heads=Heads(M("seg_head", mid_channels=32), extra=(
+            HeadTap("aux", "level", 1, M("aux_head", mid_channels=64)),
+            HeadTap("aux", "level", 2, M("aux_head", mid_channels=64)),
+        )),
+    ))
+
+
+# ------------------------------------------------------------------------------------- RegSeg
+REGSEG_EXP48 = [(1,), (1,), (1, 2)] + [(1, 4)] * 4 + [(1, 14)] * 6
+
+
+def _regseg(dilations: list[tuple[int, ...]] = REGSEG_EXP48, last: tuple[int, ...] = (1, 14),
+            decoder: str = "decoder26") -> Genome:
+    """RegSeg exp48 body (stem 32, D-blocks 48 / 3x128 / 13x256 + 1x320 at 1/16) with decoder26."""
+    return resolve(Genome(
+        stages=(
+            S("conv", 1, 32, 2),
+            S("dblock", 1, 48, 2),
+            S("dblock", 3, 128, 2),
+            S("dblock", len(dilations), 256, 2, per_block={"dilations": list(dilations)}),
+            S("dblock", 1, 320, 1, dilations=last),
+        ),
+        decoder=Decoder(decoder, (1, 2, 4)),
+        heads=Heads(None),
+    ))
+
+
+# ------------------------------------------------------------------------------ LEDNet / ERFNet
+def _lednet() -> Genome:
+    down = M("downsampler")
+    return resolve(Genome(
+        stages=(
+            S("ssnbt", 3, 32, 2, down=down, dropout=0.03),
+            S("ssnbt", 2, 64, 2, down=down, dropout=0.03),
+            S("ssnbt", 8, 128, 2, down=down, dropout=0.3, per_block={"dilation": [1, 2, 5, 9, 2, 5, 9, 17]}),
+        ),
+        decoder=Decoder("apn", (2,)),
+        heads=Heads(None),
+    ))
+
+
+def _erfnet() -> Genome:
+    down = M("downsampler")
+    return resolve(Genome(
+        stages=(
+            S("nb1d", 0, 16, 2, down=down),  # ERFNet's first stage is a lone downsampler
+            S("nb1d", 5, 64, 2, down=down, dropout=0.03),
+            S("nb1d", 8, 128, 2, down=down, dropout=0.3, per_block={"dilation": [2, 4, 8, 16, 2, 4, 8, 16]}),
+        ),
+        decoder=Decoder("erfnet_decoder", (2,)),
+        heads=Heads(None),
+    ))
+
+
+# ------------------------------------------------------------------------------------- ESPNet
+def _espnet(p: int = 2, q: int = 8) -> Genome:
+    """ESPNet: CBR stem + image reinforcement, strided ESP + p ESP (64), strided ESP + q ESP (128)."""
+    return resolve(Genome(
+        stages=(
+            S("conv", 1, 16, 2, act="prelu", bn_eps=1e-3, inject=True),
+            S("esp", p + 1, 64, 2, inject=True, concat_first=True),
+            S("esp", q + 1, 128, 2, concat_first=True),
+        ),
+        decoder=Decoder("espnet_decoder", (0, 1, 2)),
+        heads=Heads(None),
+    ))
+
+
+# ------------------------------------------------------------------------------------- DWRSeg
+def _dwrseg() -> Genome:
+    """A DWRSeg-style network: SIR in the low-level stages, DWR in the high-level ones (no official code)."""
+    return resolve(Genome(
+        stages=(
+            S("conv", 1, 32, 2),
+            S("sir", 2, 64, 2, expansion=3),
+            S("sir", 2, 128, 2, expansion=3),
+            S("dwr", 4, 192, 2, down=M("conv")),
+            S("dwr", 2, 384, 2, down=M("conv")),
+        ),
+        decoder=Decoder("dwrseg_decoder", (2, 3, 4)),
+        heads=Heads(None),
+    ))
+
+
+# ---------------------------------------------------------------------------------- FasterNet
+def _fasternet(embed: int, act: str) -> Genome:
+    """FasterNet backbone with its ImageNet classifier (the one preset whose head is a classifier)."""
+    merge = M("conv", kernel_size=2, act="none")
+    return resolve(Genome(
+        stages=(
+            S("conv", 1, embed, 4, kernel_size=4, act="none"),
+            S("fasternet", 1, embed, 1, act=act),
+            S("fasternet", 2, embed * 2, 2, down=merge, act=act),
+            S("fasternet", 8, embed * 4, 2, down=merge, act=act),
+            S("fasternet", 2, embed * 8, 2, down=merge, act=act),
+        ),
+        decoder=Decoder("classifier", (4,), _args({"hidden_channels": 1280, "act": act})),
+        heads=Heads(None),
+    ))
+
+
+def _presets() -> dict[str, Preset]:
+    ref = "shared/reference/blocks.md"
+    items = [
+        Preset("stdc1_seg", "STDC1-Seg", "Fan et al., Rethinking BiSeNet for Real-time Semantic Segmentation, "
+               "CVPR 2021", lambda: _stdc_seg((2, 2, 2)), 19, (512, 1024), 8_275_000, 16_860_000_000,
+               f"{ref} §1.7 (official MichaelFan01/STDC-Seg, 8.275 M, 16.86 GMACs @512x1024)",
+               {"miou_val": "72.2 (Seg50, README)", "fps": "250.4 (1080Ti, TensorRT, 512x1024)"}),
+        Preset("stdc2_seg", "STDC2-Seg", "Fan et al., CVPR 2021", lambda: _stdc_seg((4, 5, 3)), 19, (512, 1024), None, None,
+               "official MichaelFan01/STDC-Seg models/model_stages.py (counted in tests/test_presets.py)",
+               {"miou_val": "74.2 (Seg50, README)", "fps": "188.6"}),
+        Preset("ppliteseg_t", "PP-LiteSeg-T", "Peng et al., PP-LiteSeg, arXiv 2204.02681", lambda: _ppliteseg_t(), 19,
+               (512, 1024), 8_030_000, 11_420_000_000,
+               f"{ref} §8.2 (PaddleSeg modules re-expressed on the official STDC1 backbone)",
+               {"miou_val": "73.1 (T1, 512x1024)", "fps": "273.6 (1080Ti, TensorRT)"}),
+        Preset("regseg", "RegSeg (exp48_decoder26)", "Gao, Rethinking Dilated Convolution for Real-time Semantic "
+               "Segmentation, arXiv 2111.09957", lambda: _regseg(), 19, (1024, 2048), 3_334_951, 38_350_000_000,
+               f"{ref} §2.5 (official RolandGao/RegSeg: 3,334,951 params, 38.35 conv GMACs @1024x2048)",
+               {"params": "3.34 M", "miou_test": "78.3", "fps": "30 (T4, AMP)"}),
+        Preset("lednet", "LEDNet", "Wang et al., LEDNet, ICIP 2019", lambda: _lednet(), 19, (512, 1024), 923_083,
+               11_210_000_000,
+               f"{ref} §6.4 (official xiaoyufenfei/LEDNet: 925,534 incl. an unused 2,451-param encoder output "
+               "conv, so 923,083 at inference; 11.21 GMACs @512x1024)",
+               {"params": "< 1 M (README), 0.94 M [3rd]", "miou_test": "70.6"}),
+        Preset("erfnet", "ERFNet", "Romera et al., ERFNet, T-ITS 2018", lambda: _erfnet(), 20, (512, 1024), None, None,
+               "official Eromera/erfnet_pytorch train/erfnet.py (counted in tests/test_presets.py)",
+               {"params": "2.06 M [3rd]", "miou_val": "72.1 (PyTorch version README)"}),
+        Preset("espnet", "ESPNet (p=2, q=8)", "Mehta et al., ESPNet, ECCV 2018", lambda: _espnet(), 20, (512, 1024),
+               365_109, 4_780_220_416,
+               "official sacmehta/ESPNet train/Model.py (b335e48) run beside ours: 365,109 params, 4.780 GMACs",
+               {"params": "0.364 M", "macs": "424 M 'FLOPs' (resolution not stated)", "miou_test": "60.3"}),
+        Preset("dwrseg", "DWRSeg-style network", "Wei et al., DWRSeg, arXiv 2212.01173", lambda: _dwrseg(), 19, (512, 1024),
+               None, None, "no official code is public: no official counts exist",
+               {"miou_test": "72.7", "fps": "319.5 (1080Ti)"},
+               notes="Stage widths, depths and the decoder are our reading of the paper's description; the "
+                     "published network's exact configuration is not public."),
+        Preset("fasternet_t0", "FasterNet-T0 (ImageNet)", "Chen et al., Run, Don't Walk: Chasing Higher FLOPS for "
+               "Faster Neural Networks, CVPR 2023", lambda: _fasternet(40, "gelu"), 1000, (224, 224), 3_905_500, 335_000_000,
+               f"{ref} §4.4 (official JierunChen/FasterNet: 3,905,500 params, 0.335 GMACs @224)",
+               {"params": "3.9 M", "flops": "0.34 G", "top1": "71.9"}),
+        Preset("fasternet_t1", "FasterNet-T1 (ImageNet)", "Chen et al., CVPR 2023", lambda: _fasternet(64, "gelu"), 1000,
+               (224, 224), None, None, "official JierunChen/FasterNet (counted in tests/test_presets.py)",
+               {"params": "7.6 M", "flops": "0.85 G", "top1": "76.2"}),
+        Preset("fasternet_t2", "FasterNet-T2 (ImageNet)", "Chen et al., CVPR 2023", lambda: _fasternet(96, "relu"), 1000,
+               (224, 224), None, None, "official JierunChen/FasterNet (counted in tests/test_presets.py)",
+               {"params": "15.0 M", "flops": "1.90 G", "top1": "78.9"}),
+    ]
+    return {p.name: p for p in items}
+
+
+PRESETS: dict[str, Preset] = {}
+
+
+def _ensure() -> dict[str, Preset]:
+    if not PRESETS:
+        PRESETS.update(_presets())
+    return PRESETS
+
+
+def names() -> list[str]:
+    return sorted(_ensure())
+
+
+def get(name: str) -> Preset:
+    presets = _ensure()
+    if name not in presets:
+        close = difflib.get_close_matches(name, list(presets), n=3)
+        hint = f"did you mean {', '.join(close)}? " if close else ""
+        raise ConfigError(f"unknown preset {name!r}; {hint}known presets: {', '.join(sorted(presets))}")
+    return presets[name]

@@ -1,0 +1,665 @@
+"""Declarative, conditional search spaces (``search_spaces/*.yaml``).
+
+``load_space(path)`` is the only place a space's YAML is validated: the structure by pydantic (unknown
+keys are errors), every module name and argument by the registry, and every block choice by actually
+constructing it at every width it can get.  Errors name the file, the key path, the bad value and what
+is allowed.
+
+A space describes a list of stages, a decoder and heads.  Any field may be a fixed value or a set of
+choices; a block's arguments are searched only when that block is chosen (conditional space)::
+
+    stages:
+      - {block: conv, width: 32, depth: 1, stride: 2}            # fixed stem
+      - stride: 2
+        width: [128, 256]                                         # categorical
+        depth: {low: 1, high: 4}                                  # integer range
+        block:
+          stdc: {num_blocks: [2, 3, 4, 5]}                        # args searched only if stdc is chosen
+          ssnbt: {dilation: [1, 2], down: downsampler}            # ``down``: separate downsampling block
+          dblock:
+            group_width: 16
+            schedule:                                             # per-block overrides; fixes the depth
+              exp48: {dilations: [[1], [1, 2], [1, 4], [1, 4], [1, 14]]}
+
+``space.sample(trial)`` uses only ``trial.suggest_*`` with stable parameter names
+(``stages.2.block``, ``stages.2.stdc.num_blocks``, ``decoder.fusions.0`` ...), so any Optuna sampler
+works.  ``space.random(rng)`` samples without Optuna, ``space.encode(genome)`` returns the parameters
+that reproduce a genome (or ``None`` if it is not a member).
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import random as _random
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal, Protocol
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from nasseg import registry
+from nasseg.errors import BlockArgumentError, ConfigError, GenomeError, UnknownBlockError
+from nasseg.genome import Decoder, Fusion, Genome, Heads, HeadTap, Module, Stage, _args, resolve
+
+RESERVED_BLOCK_KEYS = ("down", "schedule")
+
+
+# ------------------------------------------------------------------------------------ YAML schema
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=False)
+
+
+class IntRange(_Strict):
+    low: int
+    high: int
+    step: int = 1
+
+
+class FloatRange(_Strict):
+    low: float
+    high: float
+    log: bool = False
+
+
+ChoiceMap = dict[str, dict[str, Any] | None]  # module name -> {arg: value | [choices] | range}
+
+
+class StageSpace(_Strict):
+    block: str | ChoiceMap
+    width: int | list[int]
+    depth: int | list[int] | IntRange = 1
+    stride: Literal[1, 2, 4] = 1
+    inject: bool = False
+    concat_first: bool = False
+
+
+class ExtraHeadSpace(_Strict):
+    role: Literal["aux", "detail", "boundary"]
+    source: Literal["stage", "level"] = "stage"
+    index: int
+    head: str | ChoiceMap
+    optional: bool = False
+
+
+class HeadsSpace(_Strict):
+    main: str | ChoiceMap | None = "seg_head"
+    extra: list[ExtraHeadSpace] = Field(default_factory=list)
+    align_corners: bool | list[bool] = False
+
+
+class ChainSpace(_Strict):
+    context: str | ChoiceMap = "none"
+    context_width: int | list[int] = 128
+    fusion: str | ChoiceMap | None = None
+    fusions: list[str | ChoiceMap] | None = None
+    widths: list[list[int]] | list[int]
+
+
+class DecoderSpace(_Strict):
+    taps: list[int] | list[list[int]]
+    kind: str | dict[str, dict[str, Any] | None]
+
+
+class SpaceFile(_Strict):
+    name: str
+    description: str = ""
+    stages: list[StageSpace]
+    decoder: DecoderSpace
+    heads: HeadsSpace = Field(default_factory=HeadsSpace)
+
+
+# -------------------------------------------------------------------------------- choosing values
+class Chooser(Protocol):
+    def suggest_categorical(self, name: str, choices: list[Any]) -> Any: ...
+    def suggest_int(self, name: str, low: int, high: int, step: int = 1) -> int: ...
+    def suggest_float(self, name: str, low: float, high: float, *, log: bool = False) -> float: ...
+
+
+class RandomChooser:
+    """A ``trial``-like object drawing uniformly at random (no Optuna needed)."""
+
+    def __init__(self, rng: _random.Random):
+        self.rng, self.params = rng, {}
+
+    def suggest_categorical(self, name: str, choices: list[Any]) -> Any:
+        v = self.rng.choice(list(choices))
+        self.params[name] = v
+        return v
+
+    def suggest_int(self, name: str, low: int, high: int, step: int = 1) -> int:
+        v = self.rng.randrange(low, high + 1, step)
+        self.params[name] = v
+        return v
+
+    def suggest_float(self, name: str, low: float, high: float, *, log: bool = False) -> float:
+        import math
+        v = math.exp(self.rng.uniform(math.log(low), math.log(high))) if log else self.rng.uniform(low, high)
+        self.params[name] = v
+        return v
+
+
+def _key(v: Any) -> Any:
+    """Optuna categorical choices must be primitives: lists are written as compact JSON strings."""
+    return json.dumps(v, separators=(",", ":")) if isinstance(v, (list, tuple)) else v
+
+
+def _unkey(v: Any) -> Any:
+    if isinstance(v, str) and v.startswith("["):
+        return _freeze(json.loads(v))
+    return v
+
+
+def _freeze(v: Any) -> Any:
+    return tuple(_freeze(x) for x in v) if isinstance(v, (list, tuple)) else v
+
+
+@dataclass(frozen=True)
+class Dim:
+    """One searchable (or fixed) value.  ``choices`` for categorical, ``rng`` for int/float ranges."""
+
+    name: str
+    choices: tuple[Any, ...] | None = None
+    rng: IntRange | FloatRange | None = None
+
+    @property
+    def fixed(self) -> bool:
+        return self.rng is None and self.choices is not None and len(self.choices) == 1
+
+    def draw(self, t: Chooser) -> Any:
+        if self.rng is not None:
+            if isinstance(self.rng, IntRange):
+                return t.suggest_int(self.name, self.rng.low, self.rng.high, step=self.rng.step)
+            return t.suggest_float(self.name, self.rng.low, self.rng.high, log=self.rng.log)
+        assert self.choices is not None
+        if len(self.choices) == 1:
+            return self.choices[0]
+        return _unkey(t.suggest_categorical(self.name, [_key(c) for c in self.choices]))
+
+    def encode(self, value: Any, params: dict[str, Any]) -> bool:
+        if self.rng is not None:
+            ok = self.rng.low <= value <= self.rng.high
+            if ok and isinstance(self.rng, IntRange):
+                ok = (value - self.rng.low) % self.rng.step == 0
+            if ok:
+                params[self.name] = value
+            return ok
+        assert self.choices is not None
+        if value not in self.choices:
+            return False
+        if len(self.choices) > 1:
+            params[self.name] = _key(value)
+        return True
+
+    def values(self) -> list[Any]:
+        if self.choices is not None:
+            return list(self.choices)
+        assert isinstance(self.rng, IntRange)
+        return list(range(self.rng.low, self.rng.high + 1, self.rng.step))
+
+
+@dataclass(frozen=True)
+class ModuleChoice:
+    """A registered module with its argument dims (and, for blocks, ``down`` and ``schedule``)."""
+
+    name: str
+    args: tuple[tuple[str, Dim], ...]
+    down: Module | None = None
+    schedule: tuple[tuple[str, tuple[Any, ...]], ...] = ()  # option name -> per-block overrides
+
+    def draw(self, t: Chooser) -> dict[str, Any]:
+        return {k: d.draw(t) for k, d in self.args}
+
+    def encode(self, args: Mapping[str, Any], params: dict[str, Any]) -> bool:
+        return all(d.encode(args[k], params) for k, d in self.args)
+
+    def combos(self, limit: int = 256) -> list[dict[str, Any]]:
+        keys = [k for k, _ in self.args]
+        pools = [d.values() if d.rng is None or isinstance(d.rng, IntRange) else [d.rng.low, d.rng.high]
+                 for _, d in self.args]
+        out = [dict(zip(keys, vals)) for vals in itertools.islice(itertools.product(*pools), limit)]
+        return out or [{}]
+
+
+@dataclass(frozen=True)
+class ModuleDim:
+    """A choice among modules of one kind, each with conditional argument dims."""
+
+    name: str
+    options: tuple[ModuleChoice, ...]
+
+    def draw(self, t: Chooser) -> ModuleChoice:
+        names = [o.name for o in self.options]
+        pick = names[0] if len(names) == 1 else t.suggest_categorical(self.name, names)
+        return self.options[names.index(pick)]
+
+    def option(self, name: str) -> ModuleChoice | None:
+        return next((o for o in self.options if o.name == name), None)
+
+    def encode_name(self, name: str, params: dict[str, Any]) -> ModuleChoice | None:
+        o = self.option(name)
+        if o is not None and len(self.options) > 1:
+            params[self.name] = name
+        return o
+
+
+# ------------------------------------------------------------------------------------ the space
+@dataclass(frozen=True)
+class StageDims:
+    block: ModuleDim
+    width: Dim
+    depth: Dim
+    stride: int
+    inject: bool
+    concat_first: bool
+
+
+@dataclass(frozen=True)
+class ExtraDims:
+    role: str
+    source: str
+    index: int
+    head: ModuleDim
+    optional: Dim | None
+
+
+class SearchSpace:
+    """A validated search space; see the module docstring."""
+
+    def __init__(self, name: str, description: str, stages: list[StageDims], taps: Dim, decoder: ModuleDim,
+                 context: ModuleDim | None, context_width: Dim | None, fusions: list[ModuleDim] | None,
+                 widths: Dim | None, main: ModuleDim | None, extra: list[ExtraDims], align_corners: Dim,
+                 source: str = "<memory>"):
+        self.name, self.description, self.source = name, description, source
+        self.stages, self.taps, self.decoder = stages, taps, decoder
+        self.context, self.context_width, self.fusions, self.widths = context, context_width, fusions, widths
+        self.main, self.extra, self.align_corners = main, extra, align_corners
+
+    def __repr__(self) -> str:
+        return f"SearchSpace({self.name!r}, {len(self.stages)} stages, from {self.source})"
+
+    # ------------------------------------------------------------------------------ sampling
+    def sample(self, trial: Chooser) -> Genome:
+        """Draw a genome using only ``trial.suggest_*`` (an Optuna trial or any look-alike)."""
+        stages = []
+        for sd in self.stages:
+            opt = sd.block.draw(trial)
+            args = opt.draw(trial)
+            block_args: tuple = ()
+            if opt.schedule:
+                names = [n for n, _ in opt.schedule]
+                pre = f"{sd.block.name}.{opt.name}.schedule"
+                pick = names[0] if len(names) == 1 else trial.suggest_categorical(pre, names)
+                block_args = dict(opt.schedule)[pick]
+                depth = len(block_args)
+            else:
+                depth = sd.depth.draw(trial)
+            stages.append(Stage(opt.name, depth, sd.width.draw(trial), sd.stride, _args(args), block_args,
+                                opt.down, sd.inject, sd.concat_first))
+        taps = tuple(self.taps.draw(trial))
+        kind = self.decoder.draw(trial)
+        kargs = kind.draw(trial)
+        if kind.name == "chain":
+            ctx = self.context.draw(trial)
+            context = Module(ctx.name, _args(ctx.draw(trial)))
+            cw = self.context_width.draw(trial) if ctx.name != "none" else 0
+            widths = self.widths.draw(trial)
+            fdims = self.fusions if len(self.fusions) > 1 else self.fusions * len(taps)
+            picked: dict[int, tuple[ModuleChoice, dict]] = {}
+            fusions = []
+            for level, fd in enumerate(fdims):
+                if len(self.fusions) == 1 and picked:
+                    o, a = picked[0]
+                else:
+                    o = fd.draw(trial)
+                    a = o.draw(trial)
+                    picked[level] = (o, a)
+                fusions.append(Fusion(o.name, widths[level], _args(a)))
+            dec = Decoder("chain", taps, (), context, cw, tuple(fusions))
+        else:
+            dec = Decoder(kind.name, taps, _args(kargs))
+        main = None
+        if self.main is not None:
+            m = self.main.draw(trial)
+            main = Module(m.name, _args(m.draw(trial)))
+        extra = []
+        for ed in self.extra:
+            if ed.optional is not None and not ed.optional.draw(trial):
+                continue
+            h = ed.head.draw(trial)
+            extra.append(HeadTap(ed.role, ed.source, ed.index, Module(h.name, _args(h.draw(trial)))))
+        ac = self.align_corners.draw(trial)
+        return resolve(Genome(tuple(stages), dec, Heads(main, tuple(extra), ac)))
+
+    def random(self, rng: _random.Random | int = 0) -> Genome:
+        """A uniformly random member, without Optuna."""
+        return self.sample(RandomChooser(rng if isinstance(rng, _random.Random) else _random.Random(rng)))
+
+    # ------------------------------------------------------------------------------ membership
+    def encode(self, genome: Genome) -> dict[str, Any] | None:
+        """Parameters that make :meth:`sample` return ``genome``, or ``None`` if it is not a member."""
+        g = resolve(genome)
+        p: dict[str, Any] = {}
+        if len(g.stages) != len(self.stages):
+            return None
+        for sd, s in zip(self.stages, g.stages):
+            opt = sd.block.encode_name(s.block, p)
+            if opt is None or s.stride != sd.stride or s.inject != sd.inject or s.concat_first != sd.concat_first:
+                return None
+            if s.down != opt.down or not opt.encode(dict(s.args), p) or not sd.width.encode(s.width, p):
+                return None
+            if opt.schedule:
+                names = [n for n, v in opt.schedule if v == s.block_args]
+                if not names:
+                    return None
+                if len(opt.schedule) > 1:
+                    p[f"{sd.block.name}.{opt.name}.schedule"] = names[0]
+            elif s.block_args or not sd.depth.encode(s.depth, p):
+                return None
+        d = g.decoder
+        if not self.taps.encode(list(d.taps), p) and not self.taps.encode(d.taps, p):
+            return None
+        kind = self.decoder.encode_name(d.kind, p)
+        if kind is None:
+            return None
+        if d.kind == "chain":
+            ctx = self.context.encode_name(d.context.name, p)
+            if ctx is None or not ctx.encode(dict(d.context.args), p):
+                return None
+            if d.context.name != "none" and not self.context_width.encode(d.context_width, p):
+                return None
+            if not self.widths.encode(tuple(f.width for f in d.fusions), p):
+                return None
+            if len(self.fusions) == 1:
+                if len({(f.name, f.args) for f in d.fusions}) != 1:
+                    return None
+                o = self.fusions[0].encode_name(d.fusions[0].name, p)
+                if o is None or not o.encode(dict(d.fusions[0].args), p):
+                    return None
+            else:
+                if len(self.fusions) != len(d.fusions):
+                    return None
+                for fd, f in zip(self.fusions, d.fusions):
+                    o = fd.encode_name(f.name, p)
+                    if o is None or not o.encode(dict(f.args), p):
+                        return None
+        elif not kind.encode(dict(d.args), p):
+            return None
+        h = g.heads
+        if (self.main is None) != (h.main is None) or not self.align_corners.encode(h.align_corners, p):
+            return None
+        if h.main is not None:
+            o = self.main.encode_name(h.main.name, p)
+            if o is None or not o.encode(dict(h.main.args), p):
+                return None
+        it = iter(h.extra)
+        cur = next(it, None)
+        for ed in self.extra:
+            match = cur is not None and (cur.role, cur.source, cur.index) == (ed.role, ed.source, ed.index)
+            if ed.optional is not None:
+                p[ed.optional.name] = match
+            elif not match:
+                return None
+            if match:
+                o = ed.head.encode_name(cur.head.name, p)
+                if o is None or not o.encode(dict(cur.head.args), p):
+                    return None
+                cur = next(it, None)
+        if cur is not None:
+            return None
+        return p
+
+    def contains(self, genome: Genome) -> bool:
+        return self.encode(genome) is not None
+
+
+# --------------------------------------------------------------------------------------- loading
+def load_space(path: str | Path) -> SearchSpace:
+    """Read, validate and compile a search-space YAML file."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read search space ({e.strerror or e})") from None
+    return parse_space(text, str(path))
+
+
+def parse_space(text: str, source: str = "<string>") -> SearchSpace:
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise ConfigError(f"{source}:{where} is not valid YAML: {getattr(e, 'problem', e)}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source}: a search space must be a YAML mapping with keys name, stages, decoder, heads")
+    try:
+        spec = SpaceFile.model_validate(raw)
+    except ValidationError as e:
+        err = e.errors()[0]
+        loc = ".".join(str(x) for x in err["loc"])
+        raise ConfigError(f"{source}: key '{loc}': {err['msg']} (got {err.get('input')!r})") from None
+    return _compile(spec, source)
+
+
+def _as_list(v: Any) -> list[Any]:
+    return list(v) if isinstance(v, list) else [v]
+
+
+def _dim(name: str, value: Any, source: str, list_is_value: bool = False) -> Dim:
+    if isinstance(value, (IntRange, FloatRange)):
+        return Dim(name, rng=value)
+    if isinstance(value, dict) and set(value) >= {"low", "high"}:
+        try:
+            rng = IntRange(**value) if all(isinstance(value[k], int) for k in ("low", "high")) else FloatRange(**value)
+        except ValidationError as e:
+            raise ConfigError(f"{source}: key '{name}': bad range {value!r}: {e.errors()[0]['msg']}") from None
+        if rng.low > rng.high:
+            raise ConfigError(f"{source}: key '{name}': range low {rng.low} > high {rng.high}")
+        return Dim(name, rng=rng)
+    if list_is_value:  # value itself is a list (e.g. dilations): a list of lists means choices
+        choices = value if (isinstance(value, list) and value and isinstance(value[0], list)) else [value]
+    else:
+        choices = _as_list(value)
+    if not choices:
+        raise ConfigError(f"{source}: key '{name}': an empty list of choices")
+    return Dim(name, choices=tuple(_freeze(c) for c in choices))
+
+
+def _module_dim(name: str, kind: str, value: Any, source: str) -> ModuleDim:
+    if isinstance(value, str):
+        value = {value: None}
+    if not isinstance(value, dict) or not value:
+        raise ConfigError(f"{source}: key '{name}': expected a {kind} name or a mapping of {kind} names to "
+                          f"arguments, got {value!r}")
+    options = []
+    for mname, margs in value.items():
+        path = f"{name}.{mname}"
+        if kind == "decoder" and mname == "chain":
+            if margs:
+                raise ConfigError(f"{source}: key '{path}': the chain decoder is configured under decoder.chain")
+            options.append(ModuleChoice("chain", ()))
+            continue
+        try:
+            entry = registry.get(mname, kind)
+        except UnknownBlockError as e:
+            raise ConfigError(f"{source}: key '{path}': {e}") from None
+        margs = dict(margs or {})
+        down = schedule = None
+        if kind == "block":
+            down = margs.pop("down", None)
+            schedule = margs.pop("schedule", None)
+        dims = []
+        for aname, aval in sorted(margs.items()):
+            try:
+                arg = entry.arg(aname)
+            except BlockArgumentError as e:
+                raise ConfigError(f"{source}: key '{path}.{aname}': {e}") from None
+            d = _dim(f"{path}.{aname}", aval, source, list_is_value=arg.type == "ints")
+            if d.choices is not None:
+                for c in d.choices:
+                    try:
+                        arg.validate(mname, c)
+                    except BlockArgumentError as e:
+                        raise ConfigError(f"{source}: key '{path}.{aname}': {e}") from None
+            dims.append((aname, d))
+        down_mod = _down_module(f"{path}.down", down, source) if down is not None else None
+        sched = _schedule(f"{path}.schedule", entry, schedule, source) if schedule is not None else ()
+        options.append(ModuleChoice(mname, tuple(dims), down_mod, sched))
+    return ModuleDim(name, tuple(options))
+
+
+def _down_module(path: str, value: Any, source: str) -> Module:
+    if isinstance(value, str):
+        value = {value: {}}
+    if not isinstance(value, dict) or len(value) != 1:
+        raise ConfigError(f"{source}: key '{path}': expected one block name or {{name: {{args}}}}, got {value!r}")
+    (name, args), = value.items()
+    try:
+        entry = registry.get(name, "block")
+        return Module(name, _args(entry.resolve(args or {})))
+    except (UnknownBlockError, BlockArgumentError) as e:
+        raise ConfigError(f"{source}: key '{path}': {e}") from None
+
+
+def _schedule(path: str, entry: registry.Entry, value: Any, source: str) -> tuple:
+    if not isinstance(value, dict) or not value:
+        raise ConfigError(f"{source}: key '{path}': expected a mapping of option names to "
+                          "{argument: [one value per block]}")
+    out = []
+    for opt, per in value.items():
+        if not isinstance(per, dict) or not per:
+            raise ConfigError(f"{source}: key '{path}.{opt}': expected {{argument: [one value per block]}}")
+        lens = {len(v) if isinstance(v, list) else -1 for v in per.values()}
+        if len(lens) != 1 or -1 in lens or 0 in lens:
+            raise ConfigError(f"{source}: key '{path}.{opt}': every argument needs a non-empty list with one "
+                              "value per block, all of the same length")
+        n = lens.pop()
+        blocks = []
+        for j in range(n):
+            over = {}
+            for aname, vals in per.items():
+                try:
+                    over[aname] = entry.arg(aname).validate(entry.name, vals[j])
+                except BlockArgumentError as e:
+                    raise ConfigError(f"{source}: key '{path}.{opt}.{aname}[{j}]': {e}") from None
+            blocks.append(_args(over))
+        out.append((str(opt), tuple(blocks)))
+    return tuple(out)
+
+
+def _compile(spec: SpaceFile, source: str) -> SearchSpace:
+    stages = []
+    for i, s in enumerate(spec.stages):
+        p = f"stages.{i}"
+        block = _module_dim(f"{p}.block", "block", s.block, source)
+        width = _dim(f"{p}.width", s.width, source)
+        depth = _dim(f"{p}.depth", s.depth, source)
+        for v in width.values():
+            if not isinstance(v, int) or v < 1:
+                raise ConfigError(f"{source}: key '{p}.width': {v!r} is not a positive integer")
+        for v in depth.values():
+            if not isinstance(v, int) or v < 0:
+                raise ConfigError(f"{source}: key '{p}.depth': {v!r} is not a non-negative integer")
+        stages.append(StageDims(block, width, depth, s.stride, s.inject, s.concat_first))
+    d = spec.decoder
+    taps_dim = _dim("decoder.taps", d.taps, source, list_is_value=True)
+    for t in taps_dim.values():
+        if not all(isinstance(x, int) and 0 <= x < len(stages) for x in t) or list(t) != sorted(set(t)):
+            raise ConfigError(f"{source}: key 'decoder.taps': {list(t)} must be increasing stage indices in "
+                              f"0..{len(stages) - 1}")
+    kinds = d.kind if isinstance(d.kind, dict) else {d.kind: None}
+    chain_cfg = kinds.get("chain")
+    dec_dim = _module_dim("decoder.kind", "decoder", {k: (None if k == "chain" else v) for k, v in kinds.items()},
+                          source)
+    context = cw = fusions = widths = None
+    if "chain" in kinds:
+        try:
+            chain = ChainSpace.model_validate(chain_cfg or {})
+        except ValidationError as e:
+            err = e.errors()[0]
+            loc = ".".join(str(x) for x in err["loc"])
+            raise ConfigError(f"{source}: key 'decoder.kind.chain.{loc}': {err['msg']} (got {err.get('input')!r})") \
+                from None
+        context = _module_dim("decoder.context", "context", chain.context, source)
+        cw = _dim("decoder.context_width", chain.context_width, source)
+        if (chain.fusion is None) == (chain.fusions is None):
+            raise ConfigError(f"{source}: key 'decoder.kind.chain': give either 'fusion' (one choice for every "
+                              "level) or 'fusions' (one choice per tap), not both or neither")
+        if chain.fusion is not None:
+            fusions = [_module_dim("decoder.fusion", "fusion", chain.fusion, source)]
+        else:
+            fusions = [_module_dim(f"decoder.fusions.{i}", "fusion", f, source) for i, f in enumerate(chain.fusions)]
+        widths = _dim("decoder.widths", chain.widths, source, list_is_value=True)
+        ntaps = {len(t) for t in taps_dim.values()}
+        for w in widths.values():
+            if len(w) not in ntaps or len(ntaps) != 1:
+                raise ConfigError(f"{source}: key 'decoder.kind.chain.widths': {list(w)} needs one width per tap "
+                                  f"({sorted(ntaps)})")
+        if chain.fusions is not None and len(chain.fusions) not in ntaps:
+            raise ConfigError(f"{source}: key 'decoder.kind.chain.fusions': {len(chain.fusions)} entries for "
+                              f"{sorted(ntaps)} taps")
+    h = spec.heads
+    main = _module_dim("heads.main", "head", h.main, source) if h.main is not None else None
+    extra = []
+    for j, e in enumerate(h.extra):
+        if not 0 <= e.index < len(stages) and e.source == "stage":
+            raise ConfigError(f"{source}: key 'heads.extra.{j}.index': {e.index} is not a stage index "
+                              f"0..{len(stages) - 1}")
+        extra.append(ExtraDims(e.role, e.source, e.index, _module_dim(f"heads.extra.{j}.head", "head", e.head, source),
+                               Dim(f"heads.extra.{j}", choices=(True, False)) if e.optional else None))
+    space = SearchSpace(spec.name, spec.description, stages, taps_dim, dec_dim, context, cw, fusions, widths, main,
+                        extra, _dim("heads.align_corners", h.align_corners, source), source)
+    _check_buildable(space, source)
+    return space
+
+
+def _check_buildable(space: SearchSpace, source: str) -> None:
+    """Construct every block option at every width (and input width it can see) once.
+
+    Modules are constructed on the ``meta`` device: the constructors' argument checks run, but no
+    weights are allocated, so checking a space costs milliseconds.
+    """
+    import torch
+
+    with torch.device("meta"):
+        _check_blocks(space, source)
+
+
+def _check_blocks(space: SearchSpace, source: str) -> None:
+    in_widths = {3}
+    for i, sd in enumerate(space.stages):
+        out_widths = set(sd.width.values())
+        for opt in sd.block.options:
+            entry = registry.get(opt.name, "block")
+            combos = opt.combos()
+            sched = [dict(b) for _, blocks in opt.schedule for b in blocks] or [{}]
+            repeats = max(sd.depth.values()) > 1 or any(len(b) > 1 for _, b in opt.schedule)
+            for c_in in sorted(in_widths)[:4]:
+                for w in sorted(out_widths):
+                    for args in combos[:32]:
+                        for over in sched[:16]:
+                            stage_in = c_in
+                            try:
+                                if opt.down is not None:
+                                    registry.get(opt.down.name, "block").create(stage_in, w, sd.stride,
+                                                                                 **opt.down.kwargs)
+                                    stage_in = w
+                                    entry.create(w, w, 1, **{**args, **over})
+                                else:
+                                    entry.create(stage_in, w, sd.stride, **{**args, **over})
+                                    if repeats:
+                                        entry.create(w, w, 1, **{**args, **over})
+                            except (BlockArgumentError, GenomeError, ValueError) as e:
+                                raise ConfigError(f"{source}: key 'stages.{i}.block.{opt.name}' cannot be built "
+                                                  f"from {c_in} to {w} channels with {args or 'defaults'}: {e}") \
+                                    from None
+        in_widths = {w * (2 if sd.concat_first else 1) + (3 if sd.inject else 0) for w in out_widths}
+
+
+def space_files(root: str | Path | None = None) -> list[Path]:
+    """The shipped ``search_spaces/*.yaml`` files."""
+    base = Path(root) if root else Path(__file__).resolve().parent.parent / "search_spaces"
+    return sorted(base.glob("*.yaml"))
