@@ -631,32 +631,29 @@ def _check_buildable(space: SearchSpace, source: str) -> None:
 def _check_blocks(space: SearchSpace, source: str) -> None:
     in_widths = {3}
     for i, sd in enumerate(space.stages):
-        out_widths = set(sd.width.values())
+        out_widths = sorted(set(sd.width.values()))
         for opt in sd.block.options:
-            entry = registry.get(opt.name, "block")
-            combos = opt.combos()
             sched = [dict(b) for _, blocks in opt.schedule for b in blocks] or [{}]
             repeats = max(sd.depth.values()) > 1 or any(len(b) > 1 for _, b in opt.schedule)
-            for c_in in sorted(in_widths)[:4]:
-                for w in sorted(out_widths):
-                    for args in combos[:32]:
-                        for over in sched[:16]:
-                            stage_in = c_in
-                            try:
-                                if opt.down is not None:
-                                    registry.get(opt.down.name, "block").create(stage_in, w, sd.stride,
-                                                                                 **opt.down.kwargs)
-                                    stage_in = w
-                                    entry.create(w, w, 1, **{**args, **over})
-                                else:
-                                    entry.create(stage_in, w, sd.stride, **{**args, **over})
-                                    if repeats:
-                                        entry.create(w, w, 1, **{**args, **over})
-                            except (BlockArgumentError, GenomeError, ValueError) as e:
-                                raise ConfigError(f"{source}: key 'stages.{i}.block.{opt.name}' cannot be built "
-                                                  f"from {c_in} to {w} channels with {args or 'defaults'}: {e}") \
-                                    from None
+            cases = itertools.product(sorted(in_widths)[:4], out_widths, opt.combos()[:32], sched[:16])
+            for c_in, w, args, over in cases:
+                try:
+                    _build_stage_blocks(opt, c_in, w, sd.stride, {**args, **over}, repeats)
+                except (BlockArgumentError, GenomeError, ValueError) as e:
+                    raise ConfigError(f"{source}: key 'stages.{i}.block.{opt.name}' cannot be built from {c_in} "
+                                      f"to {w} channels with {args or 'defaults'}: {e}") from None
         in_widths = {w * (2 if sd.concat_first else 1) + (3 if sd.inject else 0) for w in out_widths}
+
+
+def _build_stage_blocks(opt: ModuleChoice, c_in: int, width: int, stride: int, args: dict, repeats: bool) -> None:
+    entry = registry.get(opt.name, "block")
+    if opt.down is not None:
+        registry.get(opt.down.name, "block").create(c_in, width, stride, **opt.down.kwargs)
+        entry.create(width, width, 1, **args)
+        return
+    entry.create(c_in, width, stride, **args)
+    if repeats:
+        entry.create(width, width, 1, **args)
 
 
 def space_files(root: str | Path | None = None) -> list[Path]:

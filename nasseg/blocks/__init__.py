@@ -1,11 +1,13 @@
 """Registered modules of this family; importing the package registers them."""
 
-from nasseg.blocks import basic  # noqa: F401
-from nasseg.blocks import stdc  # noqa: F401
-from nasseg.blocks import regseg  # noqa: F401
-from nasseg.blocks import fasternet  # noqa: F401
-from nasseg.blocks import espnet  # noqa: F401
-from nasseg.blocks import mobilenet  # noqa: F401
-from nasseg.blocks import lednet  # noqa: F401
-from nasseg.blocks import erfnet  # noqa: F401
-from nasseg.blocks import dwrseg  # noqa: F401
+from nasseg.blocks import (
+    basic,  # noqa: F401
+    dwrseg,  # noqa: F401
+    erfnet,  # noqa: F401
+    espnet,  # noqa: F401
+    fasternet,  # noqa: F401
+    lednet,  # noqa: F401
+    mobilenet,  # noqa: F401
+    regseg,  # noqa: F401
+    stdc,  # noqa: F401
+)

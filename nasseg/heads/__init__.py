@@ -1,12 +1,14 @@
 """Registered modules of this family; importing the package registers them."""
 
-from nasseg.heads import seg  # noqa: F401
-from nasseg.heads import detail  # noqa: F401
-from nasseg.heads import boundary  # noqa: F401
-from nasseg.heads import chain  # noqa: F401
-from nasseg.heads import classifier  # noqa: F401
-from nasseg.heads import regseg  # noqa: F401
-from nasseg.heads import espnet  # noqa: F401
-from nasseg.heads import lednet  # noqa: F401
-from nasseg.heads import erfnet  # noqa: F401
-from nasseg.heads import dwrseg  # noqa: F401
+from nasseg.heads import (
+    boundary,  # noqa: F401
+    chain,  # noqa: F401
+    classifier,  # noqa: F401
+    detail,  # noqa: F401
+    dwrseg,  # noqa: F401
+    erfnet,  # noqa: F401
+    espnet,  # noqa: F401
+    lednet,  # noqa: F401
+    regseg,  # noqa: F401
+    seg,  # noqa: F401
+)

@@ -99,6 +99,8 @@ def test_contract(entry, example):
     module.train()
     for size in _sizes(entry, example):
         inputs = _inputs(entry, module, example, size)
+        for t in (inputs[0] if entry.kind == "decoder" else inputs):
+            t.requires_grad_()  # parameter-free modules (none, add) must still pass gradients through
         out = module(*inputs)
         expected = _expected_shape(entry, module, example, size)
         if expected is not None:
@@ -111,6 +113,8 @@ def test_contract(entry, example):
         grads = [p.grad for p in module.parameters() if p.grad is not None]
         assert grads or not list(module.parameters()), f"{entry.name}: no parameter received a gradient"
         assert all(torch.isfinite(g).all() for g in grads)
+        flat = inputs[0] if entry.kind == "decoder" else inputs
+        assert any(t.grad is not None for t in flat), f"{entry.name}: no gradient reaches the inputs"
 
 
 @pytest.mark.parametrize("entry,example", [c for c in _cases() if c.values[1] is not None])
