@@ -118,7 +118,7 @@ def _regseg(dilations: list[tuple[int, ...]] = REGSEG_EXP48, last: tuple[int, ..
 
 # ------------------------------------------------------------------------------ LEDNet / ERFNet
 def _lednet() -> Genome:
-    down = M("downsampler")
+    down = M("downsampler", odd_pool="zero_pad")  # LEDNet pads odd sides with a zero row/column
     return resolve(Genome(
         stages=(
             S("ssnbt", 3, 32, 2, down=down, dropout=0.03),
@@ -126,7 +126,7 @@ def _lednet() -> Genome:
             S("ssnbt", 8, 128, 2, down=down, dropout=0.3, per_block={"dilation": [1, 2, 5, 9, 2, 5, 9, 17]}),
         ),
         decoder=Decoder("apn", (2,)),
-        heads=Heads(None),
+        heads=Heads(None, align_corners=True),
     ))
 
 
@@ -209,13 +209,14 @@ def _presets() -> dict[str, Preset]:
                "Segmentation, arXiv 2111.09957", lambda: _regseg(), 19, (1024, 2048), 3_334_951, 38_350_000_000,
                f"{ref} §2.5 (official RolandGao/RegSeg: 3,334,951 params, 38.35 conv GMACs @1024x2048)",
                {"params": "3.34 M", "miou_test": "78.3", "fps": "30 (T4, AMP)"}),
-        Preset("lednet", "LEDNet", "Wang et al., LEDNet, ICIP 2019", lambda: _lednet(), 19, (512, 1024), 923_083,
+        Preset("lednet", "LEDNet", "Wang et al., LEDNet, ICIP 2019", _lednet, 20, (512, 1024), 923_083,
                11_210_000_000,
                f"{ref} §6.4 (official xiaoyufenfei/LEDNet: 925,534 incl. an unused 2,451-param encoder output "
                "conv, so 923,083 at inference; 11.21 GMACs @512x1024)",
                {"params": "< 1 M (README), 0.94 M [3rd]", "miou_test": "70.6"}),
-        Preset("erfnet", "ERFNet", "Romera et al., ERFNet, T-ITS 2018", lambda: _erfnet(), 20, (512, 1024), None, None,
-               "official Eromera/erfnet_pytorch train/erfnet.py (counted in tests/test_presets.py)",
+        Preset("erfnet", "ERFNet", "Romera et al., ERFNet, T-ITS 2018", _erfnet, 20, (512, 1024), 2_064_256,
+               26_612_727_808, "official Eromera/erfnet_pytorch train/erfnet.py run beside ours: 2,066,836 params "
+               "incl. an unused 2,580-param encoder output conv, so 2,064,256 at inference; 26.61 GMACs @512x1024",
                {"params": "2.06 M [3rd]", "miou_val": "72.1 (PyTorch version README)"}),
         Preset("espnet", "ESPNet (p=2, q=8)", "Mehta et al., ESPNet, ECCV 2018", lambda: _espnet(), 20, (512, 1024),
                365_109, 4_780_220_416,
