@@ -44,10 +44,12 @@ def resolve_genome(text: str):
         return G.load(t), None
     if os.path.sep in t or t.endswith((".json", ".txt")):
         try:
-            with open(t) as f:
+            with open(t, encoding="utf-8") as f:
                 return G.load(f.read()), None
         except OSError as e:
             raise NassegError(f"{t}: cannot read genome file ({e.strerror})") from None
+        except UnicodeDecodeError as e:
+            raise NassegError(f"{t}: not a genome file (not UTF-8 text: {e.reason} at byte {e.start})") from None
     p = presets.get(t)
     return p.genome, p
 
@@ -104,7 +106,7 @@ def _run_show(a: argparse.Namespace) -> int:
     from nasseg.cost import count_macs, count_params
 
     g, preset = resolve_genome(a.genome)
-    n = a.num_classes or (preset.num_classes if preset else 19)
+    n = a.num_classes if a.num_classes is not None else (preset.num_classes if preset else 19)
     if n < 1:
         raise NassegError(f"--num-classes = {n} must be a positive integer")
     h, w = parse_resolution(a.resolution, "--resolution") if a.resolution else (
@@ -177,4 +179,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+    # run through the importable module, so that sub-commands registered on import land in its COMMANDS
+    from nasseg.cli import main as _main
+
+    sys.exit(_main())

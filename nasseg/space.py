@@ -22,7 +22,7 @@ choices; a block's arguments are searched only when that block is chosen (condit
               exp48: {dilations: [[1], [1, 2], [1, 4], [1, 4], [1, 14]]}
 
 ``space.sample(trial)`` uses only ``trial.suggest_*`` with stable parameter names
-(``stages.2.block``, ``stages.2.stdc.num_blocks``, ``decoder.fusions.0`` ...), so any Optuna sampler
+(``stages.2.block``, ``stages.2.block.stdc.num_blocks``, ``decoder.fusions.0`` ...), so any Optuna sampler
 works.  ``space.random(rng)`` samples without Optuna, ``space.encode(genome)`` returns the parameters
 that reproduce a genome (or ``None`` if it is not a member).
 """
@@ -99,7 +99,7 @@ class ChainSpace(_Strict):
 
 
 class DecoderSpace(_Strict):
-    taps: list[int] | list[list[int]]
+    taps: list[int] | list[list[int]] = Field(default_factory=list)
     kind: str | dict[str, dict[str, Any] | None]
 
 
@@ -208,6 +208,7 @@ class ModuleChoice:
     args: tuple[tuple[str, Dim], ...]
     down: Module | None = None
     schedule: tuple[tuple[str, tuple[Any, ...]], ...] = ()  # option name -> per-block overrides
+    taps: tuple[int, ...] | None = None  # decoders only: the stages this decoder taps (else decoder.taps)
 
     def draw(self, t: Chooser) -> dict[str, Any]:
         return {k: d.draw(t) for k, d in self.args}
@@ -298,8 +299,8 @@ class SearchSpace:
                 depth = sd.depth.draw(trial)
             stages.append(Stage(opt.name, depth, sd.width.draw(trial), sd.stride, _args(args), block_args,
                                 opt.down, sd.inject, sd.concat_first))
-        taps = tuple(self.taps.draw(trial))
         kind = self.decoder.draw(trial)
+        taps = kind.taps if kind.taps is not None else tuple(self.taps.draw(trial))
         kargs = kind.draw(trial)
         if kind.name == "chain":
             ctx = self.context.draw(trial)
@@ -359,10 +360,13 @@ class SearchSpace:
             elif s.block_args or not sd.depth.encode(s.depth, p):
                 return None
         d = g.decoder
-        if not self.taps.encode(list(d.taps), p) and not self.taps.encode(d.taps, p):
-            return None
         kind = self.decoder.encode_name(d.kind, p)
         if kind is None:
+            return None
+        if kind.taps is not None:
+            if tuple(d.taps) != kind.taps:
+                return None
+        elif not self.taps.encode(tuple(d.taps), p):
             return None
         if d.kind == "chain":
             ctx = self.context.encode_name(d.context.name, p)
@@ -426,9 +430,73 @@ def load_space(path: str | Path) -> SearchSpace:
     return parse_space(text, str(path))
 
 
+class _StrictLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that rejects a key given twice in one mapping (PyYAML keeps the last silently).
+
+    Keys brought in by a merge (``<<: *anchor``) may be overridden, as YAML intends.
+    """
+
+
+def _construct_mapping(loader: _StrictLoader, node: yaml.MappingNode, deep: bool = False) -> dict:
+    seen: set = set()
+    for key_node, _ in node.value:
+        if key_node.tag == "tag:yaml.org,2002:merge":
+            continue
+        key = loader.construct_object(key_node, deep=True)
+        try:
+            duplicate = key in seen
+            seen.add(key)
+        except TypeError:  # an unhashable key: SafeLoader reports it below
+            continue
+        if duplicate:
+            raise yaml.constructor.ConstructorError("while constructing a mapping", node.start_mark,
+                                                    f"key {key!r} is given twice", key_node.start_mark)
+    return yaml.SafeLoader.construct_mapping(loader, node, deep)
+
+
+_StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+
+
+def _safe_load(text: str) -> Any:
+    loader = _StrictLoader(text)
+    try:
+        return loader.get_single_data()
+    finally:
+        loader.dispose()
+
+
+def _user_path(raw: Any, err: Mapping[str, Any]) -> list[str]:
+    """Pydantic's error location in the user's own keys: union-member tags (``int``, ``list[int]``,
+    ``IntRange`` ...) are dropped; a missing key is kept."""
+    loc, out, node = list(err["loc"]), [], raw
+    for i, part in enumerate(loc):
+        if isinstance(node, Mapping) and part in node:
+            node = node[part]
+        elif isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node):
+            node = node[part]
+        elif not (i == len(loc) - 1 and err.get("type") == "missing"):
+            continue
+        out.append(str(part))
+    return out
+
+
+def _validation_error(source: str, e: ValidationError, raw: Any, prefix: str = "") -> ConfigError:
+    """One ConfigError for a pydantic error: the most specific location (a union reports one error per
+    member; the deepest is the one the user meant), the message and the offending value."""
+    errors = e.errors()
+    paths = [_user_path(raw, err) for err in errors]
+    best = max(range(len(errors)), key=lambda i: len(paths[i]))
+    err, loc = errors[best], ".".join(([prefix] if prefix else []) + paths[best])
+    got = ""
+    if err.get("type") != "missing":
+        got = repr(err.get("input"))
+        got = f" (got {got[:97] + '...' if len(got) > 100 else got})"
+    return ConfigError(f"{source}: key '{loc}': {err['msg']}{got}")
+
+
 def parse_space(text: str, source: str = "<string>") -> SearchSpace:
     try:
-        raw = yaml.safe_load(text)
+        raw = _safe_load(text)
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
@@ -438,9 +506,7 @@ def parse_space(text: str, source: str = "<string>") -> SearchSpace:
     try:
         spec = SpaceFile.model_validate(raw)
     except ValidationError as e:
-        err = e.errors()[0]
-        loc = ".".join(str(x) for x in err["loc"])
-        raise ConfigError(f"{source}: key '{loc}': {err['msg']} (got {err.get('input')!r})") from None
+        raise _validation_error(source, e, raw) from None
     return _compile(spec, source)
 
 
@@ -448,35 +514,42 @@ def _as_list(v: Any) -> list[Any]:
     return list(v) if isinstance(v, list) else [v]
 
 
-def _dim(name: str, value: Any, source: str, list_is_value: bool = False) -> Dim:
+def _dim(name: str, value: Any, source: str, list_is_value: bool = False, where: str | None = None) -> Dim:
+    """``name`` is the Optuna parameter name; ``where`` the YAML key path errors name (default ``name``)."""
+    where = where or name
     if isinstance(value, (IntRange, FloatRange)):
+        if value.low > value.high or (isinstance(value, IntRange) and value.step < 1):
+            raise ConfigError(f"{source}: key '{where}': range low {value.low} > high {value.high}"
+                              if value.low > value.high else f"{source}: key '{where}': range step {value.step} < 1")
         return Dim(name, rng=value)
     if isinstance(value, dict) and set(value) >= {"low", "high"}:
         try:
             rng = IntRange(**value) if all(isinstance(value[k], int) for k in ("low", "high")) else FloatRange(**value)
         except ValidationError as e:
-            raise ConfigError(f"{source}: key '{name}': bad range {value!r}: {e.errors()[0]['msg']}") from None
+            raise ConfigError(f"{source}: key '{where}': bad range {value!r}: {e.errors()[0]['msg']}") from None
         if rng.low > rng.high:
-            raise ConfigError(f"{source}: key '{name}': range low {rng.low} > high {rng.high}")
+            raise ConfigError(f"{source}: key '{where}': range low {rng.low} > high {rng.high}")
         return Dim(name, rng=rng)
     if list_is_value:  # value itself is a list (e.g. dilations): a list of lists means choices
         choices = value if (isinstance(value, list) and value and isinstance(value[0], list)) else [value]
     else:
         choices = _as_list(value)
     if not choices:
-        raise ConfigError(f"{source}: key '{name}': an empty list of choices")
+        raise ConfigError(f"{source}: key '{where}': an empty list of choices")
     return Dim(name, choices=tuple(_freeze(c) for c in choices))
 
 
-def _module_dim(name: str, kind: str, value: Any, source: str) -> ModuleDim:
+def _module_dim(name: str, kind: str, value: Any, source: str, where: str | None = None) -> ModuleDim:
+    """``name`` prefixes the Optuna parameter names; ``where`` is the YAML key path errors name (default ``name``)."""
+    where = where or name
     if isinstance(value, str):
         value = {value: None}
     if not isinstance(value, dict) or not value:
-        raise ConfigError(f"{source}: key '{name}': expected a {kind} name or a mapping of {kind} names to "
+        raise ConfigError(f"{source}: key '{where}': expected a {kind} name or a mapping of {kind} names to "
                           f"arguments, got {value!r}")
     options = []
     for mname, margs in value.items():
-        path = f"{name}.{mname}"
+        path = f"{where}.{mname}"
         if kind == "decoder" and mname == "chain":
             if margs:
                 raise ConfigError(f"{source}: key '{path}': the chain decoder is configured under decoder.chain")
@@ -487,17 +560,23 @@ def _module_dim(name: str, kind: str, value: Any, source: str) -> ModuleDim:
         except UnknownBlockError as e:
             raise ConfigError(f"{source}: key '{path}': {e}") from None
         margs = dict(margs or {})
-        down = schedule = None
+        down = schedule = taps = None
         if kind == "block":
             down = margs.pop("down", None)
             schedule = margs.pop("schedule", None)
+        if kind == "decoder" and "taps" in margs:
+            taps = margs.pop("taps")
+            if not isinstance(taps, list) or not taps or not all(isinstance(t, int) for t in taps):
+                raise ConfigError(f"{source}: key '{path}.taps': expected a list of stage indices, got {taps!r}")
+            taps = tuple(taps)
         dims = []
         for aname, aval in sorted(margs.items()):
             try:
                 arg = entry.arg(aname)
             except BlockArgumentError as e:
                 raise ConfigError(f"{source}: key '{path}.{aname}': {e}") from None
-            d = _dim(f"{path}.{aname}", aval, source, list_is_value=arg.type == "ints")
+            d = _dim(f"{name}.{mname}.{aname}", aval, source, list_is_value=arg.type == "ints",
+                     where=f"{path}.{aname}")
             if d.choices is not None:
                 for c in d.choices:
                     try:
@@ -507,7 +586,7 @@ def _module_dim(name: str, kind: str, value: Any, source: str) -> ModuleDim:
             dims.append((aname, d))
         down_mod = _down_module(f"{path}.down", down, source) if down is not None else None
         sched = _schedule(f"{path}.schedule", entry, schedule, source) if schedule is not None else ()
-        options.append(ModuleChoice(mname, tuple(dims), down_mod, sched))
+        options.append(ModuleChoice(mname, tuple(dims), down_mod, sched, taps))
     return ModuleDim(name, tuple(options))
 
 
@@ -565,12 +644,21 @@ def _compile(spec: SpaceFile, source: str) -> SearchSpace:
                 raise ConfigError(f"{source}: key '{p}.depth': {v!r} is not a non-negative integer")
         stages.append(StageDims(block, width, depth, s.stride, s.inject, s.concat_first))
     d = spec.decoder
-    taps_dim = _dim("decoder.taps", d.taps, source, list_is_value=True)
+    taps_dim = _dim("decoder.taps", d.taps or [0], source, list_is_value=True)
     for t in taps_dim.values():
         if not all(isinstance(x, int) and 0 <= x < len(stages) for x in t) or list(t) != sorted(set(t)):
             raise ConfigError(f"{source}: key 'decoder.taps': {list(t)} must be increasing stage indices in "
                               f"0..{len(stages) - 1}")
     kinds = d.kind if isinstance(d.kind, dict) else {d.kind: None}
+    for kname, kargs in kinds.items():
+        own = (kargs or {}).get("taps") if isinstance(kargs, dict) else None
+        if own is None and not d.taps:
+            raise ConfigError(f"{source}: key 'decoder.taps': decoder {kname!r} has no taps of its own; give "
+                              "decoder.taps or decoder.kind.<name>.taps")
+        if isinstance(own, list) and (not all(isinstance(x, int) and 0 <= x < len(stages) for x in own)
+                                      or own != sorted(set(own))):
+            raise ConfigError(f"{source}: key 'decoder.kind.{kname}.taps': {own} must be increasing stage indices "
+                              f"in 0..{len(stages) - 1}")
     chain_cfg = kinds.get("chain")
     dec_dim = _module_dim("decoder.kind", "decoder", {k: (None if k == "chain" else v) for k, v in kinds.items()},
                           source)
@@ -579,20 +667,24 @@ def _compile(spec: SpaceFile, source: str) -> SearchSpace:
         try:
             chain = ChainSpace.model_validate(chain_cfg or {})
         except ValidationError as e:
-            err = e.errors()[0]
-            loc = ".".join(str(x) for x in err["loc"])
-            raise ConfigError(f"{source}: key 'decoder.kind.chain.{loc}': {err['msg']} (got {err.get('input')!r})") \
-                from None
-        context = _module_dim("decoder.context", "context", chain.context, source)
-        cw = _dim("decoder.context_width", chain.context_width, source)
+            raise _validation_error(source, e, chain_cfg or {}, "decoder.kind.chain") from None
+        context = _module_dim("decoder.context", "context", chain.context, source, "decoder.kind.chain.context")
+        cw = _dim("decoder.context_width", chain.context_width, source, where="decoder.kind.chain.context_width")
         if (chain.fusion is None) == (chain.fusions is None):
             raise ConfigError(f"{source}: key 'decoder.kind.chain': give either 'fusion' (one choice for every "
                               "level) or 'fusions' (one choice per tap), not both or neither")
         if chain.fusion is not None:
-            fusions = [_module_dim("decoder.fusion", "fusion", chain.fusion, source)]
+            fusions = [_module_dim("decoder.fusion", "fusion", chain.fusion, source, "decoder.kind.chain.fusion")]
         else:
-            fusions = [_module_dim(f"decoder.fusions.{i}", "fusion", f, source) for i, f in enumerate(chain.fusions)]
-        widths = _dim("decoder.widths", chain.widths, source, list_is_value=True)
+            fusions = [_module_dim(f"decoder.fusions.{i}", "fusion", f, source, f"decoder.kind.chain.fusions.{i}")
+                       for i, f in enumerate(chain.fusions)]
+        for v in cw.values():
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise ConfigError(f"{source}: key 'decoder.kind.chain.context_width': {v!r} is not a positive integer")
+        widths = _dim("decoder.widths", chain.widths, source, list_is_value=True, where="decoder.kind.chain.widths")
+        for w in widths.values():
+            if any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in w):
+                raise ConfigError(f"{source}: key 'decoder.kind.chain.widths': {list(w)} must hold positive integers")
         ntaps = {len(t) for t in taps_dim.values()}
         for w in widths.values():
             if len(w) not in ntaps or len(ntaps) != 1:
@@ -603,11 +695,29 @@ def _compile(spec: SpaceFile, source: str) -> SearchSpace:
                               f"{sorted(ntaps)} taps")
     h = spec.heads
     main = _module_dim("heads.main", "head", h.main, source) if h.main is not None else None
+    for kname in kinds:
+        emits = kname != "chain" and bool(getattr(registry.get(kname, "decoder").cls, "emits_logits", False))
+        if emits and main is not None:
+            raise ConfigError(f"{source}: key 'heads.main': decoder {kname!r} already emits logits; set heads.main "
+                              "to null")
+        if not emits and main is None:
+            raise ConfigError(f"{source}: key 'heads.main': decoder {kname!r} emits features; a main head "
+                              "(e.g. seg_head) is required")
     extra = []
     for j, e in enumerate(h.extra):
         if not 0 <= e.index < len(stages) and e.source == "stage":
             raise ConfigError(f"{source}: key 'heads.extra.{j}.index': {e.index} is not a stage index "
                               f"0..{len(stages) - 1}")
+        if e.source == "level":
+            levels = min(len(t) for t in taps_dim.values())
+            if set(kinds) != {"chain"}:
+                raise ConfigError(f"{source}: key 'heads.extra.{j}.source': level taps exist only when every decoder "
+                                  f"choice is the chain, not {sorted(kinds)}")
+            if not 0 <= e.index < levels:
+                raise ConfigError(f"{source}: key 'heads.extra.{j}.index': {e.index} is not a chain level "
+                                  f"0..{levels - 1}")
+        if e.role != "aux" and any(o.role == e.role for o in h.extra[:j]):
+            raise ConfigError(f"{source}: key 'heads.extra.{j}.role': a genome has at most one {e.role} head")
         extra.append(ExtraDims(e.role, e.source, e.index, _module_dim(f"heads.extra.{j}.head", "head", e.head, source),
                                Dim(f"heads.extra.{j}", choices=(True, False)) if e.optional else None))
     space = SearchSpace(spec.name, spec.description, stages, taps_dim, dec_dim, context, cw, fusions, widths, main,

@@ -46,8 +46,11 @@ class PagFM(nn.Module):
     ConvBN outside the module).  f_x, f_y: 1x1 conv (no bias) + BN, low -> mid.  With ``with_channel``,
     s = sigmoid(ConvBN 1x1 mid -> low (f_x(x) * up(f_y(y)))) per channel instead of one map.
 
-    The blend keeps the input width, so ``high_channels`` and ``out_channels`` must equal
-    ``low_channels``; anything else raises BlockArgumentError (put a projection before the fusion).
+    The blend keeps P's width.  Where ``high_channels`` differs from ``low_channels``, y first passes a
+    1x1 ConvBN ``compress`` to P's width -- what PIDNet does outside the module (its ``compression3/4``,
+    4C -> 2C and 8C -> 2C) -- and where ``out_channels`` differs, a 1x1 ConvBN ``project`` follows the
+    blend (divergence: PIDNet has none, its widths always agree; these let Pag be a link of the generic
+    decoder chain).  With equal widths the module is exactly the official ``PagFM``.
     Divergence: the official ``after_relu`` ReLU is in place and so also changes the caller's tensors;
     here it is not in place.
     """
@@ -55,12 +58,14 @@ class PagFM(nn.Module):
     def __init__(self, low_channels: int, high_channels: int, out_channels: int, *, mid_channels: int,
                  after_relu: bool, with_channel: bool):
         super().__init__()
-        _same_width("pag", "high_channels", high_channels, low_channels, "Pag blends I into P per element")
-        _same_width("pag", "out_channels", out_channels, low_channels, "Pag keeps P's width")
         mid = mid_channels or max(low_channels // 2, 1)
+        self.compress = ConvBNAct(high_channels, low_channels, 1, act="none") if high_channels != low_channels \
+            else nn.Identity()
         self.f_x = ConvBNAct(low_channels, mid, 1, act="none")
-        self.f_y = ConvBNAct(high_channels, mid, 1, act="none")
+        self.f_y = ConvBNAct(low_channels, mid, 1, act="none")
         self.up = ConvBNAct(mid, low_channels, 1, act="none") if with_channel else nn.Identity()
+        self.project = ConvBNAct(low_channels, out_channels, 1, act="none") if out_channels != low_channels \
+            else nn.Identity()
         self.after_relu = after_relu
         self.with_channel = with_channel
         self.mid_channels = mid
@@ -70,12 +75,13 @@ class PagFM(nn.Module):
         if self.after_relu:
             low, high = F.relu(low), F.relu(high)
         size = low.shape[-2:]
+        high = self.compress(high)  # I to P's width (PIDNet's compression, identity when widths agree)
         sim = self.f_x(low) * _up(self.f_y(high), size)  # key * query, at P's size
         if self.with_channel:
             s = torch.sigmoid(self.up(sim))  # per channel
         else:
             s = torch.sigmoid(sim.sum(dim=1, keepdim=True))  # one map
-        return (1 - s) * low + s * _up(high, size)
+        return self.project((1 - s) * low + s * _up(high, size))
 
 
 class _BoundaryGuided(nn.Module):

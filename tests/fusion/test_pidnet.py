@@ -56,9 +56,17 @@ def test_pag_after_relu_leaves_inputs_alone():
     assert torch.equal(x, x0) and torch.equal(y, y0)
 
 
+def test_pag_projects_differing_widths_and_equals_official_when_equal():
+    m = registry.get("pag").create(32, 48, 16)
+    # compress 48->32 (1x1 + BN) and project 32->16 (1x1 + BN) around the official PagFM(32, 16)
+    assert _params(m) == (48 * 32 + 64) + 2 * (32 * 16 + 2 * 16) + (32 * 16 + 32)
+    y = m(torch.randn(2, 32, 9, 13), torch.randn(2, 48, 5, 7))
+    assert y.shape == (2, 16, 9, 13)
+    same = registry.get("pag").create(32, 32, 32)
+    assert isinstance(same.compress, torch.nn.Identity) and isinstance(same.project, torch.nn.Identity)
+
+
 @pytest.mark.parametrize("name,channels,needle", [
-    ("pag", (32, 16, 32), "high_channels"),
-    ("pag", (32, 32, 16), "out_channels"),
     ("bag", (32, 16, 32), "high_channels"),
     ("light_bag", (32, 16, 32), "high_channels"),
 ])
