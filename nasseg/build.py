@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from nasseg import registry
-from nasseg.errors import BlockArgumentError, GenomeError
+from nasseg.errors import ConfigError, GenomeError
 from nasseg.genome import Genome, Module, Stage, resolve
 from nasseg.heads.chain import FusionChain
 from nasseg.layers import BNAct, resize_to
@@ -71,17 +71,19 @@ class StageModule(nn.Module):
         return self.merge(torch.cat(parts, 1)) if len(parts) > 1 else x
 
 
+# A constructor that refuses its channels (BlockArgumentError, or a module's own ConfigError / ValueError,
+# e.g. a decoder given the wrong number of taps) becomes a GenomeError naming the genome path.
 def _create_block(m: Module, c_in: int, c_out: int, stride: int, path: str) -> nn.Module:
     try:
         return registry.get(m.name, "block").create(c_in, c_out, stride, **m.kwargs)
-    except BlockArgumentError as e:
+    except (ConfigError, ValueError) as e:
         raise GenomeError(f"{path} ({c_in}->{c_out}, stride {stride}): {e}") from None
 
 
 def _create(kind: str, m: Module, positional: tuple, path: str) -> nn.Module:
     try:
         return registry.get(m.name, kind).create(*positional, **m.kwargs)
-    except BlockArgumentError as e:
+    except (ConfigError, ValueError) as e:
         raise GenomeError(f"{path}: {e}") from None
 
 

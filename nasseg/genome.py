@@ -219,8 +219,9 @@ def _resolve_stage(s: Stage, path: str) -> Stage:
             raise GenomeError(f"{path}.block_args: every block must override the same arguments, got {sorted(keys)}")
         block_args = tuple(resolved)
     down = _resolve_module(s.down, "block", f"{path}.down") if s.down is not None else None
-    if not isinstance(s.inject, bool) or not isinstance(s.concat_first, bool):
-        raise GenomeError(f"{path}: inject and concat_first must be true or false")
+    for flag in ("inject", "concat_first"):
+        if not isinstance(getattr(s, flag), bool):
+            raise GenomeError(f"{path}.{flag} = {getattr(s, flag)!r} is not allowed; allowed: true or false")
     if s.concat_first and s.depth + (1 if down else 0) < 2:
         raise GenomeError(f"{path}.concat_first needs at least two blocks in the stage")
     return Stage(s.block, s.depth, s.width, s.stride, args, block_args, down, s.inject, s.concat_first)
@@ -266,11 +267,16 @@ def _resolve_heads(h: Heads, dec: Decoder, n_stages: int) -> Heads:
     if not emits and h.main is None:
         raise GenomeError(f"heads.main: decoder {dec.kind!r} emits features; a main head (e.g. seg_head) is required")
     main = _resolve_module(h.main, "head", "heads.main") if h.main is not None else None
+    if not isinstance(h.align_corners, bool):
+        raise GenomeError(f"heads.align_corners = {h.align_corners!r} is not allowed; allowed: true or false")
     extra = []
     for i, t in enumerate(h.extra):
         path = f"heads.extra.{i}"
         if t.role not in ("aux", "detail", "boundary"):
             raise GenomeError(f"{path}.role = {t.role!r}; allowed: aux, detail, boundary")
+        if t.role != "aux" and any(o.role == t.role for o in h.extra[:i]):
+            raise GenomeError(f"{path}.role = {t.role!r}: a genome has at most one {t.role} head (the network "
+                              "returns one tensor per role); only aux heads may repeat")
         if t.source == "stage":
             _check_int(t.index, f"{path}.index", 0, tuple(range(n_stages)))
         elif t.source == "level":
@@ -280,7 +286,7 @@ def _resolve_heads(h: Heads, dec: Decoder, n_stages: int) -> Heads:
         else:
             raise GenomeError(f"{path}.source = {t.source!r}; allowed: stage, level")
         extra.append(HeadTap(t.role, t.source, t.index, _resolve_module(t.head, "head", f"{path}.head")))
-    return Heads(main, tuple(extra), bool(h.align_corners))
+    return Heads(main, tuple(extra), h.align_corners)
 
 
 # -------------------------------------------------------------------------------------------- JSON
@@ -350,32 +356,57 @@ def _obj(d: Any, cls: type, path: str, required: tuple[str, ...]) -> dict[str, A
     return dict(d)
 
 
+def _list(v: Any, path: str) -> list[Any]:
+    if not isinstance(v, (list, tuple)):
+        raise GenomeError(f"{path} must be a list, got {type(v).__name__} {v!r}")
+    return list(v)
+
+
+def _str(v: Any, path: str) -> str:
+    if not isinstance(v, str):
+        raise GenomeError(f"{path} must be a name (a string), got {type(v).__name__} {v!r}")
+    return v
+
+
+def _json_args(v: Any, path: str) -> Args:
+    if v is None:
+        return ()
+    if not isinstance(v, Mapping):
+        raise GenomeError(f"{path} must be an object of argument names to values, got {type(v).__name__} {v!r}")
+    return _args(v)
+
+
 def _module(d: Any, path: str) -> Module:
     o = _obj(d, Module, path, ("name",))
-    return Module(str(o["name"]), _args(o.get("args")))
+    return Module(_str(o["name"], f"{path}.name"), _json_args(o.get("args"), f"{path}.args"))
 
 
 def _from_plain(d: Mapping[str, Any]) -> Genome:
     o = _obj(d, Genome, "genome", ("stages", "decoder", "heads"))
     stages = []
-    for i, s in enumerate(o["stages"]):
-        so = _obj(s, Stage, f"stages.{i}", ("block", "depth", "width"))
+    for i, s in enumerate(_list(o["stages"], "stages")):
+        p = f"stages.{i}"
+        so = _obj(s, Stage, p, ("block", "depth", "width"))
         stages.append(Stage(
-            block=so["block"], depth=so["depth"], width=so["width"], stride=so.get("stride", 1),
-            args=_args(so.get("args")), block_args=tuple(_args(b) for b in so.get("block_args", ())),
-            down=_module(so["down"], f"stages.{i}.down") if so.get("down") is not None else None,
+            block=_str(so["block"], f"{p}.block"), depth=so["depth"], width=so["width"], stride=so.get("stride", 1),
+            args=_json_args(so.get("args"), f"{p}.args"),
+            block_args=tuple(_json_args(b, f"{p}.block_args.{j}")
+                             for j, b in enumerate(_list(so.get("block_args", ()), f"{p}.block_args"))),
+            down=_module(so["down"], f"{p}.down") if so.get("down") is not None else None,
             inject=so.get("inject", False), concat_first=so.get("concat_first", False)))
     do = _obj(o["decoder"], Decoder, "decoder", ("kind", "taps"))
     fusions = []
-    for i, f in enumerate(do.get("fusions", ())):
+    for i, f in enumerate(_list(do.get("fusions", ()), "decoder.fusions")):
         fo = _obj(f, Fusion, f"decoder.fusions.{i}", ("name", "width"))
-        fusions.append(Fusion(fo["name"], fo["width"], _args(fo.get("args"))))
-    dec = Decoder(kind=do["kind"], taps=tuple(do["taps"]), args=_args(do.get("args")),
+        fusions.append(Fusion(_str(fo["name"], f"decoder.fusions.{i}.name"), fo["width"],
+                              _json_args(fo.get("args"), f"decoder.fusions.{i}.args")))
+    dec = Decoder(kind=_str(do["kind"], "decoder.kind"), taps=tuple(_list(do["taps"], "decoder.taps")),
+                  args=_json_args(do.get("args"), "decoder.args"),
                   context=_module(do["context"], "decoder.context") if "context" in do else Module("none"),
                   context_width=do.get("context_width", 0), fusions=tuple(fusions))
     ho = _obj(o["heads"], Heads, "heads", ("main",))
     extra = []
-    for i, t in enumerate(ho.get("extra", ())):
+    for i, t in enumerate(_list(ho.get("extra", ()), "heads.extra")):
         to = _obj(t, HeadTap, f"heads.extra.{i}", ("role", "source", "index", "head"))
         extra.append(HeadTap(to["role"], to["source"], to["index"], _module(to["head"], f"heads.extra.{i}.head")))
     heads = Heads(main=_module(ho["main"], "heads.main") if ho["main"] is not None else None,
@@ -451,7 +482,7 @@ def to_string(genome: Genome) -> str:
 
 
 _TOKEN = re.compile(
-    r"(?P<num>-?\d+(?:\.\d+(?:e-?\d+)?|e-?\d+)?)|(?P<name>[A-Za-z_][A-Za-z0-9_]*)|(?P<punct>[|/>(),=\[\]{};*@~:.!-])")
+    r"(?P<num>-?\d+(?:\.\d+(?:e[-+]?\d+)?|e[-+]?\d+)?)|(?P<name>[A-Za-z_][A-Za-z0-9_]*)|(?P<punct>[|/>(),=\[\]{};*@~:.!-])")
 
 
 class _Parser:
@@ -524,7 +555,7 @@ class _Parser:
             return {"true": True, "false": False}.get(v, v)
         raise self.error("a value (number, true/false, name or [list])")
 
-    def args(self) -> dict[str, Any]:
+    def args(self, entry: registry.Entry | None = None) -> dict[str, Any]:
         out: dict[str, Any] = {}
         if self.accept("("):
             while True:
@@ -534,14 +565,25 @@ class _Parser:
                     raise GenomeError(f"genome string: argument {key!r} given twice at position {pos}")
                 self.take("=", expected="'='")
                 out[key] = self.value()
+                self.check_arg(entry, key, out[key], pos)
                 if not self.accept(","):
                     break
             self.take(")", expected="',' or ')'")
         return out
 
+    @staticmethod
+    def check_arg(entry: registry.Entry | None, key: str, value: Any, pos: int) -> None:
+        """Validate one argument against the registry, naming its position in the string."""
+        if entry is None:
+            return
+        try:
+            entry.arg(key).validate(entry.name, value)
+        except BlockArgumentError as e:
+            raise GenomeError(f"genome string: argument {key!r} at position {pos}: {e}") from None
+
     def module(self, kind: str) -> Module:
         n = self.name(kind, f"a {kind} name")
-        return Module(n, _args(self.args()))
+        return Module(n, _args(self.args(registry.get(n, kind))))
 
 
 def parse(text: str) -> Genome:
@@ -579,7 +621,7 @@ def _parse_stage(p: _Parser) -> Stage:
         if tok not in registry.names("block"):
             raise GenomeError(f"genome string: unknown block {tok!r} at position {pos}; valid codes: "
                               + ", ".join(registry.names("block")))
-        down = Module(tok, _args(p.args()))
+        down = Module(tok, _args(p.args(registry.get(tok, "block"))))
         p.take(">", expected="'>' after the downsampling block")
         _, _, pos = p.peek()
         tok = p.take(kind="name", expected="a stage such as stdc2x256s2")
@@ -592,17 +634,33 @@ def _parse_stage(p: _Parser) -> Stage:
         raise GenomeError(f"genome string: unknown block {block!r} at position {pos}; valid codes: "
                           + ", ".join(registry.names("block")))
     depth, width, stride = int(m.group(2)), int(m.group(3)), int(m.group(4))
-    args = p.args()
+    entry = registry.get(block, "block")
+    args = p.args(entry)
     block_args: tuple[Args, ...] = ()
     if p.accept("{"):
         per: dict[str, list[Any]] = {}
         while True:
+            _, _, kpos = p.peek()
             key = p.take(kind="name", expected="an argument name")
+            if key in per:
+                raise GenomeError(f"genome string: per-block argument {key!r} given twice at position {kpos}")
+            try:
+                entry.arg(key)
+            except BlockArgumentError as e:
+                raise GenomeError(f"genome string: argument {key!r} at position {kpos}: {e}") from None
             p.take("=", expected="'='")
             vals: list[Any] = []
             while True:
+                _, _, vpos = p.peek()
                 v = p.value()
-                n = p.int_("a repeat count") if p.accept("*") else 1
+                p.check_arg(entry, key, v, vpos)
+                n = 1
+                if p.accept("*"):
+                    _, _, npos = p.peek()
+                    n = p.int_("a repeat count")
+                    if n < 1:
+                        raise GenomeError(f"genome string: repeat count {n} at position {npos} is not allowed; "
+                                          "allowed: an integer >= 1")
                 vals.extend([v] * n)
                 if not p.accept(","):
                     break
@@ -638,7 +696,7 @@ def _parse_decoder(p: _Parser) -> Decoder:
     taps = [p.int_("a stage index")]
     while p.accept(","):
         taps.append(p.int_("a stage index"))
-    args = p.args() if kind != "chain" else {}
+    args = p.args(registry.get(kind, "decoder")) if kind != "chain" else {}
     context, cw = Module("none"), 0
     if p.accept("~"):
         context = p.module("context")
@@ -653,7 +711,7 @@ def _parse_decoder(p: _Parser) -> Decoder:
             if not m or m.group(1) not in registry.names("fusion"):
                 raise GenomeError(f"genome string: fusion {tok!r} at position {fpos} is not NAME<width> with a "
                                   f"known fusion; valid codes: " + ", ".join(registry.names("fusion")))
-            fusions.append(Fusion(m.group(1), int(m.group(2)), _args(p.args())))
+            fusions.append(Fusion(m.group(1), int(m.group(2)), _args(p.args(registry.get(m.group(1), "fusion")))))
             if not p.accept("/"):
                 break
     return Decoder(kind, tuple(taps), _args(args), context, cw, tuple(fusions))

@@ -957,7 +957,6 @@ def _add_status_args(p: Any) -> None:
 
 
 def _run_status(a: Any) -> int:
-    from rich.console import Console
 
     study = load_study(a.storage, a.study, readonly=True)
     _print_study(study, _wide_console(), a.limit)
