@@ -1,0 +1,439 @@
+"""What a network costs: parameters, multiply-accumulates and measured latency.
+
+This is the only module that imports fvcore.  Three quantities, each with its unit in its name:
+
+* ``params`` -- number of scalar parameters used at inference (see :func:`count_params`).
+* ``macs`` -- multiply-accumulates of convolutions (transposed included) and linear / matmul / bmm / einsum,
+  as fvcore counts them, one multiply-add = 1.  This is what the papers call "FLOPs" (STDC813 -> 0.806 G).
+  ``macs_all`` additionally takes fvcore's default handlers for batch norm, upsampling, adaptive pooling,
+  group/layer/instance norm and grid sampling: the number RegSeg's own ``calculate_flops`` prints
+  (reference section 0, "fvcore-all").  Operators fvcore has no handler for (additions, activations ...)
+  are counted in neither and listed in ``skipped_ops``.
+* latency -- wall-clock milliseconds of a forward pass in eval mode under ``torch.inference_mode``,
+  recorded with its spread (median, p90, mean, std, CV, min, every sample) and its provenance (device,
+  threads, precision, resolution, batch, versions, date, host) in a :class:`LatencyRecord`.
+
+Nothing here changes the module it is given: MACs are counted in eval mode and the previous mode is
+restored; latency is measured on a deep copy (moved to the device, dtype and memory format asked for).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import dataclasses
+import datetime
+import gc
+import json
+import logging
+import math
+import platform
+import statistics
+import time
+import warnings
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from nasseg import __version__
+from nasseg.errors import ConfigError
+
+__all__ = [
+    "MIN_RUNS",
+    "DTYPES",
+    "MacCount",
+    "LatencyRecord",
+    "Cost",
+    "count_params",
+    "count_macs",
+    "measure_latency",
+    "measure",
+]
+
+#: Fewest timed runs a latency record may rest on: fewer gives a median and p90 too noisy to rank by.
+MIN_RUNS = 30
+
+#: Precisions :func:`measure_latency` accepts, by the name recorded in a :class:`LatencyRecord`.
+DTYPES: dict[str, torch.dtype] = {
+    "float32": torch.float32,
+    "float16": torch.float16,
+    "bfloat16": torch.bfloat16,
+}
+
+# fvcore's operator names (as ``by_operator()`` keys them) whose counts make up ``macs``: convolution
+# (transposed too) and the matrix products.  Everything else fvcore counts goes only into ``macs_all``.
+_MAC_OPERATORS = frozenset({"conv", "linear", "matmul", "mm", "addmm", "bmm", "einsum"})
+
+_VALID_DEVICES = "'cpu', 'cuda' or 'cuda:<index>'"
+
+
+# ----------------------------------------------------------------------------------------------- params
+def _inference_parameters(module: nn.Module) -> Iterator[nn.Parameter]:
+    params = module.inference_parameters() if hasattr(module, "inference_parameters") else module.parameters()
+    seen: set[int] = set()
+    for p in params:  # a shared (tied) parameter counts once
+        if id(p) not in seen:
+            seen.add(id(p))
+            yield p
+
+
+def count_params(module: nn.Module) -> int:
+    """Number of scalar parameters used at inference.
+
+    Uses ``module.inference_parameters()`` when the module offers it (``build()`` models do: it leaves
+    out auxiliary, detail and boundary heads that only train), otherwise ``module.parameters()``.
+    BN gamma/beta and PReLU slopes count; BN running statistics (buffers) do not; a tied parameter
+    counts once.
+    """
+    return sum(p.numel() for p in _inference_parameters(module))
+
+
+# -------------------------------------------------------------------------------------------------- MACs
+@dataclass(frozen=True)
+class MacCount:
+    """fvcore's count for one input shape.
+
+    ``macs``: conv + transposed conv + linear/matmul/mm/addmm/bmm/einsum, one multiply-add = 1.
+    ``macs_all``: ``macs`` plus fvcore's default handlers (batch/group/layer/instance norm, nearest and
+    bilinear upsampling, adaptive average pooling, grid sampling) -- "fvcore-all".
+    ``skipped_ops``: operators seen in the trace that fvcore has no handler for (``aten::add``,
+    ``aten::sigmoid`` ...), with how often each occurred; they are in neither count.
+    ``by_operator``: fvcore's count per operator name, the parts both totals are summed from.
+    """
+
+    macs: int
+    macs_all: int
+    skipped_ops: dict[str, int]
+    by_operator: dict[str, int]
+    input_shape: tuple[int, ...]
+
+
+def _check_input_shape(input_shape: Sequence[int]) -> tuple[int, int, int, int]:
+    shape = tuple(input_shape)
+    if len(shape) != 4 or not all(isinstance(s, int) and not isinstance(s, bool) and s > 0 for s in shape):
+        raise ConfigError(
+            f"input_shape = {input_shape!r} is not allowed; valid: four positive integers (N, C, H, W)"
+        )
+    return shape  # type: ignore[return-value]
+
+
+def _device(device: str | torch.device) -> torch.device:
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as e:
+        raise ConfigError(f"device = {device!r} is not allowed; valid: {_VALID_DEVICES}") from e
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device = {device!r} is not available: torch.cuda.is_available() is False")
+    if dev.type not in ("cpu", "cuda"):
+        raise ConfigError(f"device = {device!r} is not supported; valid: {_VALID_DEVICES}")
+    if dev.type == "cuda" and dev.index is None:  # name the GPU: records say which one, devices compare
+        dev = torch.device("cuda", torch.cuda.current_device())
+    return dev
+
+
+@contextlib.contextmanager
+def _eval_mode(module: nn.Module) -> Iterator[nn.Module]:
+    modes = {m: m.training for m in module.modules()}
+    module.eval()
+    try:
+        yield module
+    finally:
+        for m, training in modes.items():
+            m.train(training)
+
+
+def count_macs(module: nn.Module, input_shape: Sequence[int], device: str | torch.device = "cpu") -> MacCount:
+    """Trace ``module`` in eval mode on a zero input of ``input_shape`` (N, C, H, W) and count its MACs.
+
+    The trace runs on ``device``; a module whose parameters are elsewhere is deep-copied there first,
+    so the caller's module never moves.  fvcore's warnings (unsupported
+    operators, uncalled submodules, tracer warnings) are silenced: the unsupported operators are
+    returned in ``skipped_ops`` instead, and uncalled submodules are expected (auxiliary heads do not
+    run in eval mode).
+    """
+    shape = _check_input_shape(input_shape)
+    dev = _device(device)
+    first = next(module.parameters(), None)
+    if first is not None and first.device != dev:
+        module = copy.deepcopy(module).to(dev)
+    x = torch.zeros(shape, device=dev)
+    fvcore_logger = logging.getLogger("fvcore")
+    level = fvcore_logger.level
+    with _eval_mode(module), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # tracer warnings, and torch.jit deprecations on fvcore's import
+        fvcore_logger.setLevel(logging.ERROR)
+        try:
+            from fvcore.nn import FlopCountAnalysis  # the only fvcore import in nasseg
+
+            analysis = (
+                FlopCountAnalysis(module, (x,))
+                .unsupported_ops_warnings(False)
+                .uncalled_modules_warnings(False)
+                .tracer_warnings("none")
+            )
+            by_operator = {op: int(round(n)) for op, n in sorted(analysis.by_operator().items())}
+            skipped = dict(sorted(analysis.unsupported_ops().items()))
+        finally:
+            fvcore_logger.setLevel(level)
+    return MacCount(
+        macs=sum(n for op, n in by_operator.items() if op in _MAC_OPERATORS),
+        macs_all=sum(by_operator.values()),
+        skipped_ops=skipped,
+        by_operator=by_operator,
+        input_shape=shape,
+    )
+
+
+# ----------------------------------------------------------------------------------------------- latency
+@dataclass(frozen=True)
+class LatencyRecord:
+    """Latency of one forward pass, in milliseconds, with its spread and where it was measured.
+
+    ``samples_ms`` holds every timed run in order; the statistics are derived from it: ``median_ms``,
+    ``p90_ms`` (linear interpolation, as numpy's default), ``mean_ms``, ``std_ms`` (sample standard
+    deviation), ``cv`` = std / mean, ``min_ms``.  ``resolution`` is (H, W) and ``batch`` N of the input.
+    """
+
+    median_ms: float
+    p90_ms: float
+    mean_ms: float
+    std_ms: float
+    cv: float
+    min_ms: float
+    samples_ms: tuple[float, ...]
+    device: str
+    device_name: str
+    threads: int
+    dtype: str
+    resolution: tuple[int, int]
+    batch: int
+    channels_last: bool
+    compile: bool
+    warmup: int
+    runs: int
+    torch_version: str
+    cuda_version: str | None
+    date_utc: str
+    hostname: str
+    nasseg_version: str
+
+    def to_dict(self) -> dict:
+        """Plain JSON-safe dict (tuples become lists)."""
+        d = dataclasses.asdict(self)
+        d["samples_ms"] = list(self.samples_ms)
+        d["resolution"] = list(self.resolution)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> LatencyRecord:
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown, missing = sorted(set(d) - names), sorted(names - set(d))
+        if unknown or missing:
+            raise ConfigError(f"latency record: unknown keys {unknown}, missing keys {missing}")
+        return cls(**{**d, "samples_ms": tuple(d["samples_ms"]), "resolution": tuple(d["resolution"])})
+
+    def to_json(self) -> str:
+        """Canonical JSON: sorted keys, no spaces."""
+        return json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
+
+    @classmethod
+    def from_json(cls, text: str) -> LatencyRecord:
+        return cls.from_dict(json.loads(text))
+
+
+def _percentile(sorted_values: Sequence[float], q: float) -> float:
+    pos = (len(sorted_values) - 1) * q
+    lo = math.floor(pos)
+    hi = min(lo + 1, len(sorted_values) - 1)
+    return sorted_values[lo] + (sorted_values[hi] - sorted_values[lo]) * (pos - lo)
+
+
+def _cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown CPU"
+
+
+def _device_name(dev: torch.device) -> str:
+    return torch.cuda.get_device_name(dev) if dev.type == "cuda" else _cpu_name()
+
+
+def _positive_int(name: str, value: object, low: int) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or value < low:
+        raise ConfigError(f"{name} = {value!r} is not allowed; valid: an integer >= {low}")
+    return value
+
+
+def measure_latency(
+    module: nn.Module,
+    input_shape: Sequence[int] = (1, 3, 512, 1024),
+    device: str | torch.device = "cpu",
+    *,
+    warmup: int = 10,
+    runs: int = 30,
+    threads: int | None = None,
+    dtype: str = "float32",
+    channels_last: bool = False,
+    compile: bool = False,
+) -> LatencyRecord:
+    """Time ``runs`` forward passes of ``module`` on a random input of ``input_shape`` (N, C, H, W).
+
+    A deep copy of the module is put in eval mode and moved to ``device``, ``dtype`` and (optionally)
+    channels-last memory format, optionally wrapped in ``torch.compile``; ``warmup`` untimed passes come
+    first (they also absorb compilation and cuDNN autotuning).  Each pass is timed with
+    ``time.perf_counter_ns`` under ``torch.inference_mode``; on CUDA the device is synchronised before
+    and after each pass, so a sample is the end-to-end time of one forward.
+
+    ``threads`` is the intra-op thread count during the measurement.  It defaults to 1 on CPU: a fixed
+    count that every machine can honour (CI has 2 cores, and Ray trials share a node), so records from
+    different hosts and concurrent trials compare.  Pass a larger count to measure a multi-core target;
+    the count used is recorded either way.  On CUDA it defaults to the current count (it only affects
+    host-side work).  The previous thread count is restored afterwards.
+
+    Raises ``ConfigError`` for fewer than ``MIN_RUNS`` runs, fewer than 1 warm-up pass, an unknown dtype,
+    a bad input shape, or an unavailable device.
+    """
+    shape = _check_input_shape(input_shape)
+    dev = _device(device)
+    if not isinstance(runs, int) or isinstance(runs, bool) or runs < MIN_RUNS:
+        raise ConfigError(
+            f"runs = {runs!r} is too few; valid: an integer >= {MIN_RUNS} "
+            "(median and p90 need that many samples)"
+        )
+    _positive_int("warmup", warmup, 1)
+    if threads is not None:
+        _positive_int("threads", threads, 1)
+    if dtype not in DTYPES:
+        raise ConfigError(f"dtype = {dtype!r} is not allowed; valid: {', '.join(map(repr, DTYPES))}")
+
+    previous_threads = torch.get_num_threads()
+    if threads is None:
+        threads = 1 if dev.type == "cpu" else previous_threads
+    memory_format = torch.channels_last if channels_last else torch.contiguous_format
+    model = copy.deepcopy(module).eval().to(device=dev, dtype=DTYPES[dtype], memory_format=memory_format)
+    if compile:
+        model = torch.compile(model)
+    x = torch.randn(shape, device=dev).to(dtype=DTYPES[dtype], memory_format=memory_format)
+    sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda *a: None)
+
+    samples: list[float] = []
+    torch.set_num_threads(threads)
+    gc_was_enabled = gc.isenabled()
+    gc.disable()  # as timeit does: a collection in the middle of a run is not the network's cost
+    try:
+        with torch.inference_mode():
+            for _ in range(warmup):
+                model(x)
+            sync(dev)
+            for _ in range(runs):
+                t0 = time.perf_counter_ns()
+                model(x)
+                sync(dev)
+                samples.append((time.perf_counter_ns() - t0) / 1e6)
+    finally:
+        torch.set_num_threads(previous_threads)
+        if gc_was_enabled:
+            gc.enable()
+
+    ordered = sorted(samples)
+    mean = statistics.fmean(samples)
+    std = statistics.stdev(samples)
+    return LatencyRecord(
+        median_ms=statistics.median(samples),
+        p90_ms=_percentile(ordered, 0.9),
+        mean_ms=mean,
+        std_ms=std,
+        cv=std / mean if mean > 0 else 0.0,
+        min_ms=ordered[0],
+        samples_ms=tuple(samples),
+        device=str(dev),
+        device_name=_device_name(dev),
+        threads=threads,
+        dtype=dtype,
+        resolution=(shape[2], shape[3]),
+        batch=shape[0],
+        channels_last=channels_last,
+        compile=compile,
+        warmup=warmup,
+        runs=runs,
+        torch_version=torch.__version__,
+        cuda_version=torch.version.cuda,
+        date_utc=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        hostname=platform.node(),
+        nasseg_version=__version__,
+    )
+
+
+# -------------------------------------------------------------------------------------------------- all
+@dataclass(frozen=True)
+class Cost:
+    """Everything :func:`measure` finds for one module and input shape; ``latency`` is None when not timed."""
+
+    params: int
+    macs: int
+    macs_all: int
+    skipped_ops: dict[str, int] = field(default_factory=dict)
+    input_shape: tuple[int, ...] = ()
+    latency: LatencyRecord | None = None
+
+    def to_dict(self) -> dict:
+        """Plain JSON-safe dict; ``latency`` is nested as :meth:`LatencyRecord.to_dict` or None."""
+        return {
+            "params": self.params,
+            "macs": self.macs,
+            "macs_all": self.macs_all,
+            "skipped_ops": dict(self.skipped_ops),
+            "input_shape": list(self.input_shape),
+            "latency": None if self.latency is None else self.latency.to_dict(),
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict) -> Cost:
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - names)
+        if unknown:
+            raise ConfigError(f"cost record: unknown keys {unknown}; valid: {sorted(names)}")
+        latency = d.get("latency")
+        return cls(
+            params=d["params"],
+            macs=d["macs"],
+            macs_all=d["macs_all"],
+            skipped_ops=dict(d.get("skipped_ops", {})),
+            input_shape=tuple(d.get("input_shape", ())),
+            latency=None if latency is None else LatencyRecord.from_dict(latency),
+        )
+
+
+def measure(
+    module: nn.Module,
+    input_shape: Sequence[int],
+    device: str | torch.device = "cpu",
+    latency: bool = True,
+    **latency_kw,
+) -> Cost:
+    """Parameters, MACs and (when ``latency``) measured latency of ``module`` for ``input_shape``.
+
+    ``latency_kw`` goes to :func:`measure_latency` (``warmup``, ``runs``, ``threads``, ``dtype``,
+    ``channels_last``, ``compile``); an unknown keyword raises ``TypeError`` there, and giving any with
+    ``latency=False`` raises ``ConfigError`` rather than being ignored.
+    """
+    if not latency and latency_kw:
+        raise ConfigError(
+            f"latency options {sorted(latency_kw)} given with latency=False; drop them or set latency=True"
+        )
+    mac = count_macs(module, input_shape, device)
+    return Cost(
+        params=count_params(module),
+        macs=mac.macs,
+        macs_all=mac.macs_all,
+        skipped_ops=mac.skipped_ops,
+        input_shape=mac.input_shape,
+        latency=measure_latency(module, input_shape, device, **latency_kw) if latency else None,
+    )
