@@ -312,8 +312,10 @@ class Driver:
         self.recipe_json = cfg.recipe.to_json()
         self.inflight: dict[int, Job] = {}
         self.counts = {"trained": 0, "reused": 0, "rejected": 0, "stopped": 0, "failed": 0}
-        self.trained_s = 0.0
-        self.measure_s = 0.0
+        self.trained_s = 0.0  # worker-seconds inside proxy training (summed over parallel workers)
+        self.measure_s = 0.0  # driver seconds building and measuring candidates
+        self.busy_s = 0.0  # wall seconds during which at least one proxy was in flight
+        self._busy_since: float | None = None
         self._cache: dict[str, Any] = {}  # genome_id -> finished FrozenTrial (trained or rejected)
         for t in study.get_trials(deepcopy=False):
             self._remember(t)
@@ -353,7 +355,14 @@ class Driver:
             if job is not None:
                 jobs.append(job)
                 self.inflight[job.number] = job
+        if self.inflight and self._busy_since is None:
+            self._busy_since = time.perf_counter()
         return jobs
+
+    def _settle(self) -> None:
+        if not self.inflight and self._busy_since is not None:
+            self.busy_s += time.perf_counter() - self._busy_since
+            self._busy_since = None
 
     def _propose(self) -> Job | None:
         from nasseg.genome import genome_id, to_json, to_string
@@ -452,6 +461,7 @@ class Driver:
 
     def complete(self, job: Job, result: dict[str, Any], stopped: bool = False) -> None:
         self.inflight.pop(job.number, None)
+        self._settle()
         trial = job.trial
         trial.set_user_attr("wall_seconds", round(time.perf_counter() - job.started, 3))
         if not result.get("ok"):
@@ -482,6 +492,7 @@ class Driver:
 
     def _fail(self, trial: Any, reason: str, tb: str | None = None) -> None:
         self.inflight.pop(trial.number, None)
+        self._settle()
         trial.set_user_attr(STATUS_KEY, "failed")
         trial.set_user_attr("reason", reason)
         if tb:
@@ -753,7 +764,8 @@ def search(cfg: SearchConfig, log: Callable[[str], None] | None = None) -> dict[
                     run_ray(driver, cfg, prog.update, workdir)
         wall = time.perf_counter() - t0
     return {"study": cfg.study, "storage": mask_url(cfg.storage), "wall_seconds": wall,
-            "train_seconds": driver.trained_s, "measure_seconds": driver.measure_s, "counts": dict(driver.counts),
+            "train_seconds": driver.trained_s, "measure_seconds": driver.measure_s, "busy_seconds": driver.busy_s,
+            "counts": dict(driver.counts),
             "finished": driver.finished()}
 
 
@@ -904,9 +916,12 @@ def _run_search(a: Any) -> int:
               f"{c['trained']} trained, {c['reused']} reused, {c['rejected']} rejected over budget, "
               f"{c['stopped']} stopped early, {c['failed']} failed (this run).")
     if wall > 0:
-        con.print(f"wall {wall:.1f} s: proxy training {train:.1f} s ({100 * train / wall:.0f} %), latency "
-                  f"measurement {summary['measure_seconds']:.1f} s, orchestration "
-                  f"{max(0.0, wall - train - summary['measure_seconds']):.1f} s")
+        busy, meas = summary["busy_seconds"], summary["measure_seconds"]
+        other = max(0.0, wall - busy - meas)
+        con.print(f"wall {wall:.1f} s = proxies in flight {busy:.1f} s ({100 * busy / wall:.0f} %; {train:.1f} "
+                  f"worker-seconds of training inside them) + latency measurement {meas:.1f} s "
+                  f"({100 * meas / wall:.0f} %) + start-up and orchestration {other:.1f} s "
+                  f"({100 * other / wall:.0f} %)")
     con.print(f"inspect: nasseg status --storage {summary['storage']} --study {cfg.study}")
     return 0
 
