@@ -197,6 +197,15 @@ class SearchConfig:
     concurrency: int | None = None
     asha: bool = False
     progress: bool = True
+    artifacts: str | None = None  # where workers save proxy weights (default: beside a SQLite file, else runs/)
+
+    def artifacts_dir(self) -> Path:
+        """Per-study folder for trained weights; on a multi-node cluster it must be a shared path."""
+        if self.artifacts:
+            return Path(self.artifacts) / self.study
+        path = _sqlite_path(self.storage)
+        base = path.parent / f"{path.stem}_artifacts" if path is not None else Path("runs") / "artifacts"
+        return base / self.study
 
     def validate(self) -> None:
         if not isinstance(self.trials, int) or self.trials < 1:
@@ -268,12 +277,14 @@ class Job:
     seed: int
     device: str = "cpu"
     threads: int = 1
+    weights_path: str | None = None
     trial: Any = None  # the driver's optuna Trial (never sent to workers)
     started: float = 0.0
 
     def payload(self) -> dict[str, Any]:
         return {"number": self.number, "genome": self.genome_json, "recipe": self.recipe, "dataset": self.dataset,
-                "seed": self.seed, "device": self.device, "threads": self.threads}
+                "seed": self.seed, "device": self.device, "threads": self.threads,
+                "weights_path": self.weights_path}
 
 
 def run_job(payload: dict[str, Any], report: Callable[[int, float], bool] | None = None) -> dict[str, Any]:
@@ -293,7 +304,7 @@ def run_job(payload: dict[str, Any], report: Callable[[int, float], bool] | None
             return True if report is None else bool(report(step, float(m.miou)))
 
         metrics = proxy_train(genome, recipe, payload["dataset"], payload["seed"], device=payload["device"],
-                              callback=cb)
+                              callback=cb, weights_path=payload.get("weights_path"))
         return {"ok": True, "metrics": metrics.to_dict(), "wall_s": time.perf_counter() - t0}
     except MemoryError:
         return {"ok": False, "error": "MemoryError: the proxy ran out of memory", "wall_s": time.perf_counter() - t0}
@@ -414,10 +425,16 @@ class Driver:
             self.counts["rejected"] += 1
             self._remember(self.study._storage.get_trial(trial._trial_id))
             return None
+        return self.make_job(trial, genome, self.cfg.seed)
+
+    def make_job(self, trial: Any, genome: Any, seed: int) -> Job:
+        from nasseg.genome import to_json
+
         device = "cuda" if self.cfg.gpus_per_trial > 0 else "cpu"
         threads = max(1, int(self.cfg.cpus_per_trial))
-        return Job(trial.number, to_json(genome), self.cfg.recipe.to_dict(), self.cfg.dataset, self.cfg.seed,
-                   device, threads, trial, time.perf_counter())
+        weights = str((self.cfg.artifacts_dir() / f"trial_{trial.number:05d}" / "model.pt").resolve())
+        return Job(trial.number, to_json(genome), self.cfg.recipe.to_dict(), self.cfg.dataset, seed,
+                   device, threads, weights, trial, time.perf_counter())
 
     def _measure(self, genome: Any) -> dict[str, Any]:
         from nasseg.build import build
@@ -471,6 +488,9 @@ class Driver:
         self.trained_s += float(m.get("train_seconds", 0.0))
         trial.set_user_attr("metrics", m)
         trial.set_user_attr("miou", m["miou"])
+        trial.set_user_attr("seed", job.seed)
+        if job.weights_path and Path(job.weights_path).exists():
+            trial.set_user_attr("weights_path", job.weights_path)
         trial.set_user_attr("train_seconds", m.get("train_seconds", 0.0))
         steps = int(m.get("steps_done", 0))
         full = steps >= int(job.recipe["steps"]) and m.get("status", "completed") == "completed"
@@ -870,6 +890,8 @@ def _add_search_args(p: Any) -> None:
     p.add_argument("--concurrency", type=int, default=None, help="proxies training at once (default: as resources "
                    "allow)")
     p.add_argument("--asha", action="store_true", help="stop weak proxies early (ASHA on intermediate mIoU)")
+    p.add_argument("--artifacts", default=None, help="folder for proxy weights (default: beside the SQLite file; "
+                   "must be shared by all nodes of a cluster)")
     p.add_argument("--no-progress", action="store_true")
 
 
@@ -899,7 +921,7 @@ def config_from_args(a: Any) -> SearchConfig:
                         latency_budget_ms=a.latency_budget_ms, latency=lat, mode=a.mode, sampler=a.sampler,
                         seed=a.seed, dataset=a.dataset, recipe=Recipe(**recipe_kw), executor=a.executor,
                         ray_address=a.ray_address, cpus_per_trial=a.cpus_per_trial, gpus_per_trial=a.gpus_per_trial,
-                        concurrency=a.concurrency, asha=a.asha, progress=not a.no_progress)
+                        concurrency=a.concurrency, asha=a.asha, progress=not a.no_progress, artifacts=a.artifacts)
 
 
 def _run_search(a: Any) -> int:

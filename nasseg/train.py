@@ -32,9 +32,11 @@ import difflib
 import hashlib
 import json
 import math
+import os
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -805,9 +807,12 @@ def proxy_train(
     device: str | torch.device = "cpu",
     callback: Callable[[int, Metrics], bool] | None = None,
     progress: bool = False,
+    weights_path: str | Path | None = None,
 ) -> Metrics:
     """Open ``dataset`` (a spec for ``nasseg.data.open_dataset``; "synthetic" by default), build
     ``genome`` for its classes after seeding torch with ``seed``, and train it (:func:`train_model`).
+    With ``weights_path`` the trained ``state_dict`` (on CPU) is saved there with ``torch.save``
+    (written to a temporary name, then renamed, so a crash never leaves half a file).
 
     A synthetic dataset is rendered at ``recipe.resolution`` with ``recipe.train_length`` /
     ``recipe.val_length`` items; its training scenes depend on ``seed``, its validation scenes never.
@@ -817,4 +822,11 @@ def proxy_train(
     train_ds, val_ds = _open_splits(dataset, recipe, seed)
     torch.manual_seed(seed)
     model = build(genome, int(train_ds.num_classes))
-    return train_model(model, recipe, train_ds, val_ds, seed, device, callback, progress=progress)
+    metrics = train_model(model, recipe, train_ds, val_ds, seed, device, callback, progress=progress)
+    if weights_path is not None:
+        path = Path(weights_path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + f".tmp{os.getpid()}")
+        torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, tmp)
+        os.replace(tmp, path)
+    return metrics

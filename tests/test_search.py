@@ -61,6 +61,8 @@ def _check_study(study: optuna.Study, budget: float) -> None:
         assert t.user_attrs["latency_ms"] <= budget
         assert t.user_attrs["train_seconds"] > 0 and t.user_attrs["fidelity"]["full"]
         assert 0.0 <= t.values[0] <= 1.0 and t.values[0] == t.user_attrs["miou"]
+        weights = torch.load(t.user_attrs["weights_path"], weights_only=True)  # saved by the worker
+        assert build(from_json(t.user_attrs["genome_json"]), 11).load_state_dict(weights) is not None
         lat = t.user_attrs["latency"]
         assert lat["runs"] >= 30 and "isolation" in lat and lat["threads"] == 1
         from_json(t.user_attrs["genome_json"])  # stored genomes rebuild
