@@ -7,7 +7,7 @@ decay on weights only and a poly schedule; on CUDA both use float16 autocast wit
 data are synthetic scenes rendered once before timing and kept on the device, so the comparison is of
 the loops alone.  nasseg's figure is ``Metrics.images_per_second`` (training steps only; its final
 evaluation is not timed); the hand-written loop is timed from its first step to the synchronised end
-of its last.  The loops alternate, after one untimed warm-up run of each; the figures are medians over
+of its last.  The loops alternate (in turn first), after one untimed warm-up run of each; the figures are medians over
 the repeats and the ratio is the median of the per-repeat ratios.
 
     python bench/proxy_loop.py                    # CPU (1 thread), stdc1_seg, 4 x 128x256, 20 steps, 5 repeats
@@ -126,7 +126,10 @@ def main(argv: Sequence[str] | None = None) -> float:
     rows = []
     print(f"{'repeat':>6} {'nasseg img/s':>13} {'handwritten img/s':>18} {'ratio':>7}")
     for r in range(args.repeats):
-        ours, theirs = run_nasseg(), run_handwritten()
+        if r % 2 == 0:  # alternate the order, so a drift in machine load favours neither loop
+            ours, theirs = run_nasseg(), run_handwritten()
+        else:
+            theirs, ours = run_handwritten(), run_nasseg()
         rows.append((ours, theirs, ours / theirs))
         print(f"{r + 1:>6} {ours:>13.2f} {theirs:>18.2f} {ours / theirs:>7.3f}")
     ratio = statistics.median(row[2] for row in rows)
