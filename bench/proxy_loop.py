@@ -7,10 +7,10 @@ decay on weights only and a poly schedule; on CUDA both use float16 autocast wit
 data are synthetic scenes rendered once before timing and kept on the device, so the comparison is of
 the loops alone.  nasseg's figure is ``Metrics.images_per_second`` (training steps only; its final
 evaluation is not timed); the hand-written loop is timed from its first step to the synchronised end
-of its last.  The loops alternate (in turn first), after one untimed warm-up run of each; the figures are medians over
-the repeats and the ratio is the median of the per-repeat ratios.
+of its last.  The loops alternate, taking turns to go first, after one untimed warm-up run of each;
+the figures are medians over the repeats and the ratio is the median of the per-repeat ratios.
 
-    python bench/proxy_loop.py                    # CPU (1 thread), stdc1_seg, 4 x 128x256, 20 steps, 5 repeats
+    python bench/proxy_loop.py      # CPU (1 thread), stdc1_seg, 4 x 128x256, 20 steps, 5 repeats
     python bench/proxy_loop.py --device cuda --batch 16 --size 512x1024 --steps 50
 """
 
