@@ -313,12 +313,16 @@ def _to_plain(obj: Any) -> Any:
 
 
 def to_json(genome: Genome) -> str:
-    """Canonical JSON: sorted keys, no spaces.  The form stored in study databases and exports."""
-    return json.dumps(to_dict(genome), sort_keys=True, separators=(",", ":"), allow_nan=False)
+    """Canonical JSON: sorted keys, no spaces.  The form stored in study databases and exports.
+
+    The genome is resolved first, so a hand-built genome that leaves defaults out gets the same JSON (and
+    :func:`genome_id`) as the resolved one that builds the same network.
+    """
+    return json.dumps(to_dict(resolve(genome)), sort_keys=True, separators=(",", ":"), allow_nan=False)
 
 
 def genome_id(genome: Genome) -> str:
-    """Short, stable hash of the canonical JSON (12 hex digits of SHA-256)."""
+    """Short, stable hash of the canonical (resolved) JSON (12 hex digits of SHA-256)."""
     return hashlib.sha256(to_json(genome).encode()).hexdigest()[:12]
 
 

@@ -1,0 +1,147 @@
+"""Paper presets against their official parameter and MAC counts (the way torchvision checks its metadata).
+
+Params: ``nasseg.cost.count_params`` (inference parameters: no auxiliary / detail / boundary heads).
+MACs: ``nasseg.cost.count_macs`` (fvcore, conv + linear, one multiply-add = 1) at the preset's resolution.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from nasseg import presets
+from nasseg.build import build
+from nasseg.cost import count_macs, count_params
+
+NAMES = presets.names()
+TOLERANCE = 0.005  # 0.5 %
+
+# Exact counts of every preset: (params, MACs at the preset resolution).  Where a number is an official
+# figure the comment says so and gives its source; every other number is "pinned, not an official figure":
+# it records what the current code builds, so that any change to a block, default or preset shows up here.
+EXACT = {
+    # official: RolandGao/RegSeg, 3,334,951 params (shared/reference/blocks.md §2.5); MACs pinned, not an
+    # official figure (the official 38.35 conv GMACs @1024x2048 is rounded)
+    "regseg": (3_334_951, 38_353_186_560),
+    # official: JierunChen/FasterNet T0, 3,905,500 params (blocks.md §4.4); MACs pinned, not an official figure
+    # (official 0.335 GMACs @224 is rounded)
+    "fasternet_t0": (3_905_500, 335_422_720),
+    # official: sacmehta/ESPNet train/Model.py (b335e48) run beside ours: 365,109 params, 4,780,220,416 MACs
+    "espnet": (365_109, 4_780_220_416),
+    # official: xiaoyufenfei/LEDNet, 923,083 inference params with the 20-class APN (blocks.md §6.4); MACs
+    # pinned, not an official figure (official 11.21 GMACs is rounded)
+    "lednet": (923_083, 11_209_539_328),
+    # official: Eromera/erfnet_pytorch run beside ours: 2,064,256 params, 26,612,727,808 MACs
+    "erfnet": (2_064_256, 26_612_727_808),
+    # official: MichaelFan01/STDC-Seg parts run beside ours (see the preset's source); MACs pinned, not an
+    # official figure (official 16.86 GMACs is rounded)
+    "stdc1_seg": (8_275_104, 16_863_133_696),
+    # official params as stdc1_seg; MACs pinned, not an official figure (no official MAC count exists)
+    "stdc2_seg": (12_305_568, 23_456_579_584),
+    # official: PaddleSeg modules on the official STDC1 backbone, 8,028,320 (8.03 M, blocks.md §8.2); MACs
+    # pinned, not an official figure (official 11.42 GMACs is rounded)
+    "ppliteseg_t": (8_028_320, 11_421_139_968),
+    # official params: JierunChen/FasterNet run beside ours; MACs pinned, not an official figure
+    "fasternet_t1": (7_595_368, 850_511_872),
+    "fasternet_t2": (14_982_888, 1_904_334_848),
+    # pinned, not an official figure (DWRSeg has no public code): params and MACs
+    "dwrseg": (3_988_851, 14_205_517_824),
+}
+
+
+@pytest.fixture(scope="module")
+def networks():
+    return {n: build(presets.get(n).genome, presets.get(n).num_classes) for n in NAMES}
+
+
+@pytest.fixture(scope="module")
+def params(networks):
+    return {n: count_params(net) for n, net in networks.items()}
+
+
+@pytest.fixture(scope="module")
+def macs(networks):
+    """fvcore runs one real forward per preset at its paper resolution (RegSeg at 1024x2048 is the slowest)."""
+    torch.set_num_threads(1)
+    return {n: count_macs(net, (1, 3, *presets.get(n).resolution)).macs for n, net in networks.items()}
+
+
+def _rel(a: int, b: int) -> float:
+    return abs(a - b) / b
+
+
+def test_every_preset_is_pinned():
+    assert sorted(EXACT) == NAMES, "pin the exact counts of a new preset in EXACT (and say whether they are official)"
+
+
+def test_preset_metadata_is_sane():
+    for n in NAMES:
+        p = presets.get(n)
+        assert p.name == n and p.title and p.paper and p.source
+        assert isinstance(p.num_classes, int) and p.num_classes > 0
+        h, w = p.resolution
+        assert h > 0 and w > 0
+        assert (p.official_macs is None) or (p.official_macs > 0)
+
+
+@pytest.mark.parametrize("name", [n for n in NAMES if presets.get(n).official_params])
+def test_params_within_half_a_percent_of_official(params, name):
+    official = presets.get(name).official_params
+    assert _rel(params[name], official) <= TOLERANCE, f"{name}: {params[name]:,} vs official {official:,}"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", [n for n in NAMES if presets.get(n).official_macs])
+def test_macs_within_half_a_percent_of_official(macs, name):
+    official = presets.get(name).official_macs
+    assert _rel(macs[name], official) <= TOLERANCE, f"{name}: {macs[name]:,} vs official {official:,}"
+
+
+def test_official_figures_verified_by_the_coordinator(params):
+    assert params["regseg"] == 3_334_951
+    assert params["fasternet_t0"] == 3_905_500
+    assert params["espnet"] == 365_109
+    assert _rel(params["ppliteseg_t"], 8_030_000) <= TOLERANCE
+    # LEDNet's official count is for the 20-class APN (19 Cityscapes classes + void); the preset builds that
+    assert presets.get("lednet").num_classes == 20
+    assert params["lednet"] == 923_083
+
+
+def test_lednet_count_depends_on_its_20_classes():
+    assert count_params(build(presets.get("lednet").genome, 19)) != 923_083
+
+
+@pytest.mark.slow
+def test_espnet_macs_are_exact(macs):
+    assert macs["espnet"] == 4_780_220_416
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_exact_params(params, name):
+    assert params[name] == EXACT[name][0]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", NAMES)
+def test_exact_macs(macs, name):
+    assert macs[name] == EXACT[name][1]
+
+
+@pytest.mark.slow
+def test_fasternet_published_figures(params, macs):
+    """FasterNet Table 8 prints 7.6 M / 0.85 G (T1) and 15.0 M / 1.90 G (T2) 'FLOPs' (= MACs) at 224."""
+    for name, p, m in (("fasternet_t0", 3.9e6, 0.34e9), ("fasternet_t1", 7.6e6, 0.85e9),
+                       ("fasternet_t2", 15.0e6, 1.90e9)):
+        assert _rel(params[name], p) < 0.01 and _rel(macs[name], m) < 0.015, name
+
+
+def test_genomes_are_built_lazily_and_cached():
+    p = presets.get("stdc2_seg")
+    assert p.genome is p.genome
+
+
+def test_unknown_preset_suggests_close_names():
+    from nasseg.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="did you mean regseg"):
+        presets.get("regsg")
