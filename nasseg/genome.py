@@ -192,15 +192,20 @@ def _resolve_module(m: Module, kind: str, path: str) -> Module:
     return Module(m.name, _resolve_args(_entry(m.name, kind, f"{path}.name"), m.args, f"{path}.args"))
 
 
-def _check_int(value: Any, path: str, low: int, allowed: tuple[int, ...] | None = None) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < low or (allowed and value not in allowed):
-        what = f"one of {allowed}" if allowed else f"an integer >= {low}"
+MAX_WIDTH = 8192  # channels; far above any real-time network, low enough that a typo cannot exhaust memory
+MAX_DEPTH = 128  # blocks per stage
+
+
+def _check_int(value: Any, path: str, low: int, allowed: tuple[int, ...] | None = None, high: int | None = None) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < low or (allowed and value not in allowed) \
+            or (high is not None and value > high):
+        what = f"one of {allowed}" if allowed else f"an integer >= {low}" + (f" and <= {high}" if high else "")
         raise GenomeError(f"{path} = {value!r} is not allowed; allowed: {what}")
 
 
 def _resolve_stage(s: Stage, path: str) -> Stage:
-    _check_int(s.depth, f"{path}.depth", 1 if s.down is None else 0)
-    _check_int(s.width, f"{path}.width", 1)
+    _check_int(s.depth, f"{path}.depth", 1 if s.down is None else 0, high=MAX_DEPTH)
+    _check_int(s.width, f"{path}.width", 1, high=MAX_WIDTH)
     _check_int(s.stride, f"{path}.stride", 1, STRIDES)
     entry = _entry(s.block, "block", f"{path}.block")
     args = _resolve_args(entry, s.args, f"{path}.args")
@@ -240,7 +245,7 @@ def _resolve_decoder(d: Decoder, n_stages: int) -> Decoder:
     if context.name == "none":
         cw = 0
     else:
-        _check_int(cw, f"{path}.context_width", 1)
+        _check_int(cw, f"{path}.context_width", 1, high=MAX_WIDTH)
     if d.kind == "chain":
         if d.args:
             raise GenomeError(f"{path}.args: the chain decoder takes no arguments, got {dict(d.args)}")
@@ -249,7 +254,7 @@ def _resolve_decoder(d: Decoder, n_stages: int) -> Decoder:
                 f"{path}.fusions: the chain needs one fusion per tap ({len(d.taps)}), got {len(d.fusions)}")
         fusions = []
         for i, f in enumerate(d.fusions):
-            _check_int(f.width, f"{path}.fusions.{i}.width", 1)
+            _check_int(f.width, f"{path}.fusions.{i}.width", 1, high=MAX_WIDTH)
             entry = _entry(f.name, "fusion", f"{path}.fusions.{i}.name")
             fusions.append(Fusion(f.name, f.width, _resolve_args(entry, f.args, f"{path}.fusions.{i}.args")))
         return Decoder("chain", tuple(d.taps), (), context, cw, tuple(fusions))

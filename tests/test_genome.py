@@ -366,3 +366,12 @@ def test_hand_built_genome_gets_the_canonical_json_and_id():
     assert G.to_json(hand) == G.to_json(resolved)
     assert G.genome_id(hand) == G.genome_id(resolved)
     assert G.to_string(hand) == G.to_string(resolved) == "v1|conv1x32s2/stdc2x64s2|chain@1:arm32|seg_head"
+
+
+@pytest.mark.parametrize("text,needle", [
+    ("v1|stdc999x256s2|chain@0:uafm64|seg_head", "depth"),
+    ("v1|stdc2x99999999999s2|chain@0:uafm64|seg_head", "width"),
+])
+def test_absurd_sizes_are_refused_before_allocation(text, needle):
+    with pytest.raises(GenomeError, match=needle):
+        G.parse(text)
