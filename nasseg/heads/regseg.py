@@ -316,8 +316,9 @@ class _AlignedModule(nn.Module):
         n = x.shape[0]
         out_h, out_w = flow.shape[-2:]
         norm = torch.tensor([out_w, out_h], dtype=x.dtype, device=x.device).view(1, 1, 1, 2)
-        ys = torch.linspace(-1.0, 1.0, out_h, dtype=x.dtype, device=x.device).view(-1, 1).expand(out_h, out_w)
-        xs = torch.linspace(-1.0, 1.0, out_w, dtype=x.dtype, device=x.device).view(1, -1).expand(out_h, out_w)
+        # default dtype first, then cast: the ONNX exporter drops linspace's dtype argument (float64 grid)
+        ys = torch.linspace(-1.0, 1.0, out_h, device=x.device).to(x.dtype).view(-1, 1).expand(out_h, out_w)
+        xs = torch.linspace(-1.0, 1.0, out_w, device=x.device).to(x.dtype).view(1, -1).expand(out_h, out_w)
         grid = torch.stack((xs, ys), dim=2).unsqueeze(0).expand(n, -1, -1, -1)
         grid = grid + flow.permute(0, 2, 3, 1) / norm
         return F.grid_sample(x, grid, mode="bilinear", align_corners=False)
