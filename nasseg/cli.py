@@ -6,7 +6,9 @@ code 2, never as a traceback.  Commands:
 * ``nasseg presets``: the paper presets with params and GMACs at their paper resolution;
 * ``nasseg show GENOME_OR_PRESET``: a genome's stages, params and MACs;
 * ``nasseg search ...``: a latency-constrained search (see ``nasseg search --help``);
-* ``nasseg status --storage URL --study NAME``: a study's trials, without running anything.
+* ``nasseg status --storage URL --study NAME``: a study's trials, without running anything;
+* ``nasseg export --storage URL --study NAME --out DIR``: the Pareto front as deployable bundles;
+* ``nasseg ablate STUDY.yaml``: replay a paper's ablation table under one recipe.
 """
 
 from __future__ import annotations
