@@ -1,0 +1,1493 @@
+"""Ablation replay: a paper's ablation table rebuilt as fixed genomes, run through the search's own
+measure + proxy path, and printed beside the paper's own numbers.
+
+A study file (``studies/*.yaml``) holds a base genome, a list of named variants each written as a
+*change* to the base, the recipe per fidelity (``smoke`` | ``proxy`` | ``full``), the resolution the
+paper states its costs at, the latency measurement, and the paper's table as data (mIoU, params, MACs,
+field-of-view per row, with the source), plus the paper's claims in words where numbers do not exist.
+:func:`load_study` validates the whole file (pydantic for the structure, unknown keys are errors; the
+registry and :func:`nasseg.genome.from_dict` for every variant; every variant is built) and errors
+name the file, the key path, the bad value and what is valid.
+
+The change language
+-------------------
+A change is a mapping with up to four operations, applied to the base genome's dict form
+(:func:`nasseg.genome.to_dict`) in this order:
+
+``set: {PATH: VALUE}``
+    Replace the value at ``PATH``.  A path is dot-separated keys and list indices into the genome
+    dict, e.g. ``decoder.kind``, ``stages.2.args.num_blocks``, ``stages.4.width``, ``heads.extra``,
+    ``decoder`` (a whole sub-tree; missing fields take their defaults).  Indices may be negative
+    (``stages.-1``).  Every segment must exist.  Setting a module's name (a stage's ``block``, the
+    decoder's ``kind``, a ``name``) to a different one clears that module's ``args`` (and a stage's
+    ``block_args``) unless the same ``set`` gives them: the new module starts from its own defaults.
+``per_block: {STAGE_PATH: {ARG: VALUES}}``
+    Per-block arguments of one stage (its ``block_args``), ``VALUES`` one per block, either a YAML
+    list or the genome string's per-block notation, e.g. ``"[1]*2,[1,2],[1,4]*4,[1,14]*6"``.  The
+    stage's ``depth`` becomes the number of values.
+``remove: [PATH, ...]``
+    Delete list elements or keys (a removed key takes its default, e.g. ``decoder.context`` -> no
+    context).  All paths refer to the genome before the removal; list elements go from the end first.
+``append: {LIST_PATH: [ITEM, ...]}``
+    Append items to a list, e.g. an extra head to ``heads.extra``.
+
+The result must be a valid genome: it is resolved with :func:`nasseg.genome.from_dict`, so a wrong
+path, name or value errors at load, naming the variant and the key.
+
+Running
+-------
+:func:`ablate` runs every variant x seed through :class:`nasseg.search.Driver` (subclassed:
+:class:`AblationDriver` proposes the planned runs instead of sampling a space) and the search's
+executors (:func:`nasseg.search.run_local` / :func:`nasseg.search.run_ray`, both calling
+:func:`nasseg.search.run_job`).  Results live in an Optuna study named ``ablation-<name>-<fidelity>``
+in the given storage (default ``sqlite:///runs/ablations.db``); a run is identified by
+(genome_id, seed, recipe, dataset), so running the command again trains only what is missing and
+re-reports.  Costs (params and MACs at the paper's resolution and class count, latency at the stated
+device / resolution, the field-of-view, optional scaling over several resolutions with peak memory)
+are measured once per variant, before any proxy trains, and kept in the study's user attributes.
+
+The verdict rule
+----------------
+See :data:`VERDICT_RULE`: Delta = variant mean - reference mean of the per-seed proxy mIoU;
+SE = sqrt(s_v^2/n_v + s_r^2/n_r) with s the sample standard deviation over seeds.  ``|Delta| < 2 SE``
+or fewer than two seeds on either side is *inconclusive* (never agreement); otherwise the sign of
+Delta *agrees* with the paper's direction (the sign of the paper's own Delta, or the direction its
+text states) or *contradicts* it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import dataclasses
+import hashlib
+import json
+import math
+import os
+import re
+import socket
+import statistics
+import sys
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from nasseg import __version__
+from nasseg.errors import ConfigError, DatasetError, GenomeError, NassegError, StorageError
+from nasseg.search import STATUS_KEY, Driver, Job, LatencySpec, SearchConfig
+
+META_KEY = "nasseg"
+FIDELITIES = ("smoke", "proxy", "full")
+DEFAULT_STORAGE = "sqlite:///runs/ablations.db"
+COST_PREFIX = "cost:"
+VERDICTS = ("reference", "agrees", "contradicts", "inconclusive", "no paper direction", "no runs")
+VERDICT_RULE = (
+    "Delta = mean proxy mIoU of the variant minus that of the reference (percentage points), over the seeds "
+    "each finished. SE = sqrt(s_v^2/n_v + s_r^2/n_r), s = sample standard deviation (n-1) over seeds, n = number "
+    "of seeds. If either side has fewer than 2 seeds, or |Delta| < 2*SE, the verdict is 'inconclusive': the seed "
+    "spread cannot tell the direction, which is not agreement. Otherwise the replay's direction is the sign of "
+    "Delta; it 'agrees' when the paper's direction is the same and 'contradicts' when it is opposite or when the "
+    "paper reports no difference. The paper's direction is the sign of its own Delta (paper value of the variant "
+    "minus that of the reference; equal values = no difference), or, where the paper gives no number, the "
+    "direction its text states. Neither: 'no paper direction'."
+)
+_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$"
+_PATH_RE = re.compile(r"^[^.\s]+(\.[^.\s]+)*$")
+
+
+# ================================================================================== study schema
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=False)
+
+
+class ChangeSpec(_Strict):
+    """A change to a genome (see the module docstring)."""
+
+    set: dict[str, Any] = Field(default_factory=dict)
+    per_block: dict[str, dict[str, list[Any] | str]] = Field(default_factory=dict)
+    remove: list[str] = Field(default_factory=list)
+    append: dict[str, list[Any]] = Field(default_factory=dict)
+
+    def is_empty(self) -> bool:
+        return not (self.set or self.per_block or self.remove or self.append)
+
+
+class VariantSpec(ChangeSpec):
+    name: str = Field(pattern=_NAME)
+    label: str = ""  # the paper's name or notation of the row
+    description: str = ""
+
+
+class LatencyFile(_Strict):
+    device: str = "cpu"
+    resolution: tuple[int, int]
+    batch: int = 1
+    threads: int | None = 1
+    runs: int = 30
+    warmup: int = 5
+    dtype: Literal["float32", "float16", "bfloat16"] = "float32"
+    note: str = ""  # what the paper measured (device, precision, resolution), for the report
+
+
+class LatencyOverride(_Strict):
+    device: str | None = None
+    resolution: tuple[int, int] | None = None
+    batch: int | None = None
+    threads: int | None = None
+    runs: int | None = None
+    warmup: int | None = None
+
+
+class ScalingFile(_Strict):
+    """Costs at several resolutions (e.g. attention context modules whose cost grows with H*W squared)."""
+
+    resolutions: list[tuple[int, int]] = Field(min_length=1)
+    latency: bool = True
+    peak_memory: bool = True
+    runs: int = 30
+
+
+class CostFile(_Strict):
+    resolution: tuple[int, int]  # (H, W) at which the paper states MACs
+    num_classes: int = Field(ge=1)  # classes of the paper's dataset (params and MACs count them)
+    macs: Literal["conv", "all"] = "conv"  # which fvcore count the paper's MAC numbers are compared with
+    scaling: ScalingFile | None = None
+
+
+class FidelityFile(_Strict):
+    description: str = ""
+    dataset: str = "synthetic"
+    seeds: int | list[int] = 1
+    recipe: dict[str, Any] = Field(default_factory=dict)
+    latency: LatencyOverride | None = None
+
+
+PaperNumber = int | float | str  # a count, or a number with a unit as the paper prints it: "3.34 M", "35.2 G"
+
+
+class PaperRow(_Strict):
+    miou: float | None = None
+    params: PaperNumber | None = None
+    macs: PaperNumber | None = None
+    fov: int | None = None
+    latency_ms: float | None = None
+    fps: float | None = None
+    direction: Literal["better", "worse", "similar"] | None = None  # vs the reference, when stated in words
+    note: str = ""
+    source: str = ""
+
+
+CHECK_QUANTITIES = ("params", "macs", "macs_all", "latency_ms", "fov", "peak_memory_bytes")
+
+
+class CostCheck(_Strict):
+    """A claim about costs that the replay can check exactly: ``variant`` RELATION ``than`` in ``quantity``,
+    at the cost resolution and, where the study measures scaling, at every scaling resolution."""
+
+    quantity: Literal["params", "macs", "macs_all", "latency_ms", "fov", "peak_memory_bytes"]
+    variant: str
+    relation: Literal["less", "greater", "equal"]
+    than: str
+    at: list[tuple[int, int]] | None = None  # only these resolutions (H, W); default: every one measured
+
+
+class Claim(_Strict):
+    text: str
+    source: str
+    variants: list[str] = Field(default_factory=list)
+    check: CostCheck | None = None
+
+
+class PaperFile(_Strict):
+    citation: str
+    source: str  # where the table's numbers come from (paper section / table, repository file)
+    metric: str = ""  # what the paper's ``miou`` is (dataset, split, schedule)
+    rows: dict[str, PaperRow] = Field(default_factory=dict)
+    claims: list[Claim] = Field(default_factory=list)
+
+
+class OfficialRow(_Strict):
+    params: PaperNumber | None = None
+    macs: PaperNumber | None = None
+    fov: int | None = None
+    note: str = ""
+
+
+class OfficialFile(_Strict):
+    """Counts of the authors' code (not printed in the paper), with where they were counted."""
+
+    source: str
+    rows: dict[str, OfficialRow] = Field(default_factory=dict)
+
+
+class StudyFile(_Strict):
+    name: str = Field(pattern=_NAME)
+    title: str
+    description: str = ""
+    base: str  # a preset name, a compact genome string (v1|...) or genome JSON
+    base_change: ChangeSpec | None = None
+    reference: str | None = None  # default: the variant without a change
+    variants: list[VariantSpec] = Field(min_length=2)
+    fidelities: dict[Literal["smoke", "proxy", "full"], FidelityFile] = Field(min_length=1)
+    cost: CostFile
+    latency: LatencyFile
+    paper: PaperFile
+    official: OfficialFile | None = None
+
+
+# ============================================================================= the change language
+def _segments(path: str, where: str) -> list[str]:
+    if not isinstance(path, str) or not _PATH_RE.match(path):
+        raise ConfigError(f"{where}: {path!r} is not a key path; write dot-separated keys and list indices, "
+                          "e.g. stages.3.args.dilations")
+    return path.split(".")
+
+
+def _index(node: list, seg: str, where: str, sofar: str) -> int:
+    try:
+        i = int(seg)
+    except ValueError:
+        raise ConfigError(f"{where}: '{sofar}' is a list; {seg!r} is not an index (valid: 0..{len(node) - 1} "
+                          f"or -{len(node)}..-1)") from None
+    if not -len(node) <= i < len(node):
+        valid = f"0..{len(node) - 1} or -{len(node)}..-1" if node else "none, the list is empty"
+        raise ConfigError(f"{where}: '{sofar}' has {len(node)} entries; index {i} does not exist (valid: {valid})")
+    return i % len(node)
+
+
+def _locate(root: Any, path: str, where: str) -> tuple[Any, Any]:
+    """(container, key) of ``path`` in ``root``; every segment must exist."""
+    segs = _segments(path, where)
+    node, sofar = root, "genome"
+    for n, seg in enumerate(segs):
+        if isinstance(node, dict):
+            if seg not in node:
+                raise ConfigError(f"{where}: '{sofar}' has no key {seg!r}; keys there: {', '.join(sorted(node))}")
+            key: Any = seg
+        elif isinstance(node, list):
+            key = _index(node, seg, where, sofar)
+        else:
+            raise ConfigError(f"{where}: '{sofar}' is a value ({node!r}), not an object or a list; it has no "
+                              f"{seg!r}")
+        if n == len(segs) - 1:
+            return node, key
+        node = node[key]
+        sofar = ".".join(segs[: n + 1])
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _jsonable(v: Any) -> Any:
+    if isinstance(v, tuple):
+        return [_jsonable(x) for x in v]
+    if isinstance(v, list):
+        return [_jsonable(x) for x in v]
+    if isinstance(v, dict):
+        return {str(k): _jsonable(x) for k, x in v.items()}
+    return v
+
+
+def parse_per_block(text: str, where: str) -> list[Any]:
+    """Values in the genome string's per-block notation: ``[1]*2,[1,2],[1,4]*4`` -> one value per block."""
+    from nasseg.genome import _Parser
+
+    try:
+        p = _Parser(text)
+        vals: list[Any] = []
+        while True:
+            v = p.value()
+            n = 1
+            if p.accept("*"):
+                n = p.int_("a repeat count")
+                if n < 1:
+                    raise GenomeError(f"repeat count {n} is not allowed; allowed: an integer >= 1")
+            vals.extend([v] * n)
+            if not p.accept(","):
+                break
+        if p.peek()[0] != "end":
+            raise p.error("',' or the end of the values")
+    except GenomeError as e:
+        msg = str(e).replace("genome string: ", "")
+        raise ConfigError(f"{where}: {text!r}: {msg}; expected values such as [1]*2,[1,2],[1,4]*4") from None
+    return [_jsonable(v) for v in vals]
+
+
+_MODULE_NAME_KEYS = ("block", "kind", "name")
+
+
+def apply_change(genome_dict: Mapping[str, Any], change: ChangeSpec, where: str) -> dict[str, Any]:
+    """Apply ``change`` to a genome dict (:func:`nasseg.genome.to_dict` form); returns a new dict.
+
+    ``where`` prefixes error messages (``file: key 'variants.3'``).  Raises ConfigError naming the
+    operation and path; the result is not yet validated (see :func:`_resolve_changed`).
+    """
+    d = copy.deepcopy(_jsonable(dict(genome_dict)))
+    explicit = {p for p in change.set}
+    for path, value in change.set.items():
+        w = f"{where}.set.{path}"
+        parent, key = _locate(d, path, w)
+        old = parent[key]
+        parent[key] = copy.deepcopy(_jsonable(value))
+        if isinstance(parent, dict) and key in _MODULE_NAME_KEYS and isinstance(value, str) and value != old:
+            prefix = path.rsplit(".", 1)[0] + "." if "." in path else ""
+            if "args" in parent and prefix + "args" not in explicit:
+                parent["args"] = {}
+            if key == "block" and "block_args" in parent and prefix + "block_args" not in explicit \
+                    and prefix.rstrip(".") not in change.per_block:
+                parent["block_args"] = []
+    for stage_path, per in change.per_block.items():
+        w = f"{where}.per_block.{stage_path}"
+        parent, key = _locate(d, stage_path, w)
+        stage = parent[key]
+        if not isinstance(stage, dict) or "block_args" not in stage or "depth" not in stage:
+            raise ConfigError(f"{w}: '{stage_path}' is not a stage (per_block takes a stage path such as stages.3)")
+        if not per:
+            raise ConfigError(f"{w}: give at least one argument with one value per block")
+        values = {arg: (parse_per_block(v, f"{w}.{arg}") if isinstance(v, str) else _jsonable(v))
+                  for arg, v in per.items()}
+        lengths = {arg: len(v) for arg, v in values.items()}
+        if len(set(lengths.values())) != 1 or 0 in lengths.values():
+            raise ConfigError(f"{w}: every argument needs the same number (>= 1) of per-block values, got "
+                              + ", ".join(f"{a}: {n}" for a, n in lengths.items()))
+        n = next(iter(lengths.values()))
+        stage["block_args"] = [{arg: values[arg][j] for arg in values} for j in range(n)]
+        stage["depth"] = n
+    if change.remove:
+        targets, seen = [], set()
+        for path in change.remove:
+            w = f"{where}.remove.{path}"
+            parent, key = _locate(d, path, w)
+            if (id(parent), key) in seen:
+                raise ConfigError(f"{w}: this element is already removed by an earlier path of the same remove")
+            seen.add((id(parent), key))
+            targets.append((parent, key))
+        for parent, key in sorted(targets, key=lambda t: t[1] if isinstance(t[1], int) else -1, reverse=True):
+            if isinstance(parent, list):
+                parent.pop(key)
+            else:
+                del parent[key]
+    for path, items in change.append.items():
+        w = f"{where}.append.{path}"
+        parent, key = _locate(d, path, w)
+        if not isinstance(parent[key], list):
+            raise ConfigError(f"{w}: '{path}' is not a list (it holds {parent[key]!r}); append takes a list path "
+                              "such as heads.extra")
+        parent[key].extend(copy.deepcopy(_jsonable(items)))
+    return d
+
+
+# ============================================================================= loading a study file
+@dataclass(frozen=True)
+class Variant:
+    name: str
+    label: str
+    description: str
+    genome: Any  # nasseg.genome.Genome
+    genome_id: str
+    change: ChangeSpec
+
+
+@dataclass(frozen=True)
+class Fidelity:
+    name: str
+    description: str
+    dataset: str
+    seeds: tuple[int, ...]
+    recipe: Any  # nasseg.train.Recipe
+    latency: LatencySpec
+
+
+@dataclass(frozen=True)
+class Study:
+    """A validated study file."""
+
+    path: str
+    sha: str
+    spec: StudyFile
+    base: Any  # Genome
+    variants: tuple[Variant, ...]
+    reference: str
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    def variant(self, name: str) -> Variant:
+        for v in self.variants:
+            if v.name == name:
+                return v
+        raise ConfigError(f"{self.path}: no variant {name!r}; variants: {', '.join(v.name for v in self.variants)}")
+
+    def fidelity(self, name: str, seeds: int | None = None, dataset: str | None = None) -> Fidelity:
+        """The recipe, seeds, dataset and latency spec of one fidelity (``--seeds`` / ``--dataset`` override)."""
+        if name not in FIDELITIES:
+            raise ConfigError(f"--fidelity = {name!r}; valid: {', '.join(FIDELITIES)}")
+        if name not in self.spec.fidelities:
+            raise ConfigError(f"{self.path}: fidelity {name!r} is not defined; this study defines: "
+                              + ", ".join(self.spec.fidelities))
+        f = self.spec.fidelities[name]
+        if seeds is not None:
+            if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1:
+                raise ConfigError(f"--seeds = {seeds!r} must be a positive integer")
+            seed_list = tuple(range(seeds))
+        else:
+            seed_list = _seed_list(f.seeds, f"{self.path}: key 'fidelities.{name}.seeds'")
+        ds = dataset if dataset is not None else f.dataset
+        _check_dataset(ds, "--dataset" if dataset is not None else f"{self.path}: key 'fidelities.{name}.dataset'")
+        return Fidelity(name, f.description, ds, seed_list,
+                        _recipe(f.recipe, f"{self.path}: key 'fidelities.{name}.recipe'"),
+                        _latency(self.spec.latency, f.latency, f"{self.path}: key 'fidelities.{name}.latency'"))
+
+
+def _seed_list(seeds: int | list[int], where: str) -> tuple[int, ...]:
+    if isinstance(seeds, int):
+        if seeds < 1:
+            raise ConfigError(f"{where}: {seeds!r} is not allowed; allowed: a count >= 1 or a list of seeds")
+        return tuple(range(seeds))
+    if not seeds or len(set(seeds)) != len(seeds) or any(s < 0 for s in seeds):
+        raise ConfigError(f"{where}: {seeds!r} is not allowed; allowed: a non-empty list of distinct seeds >= 0")
+    return tuple(seeds)
+
+
+def _check_dataset(spec: str, where: str) -> None:
+    from nasseg.data import describe_spec
+
+    try:
+        describe_spec(spec)
+    except DatasetError as e:
+        raise ConfigError(f"{where}: {e}") from None
+
+
+def _recipe(d: Mapping[str, Any], where: str):
+    from nasseg.train import Recipe
+
+    try:
+        return Recipe.from_dict(dict(d))
+    except ConfigError as e:
+        raise ConfigError(f"{where}: {e}") from None
+    except TypeError as e:
+        raise ConfigError(f"{where}: {e}") from None
+
+
+def _latency(base: LatencyFile, over: LatencyOverride | None, where: str) -> LatencySpec:
+    from nasseg.cost import MIN_RUNS
+
+    d = base.model_dump(exclude={"note"})
+    if over is not None:
+        d.update({k: v for k, v in over.model_dump().items() if v is not None})
+    spec = LatencySpec(device=d["device"], resolution=tuple(d["resolution"]), batch=d["batch"],
+                       threads=d["threads"], runs=d["runs"], warmup=d["warmup"], dtype=d["dtype"])
+    if not re.fullmatch(r"cpu|cuda(:\d+)?", spec.device):
+        raise ConfigError(f"{where}: device {spec.device!r} is not allowed; valid: cpu, cuda, cuda:N")
+    if spec.runs < MIN_RUNS:
+        raise ConfigError(f"{where}: runs = {spec.runs} is too few; valid: an integer >= {MIN_RUNS}")
+    if spec.batch < 1 or spec.warmup < 1 or (spec.threads is not None and spec.threads < 1) \
+            or min(spec.resolution) < 1:
+        raise ConfigError(f"{where}: batch, warmup, threads and resolution must be positive integers, got "
+                          f"{spec.to_dict()}")
+    return spec
+
+
+_UNITS = {"": 1, "K": 1e3, "M": 1e6, "G": 1e9, "T": 1e12}
+
+
+def parse_paper_number(value: PaperNumber, where: str) -> tuple[float, int | None, str]:
+    """(value, decimals printed, unit) of a paper number: 3807 -> (3807, 0, ''), "3.34 M" -> (3.34, 2, 'M').
+
+    A count written as an integer is compared exactly; a number with decimals and a unit is compared at
+    the precision the paper printed it (see :func:`stated_match`).
+    """
+    if isinstance(value, bool):
+        raise ConfigError(f"{where}: {value!r} is not a number")
+    if isinstance(value, int):
+        return float(value), 0, ""
+    if isinstance(value, float):
+        text = repr(value)
+        return value, (len(text.split(".")[1]) if "." in text and "e" not in text else None), ""
+    m = re.fullmatch(r"\s*(\d+(?:\.(\d+))?)\s*([KMGT]?)\s*", str(value))
+    if not m:
+        raise ConfigError(f"{where}: {value!r} is not a paper number; write an integer count or a number with a "
+                          "unit K, M, G or T as printed, e.g. '3.34 M', '35.20 G'")
+    return float(m.group(1)), len(m.group(2) or ""), m.group(3)
+
+
+def stated_match(ours: float | int | None, stated: PaperNumber | None) -> bool | None:
+    """Whether our count equals the stated one at the stated precision (None if either is missing)."""
+    if ours is None or stated is None:
+        return None
+    value, decimals, unit = parse_paper_number(stated, "value")
+    scaled = ours / _UNITS[unit]
+    if decimals is None:
+        return math.isclose(scaled, value, rel_tol=1e-9)
+    return round(scaled, decimals) == round(value, decimals)
+
+
+def _load_text(path: Path) -> str:
+    try:
+        return path.read_text()
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read study file ({e.strerror or e})") from None
+
+
+def load_study(path: str | Path, *, build_check: bool = True) -> Study:
+    """Read and validate a study file; every variant is resolved (and, with ``build_check``, built)."""
+    path = Path(path)
+    text = _load_text(path)
+    return parse_study(text, str(path), build_check=build_check)
+
+
+def _base_genome(text: str, where: str):
+    from nasseg import genome as G
+    from nasseg import presets
+
+    t = text.strip()
+    try:
+        if t.startswith("{"):
+            return G.from_json(t)
+        if t.startswith("v") and "|" in t:
+            return G.parse(t)
+        return presets.get(t).genome
+    except (GenomeError, ConfigError) as e:
+        raise ConfigError(f"{where}: {e}") from None
+
+
+def _resolve_changed(d: dict[str, Any], where: str):
+    from nasseg.genome import from_dict
+
+    try:
+        return from_dict(d)
+    except GenomeError as e:
+        raise ConfigError(f"{where}: the changed genome is invalid: {e}") from None
+
+
+def parse_study(text: str, source: str = "<string>", *, build_check: bool = True) -> Study:
+    import yaml
+
+    from nasseg.genome import genome_id, to_dict
+    from nasseg.space import _safe_load, _validation_error
+
+    try:
+        raw = _safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise ConfigError(f"{source}:{where} is not valid YAML: {getattr(e, 'problem', e)}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source}: a study file must be a YAML mapping with keys name, title, base, variants, "
+                          "fidelities, cost, latency, paper")
+    try:
+        spec = StudyFile.model_validate(raw)
+    except ValidationError as e:
+        raise _validation_error(source, e, raw) from None
+
+    names = [v.name for v in spec.variants]
+    dup = sorted({n for n in names if names.count(n) > 1})
+    if dup:
+        raise ConfigError(f"{source}: key 'variants': variant name(s) {dup} given twice; names must be unique")
+    for where, keys in (("paper.rows", spec.paper.rows), ("official.rows", spec.official.rows if spec.official
+                                                             else {})):
+        for k in keys:
+            if k not in names:
+                raise ConfigError(f"{source}: key '{where}.{k}': no variant named {k!r}; variants: {', '.join(names)}")
+    for i, c in enumerate(spec.paper.claims):
+        for k in c.variants:
+            if k not in names:
+                raise ConfigError(f"{source}: key 'paper.claims.{i}.variants': no variant named {k!r}; variants: "
+                                  + ", ".join(names))
+        if c.check is not None:
+            for key in ("variant", "than"):
+                if getattr(c.check, key) not in names:
+                    raise ConfigError(f"{source}: key 'paper.claims.{i}.check.{key}': no variant named "
+                                      f"{getattr(c.check, key)!r}; variants: {', '.join(names)}")
+    for where, row in list(spec.paper.rows.items()) + list((spec.official.rows if spec.official else {}).items()):
+        for q in ("params", "macs"):
+            if getattr(row, q) is not None:
+                parse_paper_number(getattr(row, q), f"{source}: key '{where}.{q}'")
+    for fname, f in spec.fidelities.items():
+        _seed_list(f.seeds, f"{source}: key 'fidelities.{fname}.seeds'")
+        _check_dataset(f.dataset, f"{source}: key 'fidelities.{fname}.dataset'")
+        _recipe(f.recipe, f"{source}: key 'fidelities.{fname}.recipe'")
+        _latency(spec.latency, f.latency, f"{source}: key 'fidelities.{fname}.latency'")
+    _latency(spec.latency, None, f"{source}: key 'latency'")
+    if min(spec.cost.resolution) < 1:
+        raise ConfigError(f"{source}: key 'cost.resolution': {list(spec.cost.resolution)} must be positive (H, W)")
+
+    base = _base_genome(spec.base, f"{source}: key 'base'")
+    if spec.base_change is not None and not spec.base_change.is_empty():
+        base = _resolve_changed(apply_change(to_dict(base), spec.base_change, f"{source}: key 'base_change'"),
+                                f"{source}: key 'base_change'")
+    base_dict = to_dict(base)
+    variants = []
+    seen: dict[str, str] = {}
+    for i, v in enumerate(spec.variants):
+        where = f"{source}: key 'variants.{i}' (variant {v.name!r})"
+        g = _resolve_changed(apply_change(base_dict, v, where), where) if not v.is_empty() else base
+        gid = genome_id(g)
+        if gid in seen:
+            raise ConfigError(f"{where}: builds the same genome ({gid}) as variant {seen[gid]!r}; every variant must "
+                              "differ from the others")
+        seen[gid] = v.name
+        change = ChangeSpec(set=v.set, per_block=v.per_block, remove=v.remove, append=v.append)
+        variants.append(Variant(v.name, v.label, v.description, g, gid, change))
+    if spec.reference is not None:
+        if spec.reference not in names:
+            raise ConfigError(f"{source}: key 'reference': {spec.reference!r} is not a variant; variants: "
+                              + ", ".join(names))
+        reference = spec.reference
+    else:
+        plain = [v.name for v in spec.variants if v.is_empty()]
+        if len(plain) != 1:
+            raise ConfigError(f"{source}: key 'reference' is missing and {len(plain)} variants have no change "
+                              f"({plain}); name the row the others are compared with, e.g. reference: "
+                              f"{names[0]}")
+        reference = plain[0]
+    if build_check:
+        from nasseg.build import build
+
+        for i, v in enumerate(variants):
+            where = f"{source}: key 'variants.{i}' (variant {v.name!r})"
+            try:
+                net = build(v.genome, spec.cost.num_classes)
+            except (GenomeError, ConfigError, ValueError, RuntimeError) as e:
+                raise ConfigError(f"{where}: does not build: {e}") from None
+            if net.is_classifier:
+                raise ConfigError(f"{where}: builds an image classifier; an ablation replay trains segmentation "
+                                  "networks (give the variant a segmentation decoder)")
+    sha = hashlib.sha256(text.encode()).hexdigest()[:16]
+    return Study(source, sha, spec, base, tuple(variants), reference)
+
+
+def study_files(root: str | Path | None = None) -> list[Path]:
+    """The shipped ``studies/*.yaml`` (``root`` defaults to the repository's studies folder)."""
+    root = Path(root) if root is not None else Path(__file__).resolve().parent.parent / "studies"
+    return sorted(root.glob("*.yaml"))
+
+
+# ============================================================================================ costs
+def field_of_view(genome: Any) -> int | None:
+    """Theoretical receptive field (pixels along one side) of the last stage's output, as RegSeg counts it.
+
+    RF = 1 + sum over the encoder's 3x3 (k x k) convolutions of (k - 1) * d * j, where d is the dilation
+    (for a D block the largest of its dilations: its widest branch) and j the product of the strides
+    before that convolution.  This reproduces the field-of-view column of RegSeg's dilation study
+    (``AblationStudies.md``: exp48 3807, exp43 3743 ...).  Defined only for stages of ``conv`` and
+    ``dblock`` blocks (None otherwise); the decoder is not counted (RegSeg counts the body).
+    """
+    rf, jump = 1, 1
+    for s in genome.stages:
+        blocks: list[tuple[str, dict[str, Any], int]] = []
+        if s.down is not None:
+            blocks.append((s.down.name, dict(s.down.args), s.stride))
+        for j in range(s.depth):
+            args = {**dict(s.args), **(dict(s.block_args[j]) if s.block_args else {})}
+            blocks.append((s.block, args, s.stride if (j == 0 and s.down is None) else 1))
+        for name, args, stride in blocks:
+            if name == "conv":
+                rf += (int(args["kernel_size"]) - 1) * jump
+            elif name == "dblock":
+                rf += 2 * max(args["dilations"]) * jump
+            else:
+                return None
+            jump *= stride
+    return rf
+
+
+def peak_memory_bytes(module: Any, input_shape: tuple[int, ...], device: str = "cpu") -> int:
+    """Peak memory a forward pass allocates above what was allocated before it (weights and input
+    excluded), in bytes.  CUDA: ``torch.cuda.max_memory_allocated``; CPU: the running sum of the
+    allocations and frees torch's profiler records (``profile_memory=True``), in time order."""
+    import copy as _copy
+
+    import torch
+
+    dev = torch.device(device)
+    model = _copy.deepcopy(module).eval().to(dev)
+    x = torch.randn(input_shape, device=dev)
+    with torch.inference_mode():
+        model(x)  # warm-up: lazy allocations of the backend do not count
+        if dev.type == "cuda":
+            torch.cuda.synchronize(dev)
+            torch.cuda.reset_peak_memory_stats(dev)
+            before = torch.cuda.memory_allocated(dev)
+            model(x)
+            torch.cuda.synchronize(dev)
+            return int(torch.cuda.max_memory_allocated(dev) - before)
+        from torch.profiler import ProfilerActivity, profile
+
+        with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+            model(x)
+    events = []
+    for e in prof.events():
+        amount = e.cpu_memory_usage if e.name == "[memory]" else e.self_cpu_memory_usage
+        if amount:
+            events.append((e.time_range.start, amount))
+    running = peak = 0
+    for _, amount in sorted(events, key=lambda t: t[0]):
+        running += amount
+        peak = max(peak, running)
+    return int(peak)
+
+
+def cost_key(study: Study, latency: LatencySpec) -> str:
+    """What a cost record depends on: the cost section of the study and the latency measurement."""
+    d = {"cost": study.spec.cost.model_dump(mode="json"), "latency": latency.to_dict()}
+    return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def measure_variant(genome: Any, cost: CostFile, latency: LatencySpec) -> dict[str, Any]:
+    """Params and MACs at the paper's resolution and class count, latency at ``latency``, field-of-view,
+    and (optionally) MACs / latency / peak memory at several resolutions.  Plain JSON values."""
+    from nasseg.build import build
+    from nasseg.cost import count_macs, count_params, measure_latency
+
+    net = build(genome, cost.num_classes)
+    h, w = cost.resolution
+    mc = count_macs(net, (1, 3, h, w))
+    rec = measure_latency(net, (latency.batch, 3, *latency.resolution), device=latency.device,
+                          warmup=latency.warmup, runs=latency.runs, threads=latency.threads, dtype=latency.dtype)
+    lat = rec.to_dict()
+    lat["isolation"] = "exclusive: measured by the ablation driver before any proxy trained"
+    out: dict[str, Any] = {
+        "params": count_params(net), "macs": mc.macs, "macs_all": mc.macs_all, "macs_skipped_ops": mc.skipped_ops,
+        "macs_resolution": [h, w], "cost_num_classes": cost.num_classes, "latency": lat,
+        "latency_ms": rec.median_ms, "fov": field_of_view(genome),
+    }
+    if cost.scaling is not None:
+        rows = []
+        for rh, rw in cost.scaling.resolutions:
+            m = count_macs(net, (1, 3, rh, rw))
+            row: dict[str, Any] = {"resolution": [rh, rw], "macs": m.macs, "macs_all": m.macs_all}
+            if cost.scaling.latency:
+                r = measure_latency(net, (1, 3, rh, rw), device=latency.device, warmup=latency.warmup,
+                                    runs=cost.scaling.runs, threads=latency.threads, dtype=latency.dtype)
+                row.update(latency_ms=r.median_ms, latency_p90_ms=r.p90_ms, latency_cv=r.cv)
+            if cost.scaling.peak_memory:
+                row["peak_memory_bytes"] = peak_memory_bytes(net, (1, 3, rh, rw), latency.device)
+            rows.append(row)
+        out["scaling"] = rows
+    return out
+
+
+# =========================================================================================== runner
+@dataclass(frozen=True)
+class Run:
+    variant: Variant
+    seed: int
+
+
+class AblationDriver(Driver):
+    """The search's driver, proposing the planned (variant, seed) runs instead of sampling a space.
+
+    Everything else is inherited: jobs (:meth:`make_job`, weights per trial), telling results
+    (:meth:`complete`: metrics, mIoU, seed, fidelity, COMPLETE / FAIL), so an ablation trial carries
+    the same user attributes as a search trial, plus ``ablation``, ``variant`` and ``fidelity_name``.
+    A finished run is one COMPLETE trial with status trained/reused and the same recipe and dataset,
+    keyed by (genome_id, seed).
+    """
+
+    def __init__(self, cfg: SearchConfig, study: Any, runs: list[Run], costs: dict[str, dict[str, Any]],
+                 ablation: str, fidelity: str, num_classes: int, log: Callable[[str], None]):
+        self.queue = list(runs)
+        self.planned = len(runs)
+        self.costs, self.ablation, self.fidelity_name = costs, ablation, fidelity
+        self.done_here = 0
+        super().__init__(cfg, study, None, num_classes, log)
+
+    def _remember(self, t: Any) -> None:
+        ua = t.user_attrs
+        if ua.get(STATUS_KEY) in ("trained", "reused") and ua.get("recipe_json") == self.recipe_json \
+                and ua.get("dataset") == self.cfg.dataset and "seed" in ua:
+            self._cache.setdefault((ua["genome_id"], int(ua["seed"])), t)
+
+    def remaining(self) -> int:
+        return len(self.queue)
+
+    def finished(self) -> int:
+        return self.done_here
+
+    def _propose(self) -> Job | None:
+        run = self.queue.pop(0)
+        v = run.variant
+        if (v.genome_id, run.seed) in self._cache:  # finished meanwhile (another driver on PostgreSQL)
+            return None
+        trial = self.study.ask()
+        self.proposing = trial  # heart-beaten like in-flight trials while its attributes are written
+        try:
+            return self._start(trial, run)
+        finally:
+            self.proposing = None
+
+    def _start(self, trial: Any, run: Run) -> Job:
+        from nasseg.genome import to_json, to_string
+
+        v = run.variant
+        attrs = {
+            "driver": f"{socket.gethostname()}:{os.getpid()}", "genome_id": v.genome_id,
+            "genome_json": to_json(v.genome), "genome": to_string(v.genome), "recipe_json": self.recipe_json,
+            "dataset": self.cfg.dataset, "ablation": self.ablation, "variant": v.name,
+            "fidelity_name": self.fidelity_name, "planned_seed": run.seed,
+        }
+        attrs.update(self.costs[v.genome_id])
+        for k, val in attrs.items():
+            trial.set_user_attr(k, val)
+        return self.make_job(trial, v.genome, run.seed)
+
+    def complete(self, job: Job, result: dict[str, Any], stopped: bool = False) -> None:
+        super().complete(job, result, stopped)
+        self.done_here += 1
+        ua = job.trial.user_attrs if job.trial is not None else {}
+        m = result.get("metrics") or {}
+        what = f"mIoU {m['miou']:.4f}" if result.get("ok") and m.get("miou") is not None else \
+            f"failed: {str(result.get('error', ''))[:120]}"
+        self.log(f"run {self.done_here}/{self.planned}: {ua.get('variant', '?')} seed {job.seed}: {what} "
+                 f"({float(m.get('train_seconds', 0.0)):.1f} s training)")
+
+
+@dataclass
+class AblationConfig:
+    study: str  # path of the study file
+    storage: str = DEFAULT_STORAGE
+    fidelity: str = "proxy"
+    seeds: int | None = None
+    executor: str = "ray"
+    out: str | None = None
+    dataset: str | None = None
+    report_only: bool = False
+    ray_address: str | None = None
+    cpus_per_trial: float = 1.0
+    gpus_per_trial: float = 0.0
+    concurrency: int | None = None
+    artifacts: str | None = None
+    plot: bool = True
+
+
+def optuna_study_name(study: Study, fidelity: str) -> str:
+    return f"ablation-{study.name}-{fidelity}"
+
+
+def _dataset_classes(spec: str) -> int:
+    from nasseg.data import open_dataset
+
+    return int(open_dataset(spec, "val").num_classes)
+
+
+def _open_or_create(url: str, name: str, meta: dict[str, Any], log: Callable[[str], None], readonly: bool):
+    import optuna
+
+    from nasseg.search import load_study as _load
+    from nasseg.search import open_storage, recover_crashed
+
+    if readonly:
+        return _load(url, name, readonly=True)
+    storage = open_storage(url)
+    existing = {s.study_name for s in optuna.study.get_all_study_summaries(storage)}
+    if name in existing:
+        study = optuna.load_study(study_name=name, storage=storage)
+        old = study.user_attrs.get(META_KEY) or {}
+        if old.get("kind") != "ablation":
+            raise StorageError(f"study {name!r} in this storage was not created by nasseg ablate (kind "
+                               f"{old.get('kind')!r}); choose another --storage")
+        if old.get("study_sha") != meta["study_sha"]:
+            log(f"the study file changed since study {name!r} was last run; finished runs are matched by genome, "
+                "seed, recipe and dataset, so only what changed is trained")
+            study.set_user_attr(META_KEY, {**old, **meta})
+        recover_crashed(study, url, log)
+        return study
+    study = optuna.create_study(study_name=name, storage=storage, directions=["maximize"])
+    study.set_user_attr(META_KEY, meta)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        study.set_metric_names(["miou"])
+    return study
+
+
+def finished_runs(study: Any, recipe_json: str, dataset: str) -> dict[tuple[str, int], Any]:
+    """(genome_id, seed) -> the finished trial (COMPLETE, trained or reused, same recipe and dataset)."""
+    import optuna
+
+    out: dict[tuple[str, int], Any] = {}
+    for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
+        ua = t.user_attrs
+        if ua.get(STATUS_KEY) in ("trained", "reused") and ua.get("recipe_json") == recipe_json \
+                and ua.get("dataset") == dataset and "seed" in ua and ua.get("miou") is not None:
+            out.setdefault((ua["genome_id"], int(ua["seed"])), t)
+    return out
+
+
+def ablate(cfg: AblationConfig, log: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Run (or resume) an ablation replay and write its report.  Returns a summary with the report rows
+    and the paths written.  Raises NassegError on bad settings."""
+    import optuna
+
+    from nasseg.search import EXECUTORS, _Heartbeat, _sqlite_path, driver_lock, mask_url, run_local, run_ray
+
+    log = log or (lambda s: print(s, file=sys.stderr))
+    t_start = time.perf_counter()
+    if cfg.executor not in EXECUTORS:
+        raise ConfigError(f"--executor = {cfg.executor!r}; valid: {', '.join(EXECUTORS)}")
+    if not cfg.cpus_per_trial > 0 or cfg.gpus_per_trial < 0:
+        raise ConfigError("--cpus-per-trial must be > 0 and --gpus-per-trial >= 0")
+    study_def = load_study(cfg.study)
+    fid = study_def.fidelity(cfg.fidelity, cfg.seeds, cfg.dataset)
+    name = optuna_study_name(study_def, fid.name)
+    recipe_json = fid.recipe.to_json()
+    ckey = cost_key(study_def, fid.latency)
+    meta = {"kind": "ablation", "ablation": study_def.name, "study_file": str(cfg.study),
+            "study_sha": study_def.sha, "fidelity": fid.name, "nasseg_version": __version__}
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    counts = {"trained": 0, "failed": 0, "reused_runs": 0, "measured": 0}
+    measure_s = train_s = 0.0
+    lock = contextlib.nullcontext() if cfg.report_only else driver_lock(cfg.storage)
+    with lock:
+        study = _open_or_create(cfg.storage, name, meta, log, readonly=cfg.report_only)
+        costs: dict[str, dict[str, Any]] = {}
+        for v in study_def.variants:
+            rec = study.user_attrs.get(f"{COST_PREFIX}{v.genome_id}:{ckey}")
+            if rec is not None:
+                costs[v.genome_id] = rec
+        if not cfg.report_only:
+            done = finished_runs(study, recipe_json, fid.dataset)
+            runs = [Run(v, s) for v in study_def.variants for s in fid.seeds if (v.genome_id, s) not in done]
+            counts["reused_runs"] = len(study_def.variants) * len(fid.seeds) - len(runs)
+            t0 = time.perf_counter()
+            for v in study_def.variants:  # costs first, once per variant, while nothing trains
+                if v.genome_id in costs:
+                    continue
+                log(f"measuring {v.name}: params and MACs at {cfg_res(study_def.spec.cost.resolution)}, latency "
+                    f"on {fid.latency.device} at {cfg_res(fid.latency.resolution)}")
+                try:
+                    rec = measure_variant(v.genome, study_def.spec.cost, fid.latency)
+                except RuntimeError as e:
+                    raise NassegError(f"cannot measure variant {v.name!r}: {type(e).__name__}: {str(e)[:300]}") \
+                        from None
+                study.set_user_attr(f"{COST_PREFIX}{v.genome_id}:{ckey}", rec)
+                costs[v.genome_id] = rec
+                counts["measured"] += 1
+            measure_s = time.perf_counter() - t0
+            if runs:
+                log(f"{len(runs)} run(s) to train ({counts['reused_runs']} already finished in study {name!r}); "
+                    f"executor {cfg.executor}")
+                scfg = SearchConfig(space=str(cfg.study), storage=cfg.storage, study=name, trials=len(runs),
+                                    latency_budget_ms=None, latency=fid.latency, mode="constrained",
+                                    dataset=fid.dataset, recipe=fid.recipe, executor=cfg.executor,
+                                    ray_address=cfg.ray_address, cpus_per_trial=cfg.cpus_per_trial,
+                                    gpus_per_trial=cfg.gpus_per_trial, concurrency=cfg.concurrency,
+                                    progress=False, artifacts=cfg.artifacts)
+                driver = AblationDriver(scfg, study, runs, costs, study_def.name, fid.name,
+                                        _dataset_classes(fid.dataset), log)
+                with _Heartbeat(study, driver):  # PostgreSQL: lets a later driver tell a dead one's trials
+                    if cfg.executor == "local":
+                        run_local(driver, lambda: None)
+                    else:
+                        workdir = (_sqlite_path(cfg.storage) or Path("runs/x")).parent / "ray_results"
+                        run_ray(driver, scfg, lambda: None, workdir)
+                counts["trained"], counts["failed"] = driver.counts["trained"], driver.counts["failed"]
+                train_s = driver.trained_s
+            else:
+                log(f"all {counts['reused_runs']} run(s) already finished in study {name!r}; nothing to train")
+        done = finished_runs(study, recipe_json, fid.dataset)
+    rows = summarize(study_def, fid, costs, done)
+    claims = check_claims(study_def, costs)
+    wall = time.perf_counter() - t_start
+    used = [t for t in done.values() if t.user_attrs["genome_id"] in {v.genome_id for v in study_def.variants}
+            and int(t.user_attrs["seed"]) in fid.seeds]
+    starts = [t.datetime_start for t in used if t.datetime_start is not None]
+    ends = [t.datetime_complete for t in used if t.datetime_complete is not None]
+    history = {"runs": len(used), "train_seconds": sum(float(t.user_attrs.get("train_seconds", 0.0)) for t in used),
+               "first_start": min(starts).isoformat(timespec="seconds") if starts else None,
+               "last_complete": max(ends).isoformat(timespec="seconds") if ends else None}
+    info = {"study": name, "storage": mask_url(cfg.storage), "fidelity": fid.name, "seeds": list(fid.seeds),
+            "dataset": fid.dataset, "recipe": fid.recipe.to_dict(), "latency": fid.latency.to_dict(),
+            "wall_seconds": wall, "measure_seconds": measure_s, "train_seconds": train_s, "counts": counts,
+            "executor": cfg.executor, "history": history}
+    out_dir = Path(cfg.out) if cfg.out else Path("runs") / "ablations" / f"{study_def.name}-{fid.name}"
+    paths = write_report(study_def, fid, rows, claims, info, out_dir, plot=cfg.plot)
+    return {**info, "rows": rows, "claims": claims, "paths": paths}
+
+
+def cfg_res(res: Any) -> str:
+    return f"{res[0]}x{res[1]}"
+
+
+# =========================================================================================== report
+@dataclass
+class Row:
+    variant: str
+    label: str
+    genome_id: str
+    genome: str
+    is_reference: bool
+    params: int | None = None
+    macs: int | None = None
+    macs_all: int | None = None
+    latency_ms: float | None = None
+    latency_cv: float | None = None
+    fov: int | None = None
+    seeds: list[int] = field(default_factory=list)
+    mious: list[float] = field(default_factory=list)  # percent, one per seed
+    mean: float | None = None
+    std: float | None = None
+    diff: float | None = None  # replay Delta to the reference, percentage points
+    se: float | None = None
+    paper_miou: float | None = None
+    paper_diff: float | None = None
+    paper_direction: str | None = None
+    verdict: str = ""
+    stated: dict[str, dict[str, Any]] = field(default_factory=dict)  # quantity -> {paper, official, ours, ...}
+    scaling: list[dict[str, Any]] = field(default_factory=list)
+
+    def as_csv(self) -> dict[str, Any]:
+        d = {k: v for k, v in dataclasses.asdict(self).items() if k not in ("stated", "scaling", "mious", "seeds")}
+        d["seeds"] = " ".join(map(str, self.seeds))
+        d["mious"] = " ".join(f"{m:.4f}" for m in self.mious)
+        for q, s in self.stated.items():
+            for k, v in s.items():
+                d[f"{q}_{k}"] = v
+        for s in self.scaling:
+            r = cfg_res(s["resolution"])
+            for k, v in s.items():
+                if k != "resolution":
+                    d[f"scaling_{r}_{k}"] = v
+        return d
+
+
+def _direction(diff: float) -> str:
+    return "better" if diff > 0 else "worse" if diff < 0 else "similar"
+
+
+def verdict(diff: float | None, se: float | None, n_v: int, n_r: int, paper_direction: str | None) -> str:
+    """The verdict of one variant (see :data:`VERDICT_RULE`)."""
+    if n_v == 0:
+        return "no runs"
+    if paper_direction is None:
+        return "no paper direction"
+    if diff is None or se is None or n_v < 2 or n_r < 2 or abs(diff) < 2 * se:
+        return "inconclusive"
+    replay = _direction(diff)
+    return "agrees" if replay == paper_direction else "contradicts"
+
+
+def summarize(study: Study, fid: Fidelity, costs: Mapping[str, Mapping[str, Any]],
+              done: Mapping[tuple[str, int], Any]) -> list[Row]:
+    from nasseg.genome import to_string
+
+    spec = study.spec
+    rows: list[Row] = []
+    for v in study.variants:
+        c = costs.get(v.genome_id) or {}
+        r = Row(v.name, v.label, v.genome_id, to_string(v.genome), v.name == study.reference,
+                c.get("params"), c.get("macs"), c.get("macs_all"), c.get("latency_ms"),
+                (c.get("latency") or {}).get("cv"), c.get("fov"))
+        for s in fid.seeds:
+            t = done.get((v.genome_id, s))
+            if t is not None:
+                r.seeds.append(s)
+                r.mious.append(100.0 * float(t.user_attrs["miou"]))
+        if r.mious:
+            r.mean = statistics.fmean(r.mious)
+            r.std = statistics.stdev(r.mious) if len(r.mious) > 1 else None
+        pr = spec.paper.rows.get(v.name)
+        r.paper_miou = pr.miou if pr is not None else None
+        ours_macs = r.macs if spec.cost.macs == "conv" else r.macs_all
+        off = spec.official.rows.get(v.name) if spec.official else None
+        for q, ours in (("params", r.params), ("macs", ours_macs), ("fov", r.fov)):
+            stated_p = getattr(pr, q) if pr is not None else None
+            stated_o = getattr(off, q) if off is not None else None
+            if stated_p is None and stated_o is None:
+                continue
+            r.stated[q] = {"ours": ours, "paper": stated_p, "paper_match": stated_match(ours, stated_p),
+                           "official": stated_o, "official_match": stated_match(ours, stated_o)}
+        r.scaling = list(c.get("scaling") or [])
+        rows.append(r)
+    ref = next(r for r in rows if r.is_reference)
+    ref_paper = spec.paper.rows.get(ref.variant)
+    for r in rows:
+        if r.is_reference:
+            r.verdict = "reference" if r.mious else "no runs"
+            continue
+        if r.mean is not None and ref.mean is not None:
+            r.diff = r.mean - ref.mean
+            if len(r.mious) > 1 and len(ref.mious) > 1:
+                r.se = math.sqrt(r.std ** 2 / len(r.mious) + ref.std ** 2 / len(ref.mious))
+        pr = spec.paper.rows.get(r.variant)
+        if pr is not None and pr.miou is not None and ref_paper is not None and ref_paper.miou is not None:
+            r.paper_diff = round(pr.miou - ref_paper.miou, 6)
+            r.paper_direction = _direction(r.paper_diff)
+        elif pr is not None and pr.direction is not None:
+            r.paper_direction = pr.direction
+        r.verdict = verdict(r.diff, r.se, len(r.mious), len(ref.mious), r.paper_direction)
+    return rows
+
+
+@dataclass
+class ClaimResult:
+    text: str
+    source: str
+    variants: list[str]
+    check: str = ""  # the check in words, e.g. "macs: isa < dense"
+    result: str = ""  # holds | fails | not measured ("" without a check)
+    detail: str = ""  # the numbers compared
+
+
+_REL = {"less": "<", "greater": ">", "equal": "="}
+
+
+def _holds(a: float, rel: str, b: float) -> bool:
+    return a < b if rel == "less" else a > b if rel == "greater" else a == b
+
+
+def _fmt_quantity(q: str, v: float) -> str:
+    if q in ("macs", "macs_all"):
+        return f"{v / 1e9:.3f} G"
+    if q == "peak_memory_bytes":
+        return f"{v / 2 ** 20:.1f} MiB"
+    if q == "latency_ms":
+        return f"{v:.2f} ms"
+    return f"{v:,}"
+
+
+def check_claims(study: Study, costs: Mapping[str, Mapping[str, Any]]) -> list[ClaimResult]:
+    """The paper's claims, with the cost checks evaluated on the measured costs."""
+    by_name = {v.name: costs.get(v.genome_id) or {} for v in study.variants}
+    out = []
+    for c in study.spec.paper.claims:
+        r = ClaimResult(c.text, c.source, list(c.variants))
+        if c.check is not None:
+            k = c.check
+            r.check = f"{k.quantity}: {k.variant} {_REL[k.relation]} {k.than}"
+            a, b = by_name[k.variant], by_name[k.than]
+            at = {tuple(x) for x in k.at} if k.at else None
+            if at:
+                r.check += " at " + ", ".join(cfg_res(x) for x in k.at)
+            pairs = []
+            if a.get(k.quantity) is not None and b.get(k.quantity) is not None:
+                res = a.get("macs_resolution") if k.quantity.startswith("macs") else (a.get("latency") or {}).get(
+                    "resolution") if k.quantity == "latency_ms" else None
+                if at is None or (res is not None and tuple(res) in at):
+                    pairs.append((cfg_res(res) if res else "", a[k.quantity], b[k.quantity]))
+            for sa, sb in zip(a.get("scaling") or [], b.get("scaling") or []):
+                if sa.get(k.quantity) is not None and sb.get(k.quantity) is not None \
+                        and (at is None or tuple(sa["resolution"]) in at):
+                    pairs.append((cfg_res(sa["resolution"]), sa[k.quantity], sb[k.quantity]))
+            pairs = list(dict.fromkeys(pairs))  # the cost resolution may also be a scaling resolution
+            if not pairs:
+                r.result = "not measured"
+            else:
+                ok = [_holds(x, k.relation, y) for _, x, y in pairs]
+                r.result = "holds" if all(ok) else "fails"
+                r.detail = "; ".join(f"{_fmt_quantity(k.quantity, x)} vs {_fmt_quantity(k.quantity, y)}"
+                                     + (f" at {where}" if where else "") for where, x, y in pairs)
+        out.append(r)
+    return out
+
+
+def _f(v: Any, fmt: str, none: str = "-") -> str:
+    return none if v is None or (isinstance(v, float) and math.isnan(v)) else format(v, fmt)
+
+
+def _mean_std(r: Row) -> str:
+    if r.mean is None:
+        return "-"
+    return f"{r.mean:.2f} ± {r.std:.2f} (n={len(r.mious)})" if r.std is not None else f"{r.mean:.2f} (n=1)"
+
+
+def _diff_text(r: Row) -> str:
+    if r.is_reference:
+        return "ref"
+    if r.diff is None:
+        return "-"
+    return f"{r.diff:+.2f} ± {2 * r.se:.2f}" if r.se is not None else f"{r.diff:+.2f}"
+
+
+def _paper_diff_text(r: Row) -> str:
+    if r.is_reference:
+        return "ref"
+    if r.paper_diff is not None:
+        return f"{r.paper_diff:+.2f}"
+    return f"({r.paper_direction})" if r.paper_direction else "-"
+
+
+def _stated_text(stated: Any, match: bool | None) -> str:
+    if stated is None:
+        return "-"
+    text = f"{stated:,}" if isinstance(stated, int) else str(stated)
+    return f"{text} ({'match' if match else 'differs'})" if match is not None else text
+
+
+_COLUMNS = ("variant", "paper row", "params M", "GMACs", "latency ms", "fov", "replay mIoU % (mean ± sd)",
+            "Δ replay pp (± 2SE)", "paper mIoU", "Δ paper", "verdict")
+
+
+def _table_rows(rows: list[Row]) -> list[list[str]]:
+    out = []
+    for r in rows:
+        out.append([r.variant + (" *" if r.is_reference else ""), r.label or "-",
+                    _f(r.params and r.params / 1e6, ".3f"), _f(r.macs and r.macs / 1e9, ".2f"),
+                    _f(r.latency_ms, ".2f"), _f(r.fov, "d"), _mean_std(r),
+                    _diff_text(r), _f(r.paper_miou, ".2f"), _paper_diff_text(r), r.verdict])
+    return out
+
+
+def _stated_rows(rows: list[Row], macs_kind: str) -> tuple[list[str], list[list[str]]]:
+    quantities = [q for q in ("params", "macs", "fov") if any(q in r.stated for r in rows)]
+    fmts = {"params": lambda v: f"{v:,}", "macs": lambda v: f"{v / 1e9:.3f} G", "fov": lambda v: str(v)}
+    header = ["variant"]
+    for q in quantities:
+        name = f"MACs ({macs_kind})" if q == "macs" else q
+        header += [f"{name}: ours", f"{name}: paper", f"{name}: official code"]
+    body = []
+    for r in rows:
+        line = [r.variant]
+        for q in quantities:
+            s = r.stated.get(q)
+            if s is None:
+                ours = {"params": r.params, "macs": r.macs, "fov": r.fov}[q]
+                line += [fmts[q](ours) if ours is not None else "-", "-", "-"]
+                continue
+            line += [fmts[q](s["ours"]) if s["ours"] is not None else "-",
+                     _stated_text(s["paper"], s["paper_match"]), _stated_text(s["official"], s["official_match"])]
+        body.append(line)
+    return header, body
+
+
+def _scaling_rows(rows: list[Row]) -> tuple[list[str], list[list[str]]]:
+    header = ["variant", "resolution", "GMACs", "latency ms", "peak memory MiB"]
+    body = []
+    for r in rows:
+        for s in r.scaling:
+            body.append([r.variant, cfg_res(s["resolution"]), _f(s["macs"] / 1e9, ".2f"),
+                         _f(s.get("latency_ms"), ".2f"),
+                         _f(s.get("peak_memory_bytes") and s["peak_memory_bytes"] / 2 ** 20, ".1f")])
+    return header, body
+
+
+def _md_table(header: list[str], body: list[list[str]]) -> str:
+    def esc(s: str) -> str:
+        return str(s).replace("|", "\\|")
+
+    lines = ["| " + " | ".join(esc(h) for h in header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(esc(c) for c in row) + " |" for row in body]
+    return "\n".join(lines)
+
+
+def _claim_line(c: ClaimResult) -> str:
+    line = f"{c.text} ({c.source})" + (f" [rows: {', '.join(c.variants)}]" if c.variants else "")
+    if c.check:
+        line += f" -- check {c.check}: **{c.result}**" + (f" ({c.detail})" if c.detail else "")
+    return line
+
+
+def render_markdown(study: Study, fid: Fidelity, rows: list[Row], claims: list[ClaimResult],
+                    info: Mapping[str, Any]) -> str:
+    spec = study.spec
+    lat = fid.latency
+    rc = fid.recipe
+    lines = [f"# Ablation replay: {spec.title}", "",
+             f"Paper: {spec.paper.citation}.  Paper table: {spec.paper.source}."
+             + (f"  Paper metric: {spec.paper.metric}." if spec.paper.metric else ""), "",
+             f"Replay: fidelity **{fid.name}** ({fid.description or 'no description'}); dataset `{fid.dataset}`; "
+             f"seeds {list(fid.seeds)}; recipe {cfg_res(rc.resolution)}, {rc.steps} steps, batch {rc.batch_size}, "
+             f"lr {rc.lr:g} ({rc.optimizer}, {rc.schedule}), loss {rc.loss}.  Replay mIoU is the proxy's mIoU on "
+             f"the dataset's validation split, in percent; it is compared with the paper by direction only.", "",
+             f"Costs: params and MACs (fvcore, conv + linear, one multiply-add = 1; 'all' adds fvcore's other "
+             f"handlers) at {cfg_res(spec.cost.resolution)} with {spec.cost.num_classes} classes; latency = median "
+             f"of {lat.runs} runs after {lat.warmup} warm-up on {lat.device}, {lat.threads or 'default'} thread(s), "
+             f"batch {lat.batch}, {cfg_res(lat.resolution)}, {lat.dtype}."
+             + (f"  Paper's speed setting: {spec.latency.note}." if spec.latency.note else ""), "",
+             f"Reference row (*): `{study.reference}`.  Δ replay = variant − reference in percentage points, ± 2 SE.",
+             "", _md_table(list(_COLUMNS), _table_rows(rows)), ""]
+    header, body = _stated_rows(rows, spec.cost.macs)
+    if len(header) > 1:
+        lines += ["## Costs the paper (or the official code) states, compared exactly", "",
+                  "A count printed with a unit (e.g. `3.34 M`) matches when ours rounds to it at the printed "
+                  "precision; an integer must be equal."
+                  + (f"  Official-code counts: {spec.official.source}." if spec.official else ""), "",
+                  _md_table(header, body), ""]
+    sh, sb = _scaling_rows(rows)
+    if sb:
+        lines += ["## Scaling with resolution", "", _md_table(sh, sb), ""]
+    if claims:
+        lines += ["## The paper's claims", "", "A claim with a check compares our measured costs exactly (at the cost "
+                  "resolution and at every scaling resolution).", ""]
+        lines += [f"* {_claim_line(c)}" for c in claims]
+        lines.append("")
+    counts: dict[str, int] = {}
+    for r in rows:
+        counts[r.verdict] = counts.get(r.verdict, 0) + 1
+    lines += ["## Verdicts", "", ", ".join(f"{k}: {v}" for k, v in counts.items()), "", f"Rule: {VERDICT_RULE}", "",
+              "## Provenance", "",
+              f"Optuna study `{info['study']}` in `{info['storage']}`; executor {info['executor']}; wall "
+              f"{info['wall_seconds']:.1f} s (costs {info['measure_seconds']:.1f} s, proxy training "
+              f"{info['train_seconds']:.1f} worker-seconds); runs trained now {info['counts']['trained']}, already "
+              f"finished {info['counts']['reused_runs']}, failed {info['counts']['failed']}; costs measured now "
+              f"{info['counts']['measured']}.  Study file `{study.path}` (sha {study.sha}); nasseg {__version__}.", ""]
+    h = info.get("history") or {}
+    if h.get("runs"):
+        lines += [f"All {h['runs']} finished run(s) in the table: {h['train_seconds']:.1f} worker-seconds of proxy "
+                  f"training, from {h['first_start']} to {h['last_complete']} (local time of the driver).", ""]
+    lines += ["Genomes:", ""] + [f"* `{r.variant}` ({r.genome_id}): `{r.genome}`" for r in rows] + [""]
+    return "\n".join(lines)
+
+
+def write_report(study: Study, fid: Fidelity, rows: list[Row], claims: list[ClaimResult], info: Mapping[str, Any],
+                 out_dir: Path, plot: bool = True) -> dict[str, str]:
+    import csv
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    stem = f"{study.name}-{fid.name}"
+    paths = {"csv": str(out_dir / f"{stem}.csv"), "markdown": str(out_dir / f"{stem}.md")}
+    records = [r.as_csv() for r in rows]
+    keys: list[str] = []
+    for rec in records:
+        keys += [k for k in rec if k not in keys]
+    with open(paths["csv"], "w", newline="", encoding="utf-8") as f:
+        w = csv.DictWriter(f, fieldnames=keys)
+        w.writeheader()
+        w.writerows(records)
+    Path(paths["markdown"]).write_text(render_markdown(study, fid, rows, claims, info), encoding="utf-8")
+    if plot:
+        paths["plot"] = str(out_dir / f"{stem}.png")
+        plot_report(study, fid, rows, Path(paths["plot"]))
+    return paths
+
+
+def plot_report(study: Study, fid: Fidelity, rows: list[Row], path: Path) -> None:
+    """Two panels: Δ to the reference per variant, paper vs replay (± 2 SE), with each verdict; and the
+    absolute replay mIoU (± sd over seeds) with the paper's absolute mIoU on a second axis."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    y = np.arange(len(rows))
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(13, 0.5 * len(rows) + 2.6), sharey=True)
+    h = 0.38
+    pd_ = [r.paper_diff if r.paper_diff is not None else np.nan for r in rows]
+    rd = [r.diff if r.diff is not None else np.nan for r in rows]
+    err = [2 * r.se if r.se is not None else 0.0 for r in rows]
+    ax1.barh(y - h / 2, pd_, h, color="#9ecae1", edgecolor="#3182bd", hatch="//", label="paper Δ")
+    ax1.barh(y + h / 2, rd, h, xerr=err, color="#fdae6b", edgecolor="#e6550d", capsize=3,
+             error_kw={"ecolor": "#7f2704"}, label="replay Δ (± 2 SE)")
+    for i, r in enumerate(rows):
+        if r.paper_diff is None and r.paper_direction and not r.is_reference:
+            ax1.annotate(f"paper (in words): {r.paper_direction}", (0, i - h / 2), fontsize=7, va="center",
+                         color="#3182bd", xytext=(3, 0), textcoords="offset points")
+    ax1.axvline(0, color="black", lw=0.8)
+    ax1.set_xlabel("Δ mIoU to the reference (percentage points)")
+    ax1.set_title(f"Δ to the reference {study.reference} (*): paper vs replay", fontsize=10)
+    ax1.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=2, frameon=False)
+    ax1.set_yticks(y, [f"{r.variant}{' *' if r.is_reference else ''}\n{r.verdict}" for r in rows], fontsize=8)
+    ax1.invert_yaxis()
+    ax1.grid(axis="x", alpha=0.3)
+    means = [r.mean if r.mean is not None else np.nan for r in rows]
+    sds = [r.std if r.std is not None else 0.0 for r in rows]
+    ax2.errorbar(means, y, xerr=sds, fmt="o", color="#e6550d", capsize=3, label="replay mIoU (± sd over seeds)")
+    ax2.set_xlabel(f"replay proxy mIoU % ({fid.name}, {fid.dataset})")
+    handles, labels = ax2.get_legend_handles_labels()
+    pm = [r.paper_miou if r.paper_miou is not None else np.nan for r in rows]
+    if any(not math.isnan(v) for v in pm):
+        ax3 = ax2.twiny()
+        ax3.plot(pm, y, "s", color="#3182bd", label="paper mIoU (top axis)")
+        ax3.set_xlabel("paper mIoU %", color="#3182bd")
+        ax3.tick_params(axis="x", colors="#3182bd")
+        h3, l3 = ax3.get_legend_handles_labels()
+        handles, labels = handles + h3, labels + l3
+    ax2.legend(handles, labels, fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=2, frameon=False)
+    ax2.grid(axis="x", alpha=0.3)
+    fig.suptitle(f"{study.spec.title}\nreplay ({fid.name}, seeds {list(fid.seeds)}) vs paper", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def print_report(study: Study, fid: Fidelity, rows: list[Row], info: Mapping[str, Any], con: Any) -> None:
+    from rich.table import Table
+
+    t = Table(title=f"{study.spec.title} — replay ({fid.name}) vs paper; * = reference")
+    for c in _COLUMNS:
+        t.add_column(c, justify="left" if c in ("variant", "paper row", "verdict") else "right", overflow="fold")
+    style = {"agrees": "green", "contradicts": "red", "inconclusive": "yellow"}
+    for r, cells in zip(rows, _table_rows(rows)):
+        cells[-1] = f"[{style[r.verdict]}]{cells[-1]}[/]" if r.verdict in style else cells[-1]
+        t.add_row(*cells)
+    con.print(t)
+    header, body = _stated_rows(rows, study.spec.cost.macs)
+    if len(header) > 1:
+        t2 = Table(title="stated costs vs ours (exact)")
+        for c in header:
+            t2.add_column(c, justify="right" if c != "variant" else "left")
+        for line in body:
+            t2.add_row(*line)
+        con.print(t2)
+    sh, sb = _scaling_rows(rows)
+    if sb:
+        t3 = Table(title="scaling with resolution")
+        for c in sh:
+            t3.add_column(c, justify="right" if c != "variant" else "left")
+        for line in sb:
+            t3.add_row(*line)
+        con.print(t3)
+    for c in info.get("claims") or []:
+        if c.check:
+            colour = {"holds": "green", "fails": "red"}.get(c.result, "yellow")
+            con.print(f"claim check {c.check}: [{colour}]{c.result}[/] {c.detail}".rstrip())
+
+
+# ============================================================================================== CLI
+def _add_args(p: Any) -> None:
+    from nasseg.search import EXECUTORS
+
+    p.add_argument("study", help="study file (studies/*.yaml)")
+    p.add_argument("--storage", default=DEFAULT_STORAGE, help="sqlite:///path.db or postgresql://... "
+                   f"(default {DEFAULT_STORAGE})")
+    p.add_argument("--fidelity", choices=FIDELITIES, default="proxy", help="which recipe of the study file")
+    p.add_argument("--seeds", type=int, default=None, help="seeds 0..N-1 (default: the fidelity's own)")
+    p.add_argument("--executor", choices=EXECUTORS, default="ray", help="ray (default) or local (no Ray)")
+    p.add_argument("--out", default=None, help="folder for the CSV, Markdown and PNG (default "
+                   "runs/ablations/<name>-<fidelity>)")
+    p.add_argument("--dataset", default=None, help="override the fidelity's dataset (synthetic or LAYOUT:PATH)")
+    p.add_argument("--report-only", action="store_true", help="train and measure nothing: report what the "
+                   "study holds")
+    p.add_argument("--ray-address", default=None)
+    p.add_argument("--cpus-per-trial", type=float, default=1.0)
+    p.add_argument("--gpus-per-trial", type=float, default=0.0)
+    p.add_argument("--concurrency", type=int, default=None)
+    p.add_argument("--artifacts", default=None, help="folder for proxy weights (default: beside the SQLite file)")
+    p.add_argument("--no-plot", action="store_true")
+
+
+def _run(a: Any) -> int:
+    from rich.console import Console
+
+    con = Console(stderr=True, highlight=False)
+    cfg = AblationConfig(study=a.study, storage=a.storage, fidelity=a.fidelity, seeds=a.seeds, executor=a.executor,
+                         out=a.out, dataset=a.dataset, report_only=a.report_only, ray_address=a.ray_address,
+                         cpus_per_trial=a.cpus_per_trial, gpus_per_trial=a.gpus_per_trial,
+                         concurrency=a.concurrency, artifacts=a.artifacts, plot=not a.no_plot)
+    res = ablate(cfg, log=lambda s: con.print(s))
+    study = load_study(cfg.study, build_check=False)
+    fid = study.fidelity(cfg.fidelity, cfg.seeds, cfg.dataset)
+    out = Console(highlight=False)
+    out = out if out.is_terminal else Console(highlight=False, width=200)
+    print_report(study, fid, res["rows"], res, out)
+    c = res["counts"]
+    con.print(f"wall {res['wall_seconds']:.1f} s: {c['measured']} variant cost(s) measured "
+              f"({res['measure_seconds']:.1f} s), {c['trained']} run(s) trained ({res['train_seconds']:.1f} "
+              f"worker-seconds), {c['reused_runs']} already finished, {c['failed']} failed")
+    con.print("wrote " + ", ".join(res["paths"].values()))
+    return 0
+
+
+def _register_cli() -> None:
+    from nasseg.cli import COMMANDS
+
+    COMMANDS["ablate"] = (_add_args, _run, "replay a paper's ablation table (studies/*.yaml)")
+
+
+_register_cli()
