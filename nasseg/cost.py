@@ -14,7 +14,8 @@ This is the only module that imports fvcore.  Three quantities, each with its un
   threads, precision, resolution, batch, versions, date, host) in a :class:`LatencyRecord`.
 
 Nothing here changes the module it is given: MACs are counted in eval mode and the previous mode is
-restored; latency is measured on a deep copy (moved to the device, dtype and memory format asked for).
+restored; latency is measured on a deep copy moved to the device, dtype and memory format asked for (or,
+when nothing needs moving or converting, on the module itself in eval mode, its modes restored).
 """
 
 from __future__ import annotations
@@ -135,16 +136,24 @@ def _device(device: str | torch.device) -> torch.device:
 
 @contextlib.contextmanager
 def _eval_mode(module: nn.Module) -> Iterator[nn.Module]:
-    modes = {m: m.training for m in module.modules()}
+    """``module`` in eval mode; every submodule's own mode is put back afterwards.
+
+    Restored flag by flag: ``m.train(mode)`` recurses into all of ``m``'s children, so calling it on
+    every module is quadratic in the depth (about 15 % of ``count_macs``'s CPU time, bench/README.md).
+    Modules that override ``train()`` still get their ``eval()`` call on the way in.
+    """
+    modes = [(m, m.training) for m in module.modules()]
     module.eval()
     try:
         yield module
     finally:
-        for m, training in modes.items():
-            m.train(training)
+        for m, training in modes:
+            m.training = training
 
 
-def count_macs(module: nn.Module, input_shape: Sequence[int], device: str | torch.device = "cpu") -> MacCount:
+def count_macs(
+    module: nn.Module, input_shape: Sequence[int], device: str | torch.device = "cpu", *, threads: int | None = None
+) -> MacCount:
     """Trace ``module`` in eval mode on a zero input of ``input_shape`` (N, C, H, W) and count its MACs.
 
     The trace runs on ``device``; a module whose parameters are elsewhere is deep-copied there first,
@@ -152,9 +161,20 @@ def count_macs(module: nn.Module, input_shape: Sequence[int], device: str | torc
     operators, uncalled submodules, tracer warnings) are silenced: the unsupported operators are
     returned in ``skipped_ops`` instead, and uncalled submodules are expected (auxiliary heads do not
     run in eval mode).
+
+    The trace is one real forward pass.  ``threads`` is the intra-op thread count it runs with: 1 on
+    CPU by default, as :func:`measure_latency` (the count cannot change the result, only the time: on
+    a 2-core machine torch's default of one thread per core made the trace 1.3x slower in wall time
+    when the machine was quiet and about 6x when other processes kept the cores busy, bench/README.md);
+    on CUDA the current count.  The previous count is restored.
     """
     shape = _check_input_shape(input_shape)
     dev = _device(device)
+    if threads is not None:
+        _positive_int("threads", threads, 1)
+    previous_threads = torch.get_num_threads()
+    if threads is None:
+        threads = 1 if dev.type == "cpu" else previous_threads
     first = next(module.parameters(), None)
     if first is not None and first.device != dev:
         module = copy.deepcopy(module).to(dev)
@@ -164,6 +184,7 @@ def count_macs(module: nn.Module, input_shape: Sequence[int], device: str | torc
     with _eval_mode(module), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # tracer warnings, and torch.jit deprecations on fvcore's import
         fvcore_logger.setLevel(logging.ERROR)
+        torch.set_num_threads(threads)
         try:
             from fvcore.nn import FlopCountAnalysis  # the only fvcore import in nasseg
 
@@ -177,6 +198,7 @@ def count_macs(module: nn.Module, input_shape: Sequence[int], device: str | torc
             skipped = dict(sorted(analysis.unsupported_ops().items()))
         finally:
             fvcore_logger.setLevel(level)
+            torch.set_num_threads(previous_threads)
     return MacCount(
         macs=sum(n for op, n in by_operator.items() if op in _MAC_OPERATORS),
         macs_all=sum(by_operator.values()),
@@ -286,8 +308,12 @@ def measure_latency(
     """Time ``runs`` forward passes of ``module`` on a random input of ``input_shape`` (N, C, H, W).
 
     A deep copy of the module is put in eval mode and moved to ``device``, ``dtype`` and (optionally)
-    channels-last memory format, optionally wrapped in ``torch.compile``; ``warmup`` untimed passes come
-    first (they also absorb compilation and cuDNN autotuning).  Each pass is timed with
+    channels-last memory format, optionally wrapped in ``torch.compile``.  When there is nothing to
+    move, convert or compile (every floating parameter and buffer already on ``device`` in ``dtype``,
+    no channels-last, no compile), the module itself is timed in eval mode and every submodule's mode
+    is restored afterwards: the deep copy alone took 70-240 ms for 4-11 M-parameter candidates, 3-5 %
+    of a 256x512 CPU measurement (bench/README.md).  ``warmup`` untimed passes come first (they also
+    absorb compilation and cuDNN autotuning).  Each pass is timed with
     ``time.perf_counter_ns`` under ``torch.inference_mode``; on CUDA the device is synchronised before
     and after each pass, so a sample is the end-to-end time of one forward.
 
@@ -317,9 +343,17 @@ def measure_latency(
     if threads is None:
         threads = 1 if dev.type == "cpu" else previous_threads
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
-    model = copy.deepcopy(module).eval().to(device=dev, dtype=DTYPES[dtype], memory_format=memory_format)
-    if compile:
-        model = torch.compile(model)
+    tensors = [*module.parameters(), *module.buffers()]
+    as_is = not compile and not channels_last and all(
+        t.device == dev and (t.dtype == DTYPES[dtype] or not t.is_floating_point()) for t in tensors
+    )
+    if as_is:  # nothing to convert: time the module itself, in eval mode (restored afterwards)
+        model, mode = module, _eval_mode(module)
+    else:
+        model = copy.deepcopy(module).eval().to(device=dev, dtype=DTYPES[dtype], memory_format=memory_format)
+        mode = contextlib.nullcontext(model)
+        if compile:
+            model = torch.compile(model)
     x = torch.randn(shape, device=dev).to(dtype=DTYPES[dtype], memory_format=memory_format)
     sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda *a: None)
 
@@ -328,7 +362,7 @@ def measure_latency(
     gc_was_enabled = gc.isenabled()
     gc.disable()  # as timeit does: a collection in the middle of a run is not the network's cost
     try:
-        with torch.inference_mode():
+        with mode, torch.inference_mode():
             for _ in range(warmup):
                 model(x)
             sync(dev)

@@ -741,9 +741,13 @@ def train_model(
         )
 
     deterministic = (torch.are_deterministic_algorithms_enabled(),
-                     torch.is_deterministic_algorithms_warn_only_enabled())
+                     torch.is_deterministic_algorithms_warn_only_enabled(),
+                     torch.utils.deterministic.fill_uninitialized_memory)
     if not cuda:
         torch.use_deterministic_algorithms(True, warn_only=True)
+        # deterministic mode would also NaN-fill every torch.empty (~3 % of a CPU step, bench/proxy_loop.py);
+        # nothing here reads uninitialised memory, so results stay identical without it
+        torch.utils.deterministic.fill_uninitialized_memory = False
     try:
         with _Progress(progress, recipe.steps) as bar:
             started = time.perf_counter()
@@ -786,6 +790,7 @@ def train_model(
     finally:
         if not cuda:
             torch.use_deterministic_algorithms(deterministic[0], warn_only=deterministic[1])
+            torch.utils.deterministic.fill_uninitialized_memory = deterministic[2]
     return snapshot(status)
 
 
