@@ -196,7 +196,8 @@ MAX_WIDTH = 8192  # channels; far above any real-time network, low enough that a
 MAX_DEPTH = 128  # blocks per stage
 
 
-def _check_int(value: Any, path: str, low: int, allowed: tuple[int, ...] | None = None, high: int | None = None) -> None:
+def _check_int(value: Any, path: str, low: int, allowed: tuple[int, ...] | None = None,
+               high: int | None = None) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value < low or (allowed and value not in allowed) \
             or (high is not None and value > high):
         what = f"one of {allowed}" if allowed else f"an integer >= {low}" + (f" and <= {high}" if high else "")
