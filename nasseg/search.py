@@ -31,6 +31,8 @@ import hashlib
 import json
 import math
 import os
+import re
+import signal
 import socket
 import sys
 import threading
@@ -50,17 +52,82 @@ META_KEY = "nasseg"
 MODES = ("constrained", "pareto")
 SAMPLERS = ("tpe", "nsga2", "random")
 EXECUTORS = ("ray", "local")
+HEARTBEAT_S = 30  # PostgreSQL studies: trial heartbeat interval (s)
+GRACE_S = 120  # a RUNNING trial without a heartbeat this long is stale
+
+# Tests only: NASSEG_TEST_KILL="POINT:N" makes the driver SIGKILL itself the N-th time it reaches POINT (ask,
+# sampled, measured, before_tell, after_tell, result, recover, commit = inside the N-th DB transaction that
+# wrote, after its INSERT/UPDATE statements and before its COMMIT).  tests/reliability/test_faults.py restarts
+# the search after each kill and checks that nothing was lost or duplicated.
+KILL_ENV = "NASSEG_TEST_KILL"
+KILL_POINTS = ("ask", "sampled", "measured", "before_tell", "after_tell", "result", "recover", "commit")
+_kill_counts: dict[str, int] = {}
+
+
+def _fault_point(name: str) -> None:
+    spec = os.environ.get(KILL_ENV)
+    if not spec or spec.partition(":")[0] != name:
+        return
+    _kill_counts[name] = _kill_counts.get(name, 0) + 1
+    if _kill_counts[name] == int(spec.partition(":")[2] or 1):
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _arm_commit_kill(storage: Any) -> None:
+    """With NASSEG_TEST_KILL=commit:N, SIGKILL inside the N-th transaction that wrote, before its COMMIT."""
+    if os.environ.get(KILL_ENV, "").partition(":")[0] != "commit":
+        return
+    from sqlalchemy import event
+
+    def on_execute(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        if statement.lstrip()[:6].upper() in ("INSERT", "UPDATE", "DELETE"):
+            conn.info["nasseg_wrote"] = True
+
+    def on_commit(conn: Any) -> None:
+        if conn.info.pop("nasseg_wrote", False):
+            _fault_point("commit")
+
+    event.listen(storage.engine, "before_cursor_execute", on_execute)
+    event.listen(storage.engine, "commit", on_commit)
+    event.listen(storage.engine, "rollback", lambda conn: conn.info.pop("nasseg_wrote", None))
 
 
 # ------------------------------------------------------------------------------------------- storage
+_USERINFO = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*://)([^:/@\s]*):(\S*)@")  # greedy: up to the token's last @
+_PASSWORD_KV = re.compile(r"((?:^|[?&;\s])password\s*=\s*)('[^']*'|[^&\s]+)", re.IGNORECASE)
+
+
 def mask_url(url: str) -> str:
-    """The storage URL with any password replaced by ***, for logs and errors."""
-    try:
+    """``url`` (or any text holding URLs) with every password replaced by ***, for logs and errors.
+
+    Masks ``scheme://user:PASSWORD@host`` (also when the password holds an unescaped ``@``) and
+    ``password=...`` query or libpq keyword parameters.
+    """
+    text = _USERINFO.sub(lambda m: f"{m.group(1)}{m.group(2)}:***@", str(url))
+    return _PASSWORD_KV.sub(lambda m: f"{m.group(1)}***", text)
+
+
+def _url_secrets(url: str) -> list[str]:
+    """The password(s) a storage URL holds, decoded and raw, to scrub from driver messages."""
+    out = []
+    with contextlib.suppress(Exception):
         from sqlalchemy.engine import make_url
 
-        return make_url(url).render_as_string(hide_password=True)
-    except Exception:  # not a URL sqlalchemy can parse: show only the scheme
-        return url.split("://", 1)[0] + "://***" if "://" in url else "***"
+        u = make_url(url)
+        out += [u.password or "", *(v for k, v in u.query.items() if k.lower() == "password" and isinstance(v, str))]
+    m = _USERINFO.search(url)
+    if m:
+        out.append(m.group(3))
+    out += [m.group(2).strip("'") for m in _PASSWORD_KV.finditer(url)]
+    return sorted({s for s in out if s and len(s) >= 3}, key=len, reverse=True)
+
+
+def _scrub(text: str, url: str) -> str:
+    """``text`` with the URL's password masked, wherever and however a driver or library quoted it."""
+    text = mask_url(text)
+    for secret in _url_secrets(url):
+        text = text.replace(secret, "***")
+    return text
 
 
 def _sqlite_path(url: str) -> Path | None:
@@ -72,49 +139,91 @@ def _sqlite_path(url: str) -> Path | None:
 
 def _check_url(url: str) -> None:
     if not isinstance(url, str) or "://" not in url:
-        raise ConfigError(f"--storage = {url!r} is not a database URL; valid: sqlite:///path.db or "
+        raise ConfigError(f"--storage = {mask_url(str(url))!r} is not a database URL; valid: sqlite:///path.db or "
                           "postgresql://user:password@host/db")
     scheme = url.split("://", 1)[0]
     if not (scheme == "sqlite" or scheme.startswith("postgresql") or scheme.startswith("mysql")):
         raise ConfigError(f"--storage scheme {scheme!r} is not supported; valid: sqlite, postgresql")
+    if scheme == "sqlite" and _sqlite_path(url) is None:
+        raise ConfigError(f"--storage = {url!r} names no file; valid: sqlite:///path.db (an in-memory database "
+                          "would lose the study)")
+
+
+def _postgres_driver_url(url: str) -> str:
+    """A bare ``postgresql://`` URL with the DB-API driver that is installed (SQLAlchemy >= 2.1 defaults to
+    psycopg 3; psycopg2 is the common one).  Raises StorageError when there is none."""
+    import importlib.util
+
+    scheme, rest = url.split("://", 1)
+    if scheme != "postgresql":
+        return url
+    for module, dialect in (("psycopg2", "postgresql+psycopg2"), ("psycopg", "postgresql+psycopg")):
+        if importlib.util.find_spec(module) is not None:
+            return f"{dialect}://{rest}"
+    raise StorageError(f"storage {mask_url(url)}: no PostgreSQL driver is installed; valid: pip install "
+                       "psycopg2-binary (or psycopg)")
 
 
 def open_storage(url: str, *, readonly: bool = False, create: bool = True):
     """An Optuna RDBStorage for ``url``; SQLite gets WAL and a busy timeout.
 
-    ``readonly`` opens an existing SQLite file with ``mode=ro`` (safe beside a running search).
-    Errors name the (password-masked) URL and what went wrong.
+    ``readonly`` opens an existing SQLite file with ``mode=ro`` and PostgreSQL in read-only transactions
+    (safe beside a running search: nothing can be written through it).  Errors name the (password-masked)
+    URL and what went wrong, in one line.
     """
     import optuna
     from sqlalchemy.exc import SQLAlchemyError
 
     _check_url(url)
+    shown = mask_url(url)
     path = _sqlite_path(url)
     kwargs: dict[str, Any] = {}
+    target = url
     if path is not None:
+        if path.is_dir():
+            raise StorageError(f"storage {shown}: {path} is a directory; valid: sqlite:///path/to/file.db")
         if readonly or not create:
             if not path.exists():
-                raise StorageError(f"storage {mask_url(url)}: the file {path} does not exist")
+                raise StorageError(f"storage {shown}: the file {path} does not exist; valid: the file a nasseg search "
+                                   "wrote (check the path)")
         else:
-            path.parent.mkdir(parents=True, exist_ok=True)
             import sqlite3
 
-            with contextlib.closing(sqlite3.connect(path, timeout=60)) as con:
-                con.execute("PRAGMA journal_mode=WAL")
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                with contextlib.closing(sqlite3.connect(path, timeout=60)) as con:
+                    con.execute("PRAGMA journal_mode=WAL")
+            except (OSError, sqlite3.Error) as e:
+                why = (f"{path} is not a SQLite database; valid: a study file written by nasseg search (or Optuna), "
+                       "or the path of a new one") if "file is not a database" in str(e) else str(e)
+                raise StorageError(f"cannot open storage {shown}: {why}") from None
         if readonly:
-            url = f"sqlite:///file:{path.resolve()}?mode=ro&uri=true"
+            target = f"sqlite:///file:{path.resolve()}?mode=ro&uri=true"
         kwargs["engine_kwargs"] = {"connect_args": {"timeout": 60}}
     else:
-        kwargs["engine_kwargs"] = {"pool_pre_ping": True, "connect_args": {"connect_timeout": 10}} \
-            if url.startswith("postgresql") else {"pool_pre_ping": True}
-        kwargs["heartbeat_interval"] = 30
-        kwargs["grace_period"] = 120
+        target = _postgres_driver_url(url)
+        connect_args: dict[str, Any] = {}
+        if target.startswith("postgresql"):
+            connect_args["connect_timeout"] = 10
+            if readonly:
+                connect_args["options"] = "-c default_transaction_read_only=on"
+        kwargs["engine_kwargs"] = {"pool_pre_ping": True, "connect_args": connect_args}
+        kwargs["heartbeat_interval"] = HEARTBEAT_S
+        kwargs["grace_period"] = GRACE_S
     try:
-        return optuna.storages.RDBStorage(url, **kwargs)
-    except (SQLAlchemyError, OSError, ValueError, RuntimeError) as e:
-        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise StorageError(f"cannot open storage {mask_url(url)}: {mask_url(msg) if '://' in msg else msg}") \
-            from None
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # heartbeat_interval is "experimental" (stable since Optuna 3)
+            return optuna.storages.RDBStorage(target, **kwargs)
+    except (SQLAlchemyError, OSError, ValueError, RuntimeError, ImportError) as e:
+        text = str(e).strip()
+        text = re.sub(r"\(Background on this error at: [^)]*\)", "", text)
+        msg = " ".join(text.split()) if text else type(e).__name__  # one line
+        if readonly and ("read-only" in msg or "readonly" in msg):
+            msg = "it holds no Optuna study tables (not a study database, or a copy taken before any write)"
+        elif path is not None and "file is not a database" in msg:
+            msg = (f"{path} is not a SQLite database; valid: a study file written by nasseg search (or Optuna), or "
+                   "the path of a new one")
+        raise StorageError(f"cannot open storage {shown}: {_scrub(msg, url)[:500]}") from None
 
 
 def study_names(url: str) -> list[str]:
@@ -258,8 +367,10 @@ def make_sampler(name: str, seed: int):
     import optuna
 
     if name == "tpe":
-        return optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True, constant_liar=True,
-                                          n_startup_trials=8)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # multivariate/group/constant_liar are "experimental" warnings
+            return optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True, constant_liar=True,
+                                              n_startup_trials=8)
     if name == "nsga2":
         return optuna.samplers.NSGAIISampler(seed=seed, population_size=16)
     return optuna.samplers.RandomSampler(seed=seed)
@@ -296,6 +407,7 @@ def run_job(payload: dict[str, Any], report: Callable[[int, float], bool] | None
 
     torch.set_num_threads(max(1, int(payload.get("threads", 1))))
     t0 = time.perf_counter()
+    worker = worker_info()
     try:
         genome = from_json(payload["genome"])
         recipe = Recipe.from_dict(payload["recipe"])
@@ -305,13 +417,31 @@ def run_job(payload: dict[str, Any], report: Callable[[int, float], bool] | None
 
         metrics = proxy_train(genome, recipe, payload["dataset"], payload["seed"], device=payload["device"],
                               callback=cb, weights_path=payload.get("weights_path"))
-        return {"ok": True, "metrics": metrics.to_dict(), "wall_s": time.perf_counter() - t0}
-    except MemoryError:
-        return {"ok": False, "error": "MemoryError: the proxy ran out of memory", "wall_s": time.perf_counter() - t0}
+        return {"ok": True, "metrics": metrics.to_dict(), "wall_s": time.perf_counter() - t0, "worker": worker}
+    except MemoryError as e:
+        return {"ok": False, "error": f"out of memory: MemoryError {e}".strip()[:2000],
+                "wall_s": time.perf_counter() - t0, "worker": worker}
     except Exception as e:  # a broken candidate must not stop the search: it becomes a failed trial
         tb = traceback.format_exc(limit=4)
-        return {"ok": False, "error": f"{type(e).__name__}: {e}"[:2000], "traceback": tb[-4000:],
-                "wall_s": time.perf_counter() - t0}
+        text = f"{type(e).__name__}: {e}"
+        if isinstance(e, RuntimeError) and any(s in str(e) for s in _OOM_TEXTS):
+            text = "out of memory: " + text
+        return {"ok": False, "error": text[:2000], "traceback": tb[-4000:], "wall_s": time.perf_counter() - t0,
+                "worker": worker}
+
+
+_OOM_TEXTS = ("can't allocate memory", "Cannot allocate memory", "out of memory", "OutOfMemory")
+
+
+def worker_info() -> dict[str, Any]:
+    """Where a proxy runs: host, pid and, under Ray, the Ray node id (stored in the trial as ``worker``)."""
+    info: dict[str, Any] = {"host": socket.gethostname(), "pid": os.getpid()}
+    ray = sys.modules.get("ray")
+    if ray is not None:
+        with contextlib.suppress(Exception):
+            if ray.is_initialized():
+                info["ray_node_id"] = ray.get_runtime_context().get_node_id()
+    return info
 
 
 # ------------------------------------------------------------------------------------------- driver
@@ -328,6 +458,7 @@ class Driver:
         self.busy_s = 0.0  # wall seconds during which at least one proxy was in flight
         self._busy_since: float | None = None
         self._cache: dict[str, Any] = {}  # genome_id -> finished FrozenTrial (trained or rejected)
+        self.proposing: Any = None  # the trial being sampled and measured (heart-beaten like in-flight ones)
         for t in study.get_trials(deepcopy=False):
             self._remember(t)
 
@@ -376,10 +507,21 @@ class Driver:
             self._busy_since = None
 
     def _propose(self) -> Job | None:
+        trial = self.study.ask()
+        self.proposing = trial
+        try:
+            return self._propose_trial(trial)
+        finally:
+            self.proposing = None
+
+    def _propose_trial(self, trial: Any) -> Job | None:
         from nasseg.genome import genome_id, to_json, to_string
 
-        trial = self.study.ask()
-        trial.set_user_attr("driver", f"{socket.gethostname()}:{os.getpid()}")
+        trial.set_user_attr("driver", f"{socket.gethostname()}:{os.getpid()}")  # whose it is (recover_crashed)
+        storage = self.study._storage
+        if _heartbeat_on(storage):
+            storage.record_heartbeat(trial._trial_id)  # so that a dead driver's trial goes stale
+        _fault_point("ask")
         try:
             genome = self.space.sample(trial)
         except NassegError as e:
@@ -391,6 +533,7 @@ class Driver:
         trial.set_user_attr("genome", to_string(genome))
         trial.set_user_attr("recipe_json", self.recipe_json)
         trial.set_user_attr("dataset", self.cfg.dataset)
+        _fault_point("sampled")
         cached = self._cache.get(gid)
         if cached is not None:
             self._reuse(trial, cached)
@@ -415,6 +558,7 @@ class Driver:
         trial.set_user_attr("constraint", constraint)
         if budget is not None:  # <= 0 is feasible; constraint-aware samplers and best_trials read it
             trial.set_constraint("latency_over_budget_ms", constraint[0])
+        _fault_point("measured")
         if budget is not None and lat > budget:
             trial.set_user_attr(STATUS_KEY, "rejected")
             trial.set_user_attr("reason", f"latency {lat:.2f} ms > budget {budget:g} ms on "
@@ -455,7 +599,9 @@ class Driver:
                 "latency": d}
 
     def _reuse(self, trial: Any, src: Any) -> None:
-        skip = {"driver", "genome_id", "genome_json", "genome", "recipe_json", "dataset"}
+        # what describes this trial itself, or the run of the source (where and when it trained), is not copied
+        skip = {"driver", "genome_id", "genome_json", "genome", "recipe_json", "dataset", "worker", "wall_seconds",
+                "requeued_from", "traceback"}
         for k, v in src.user_attrs.items():
             if k not in skip:
                 trial.set_user_attr(k, v)
@@ -477,10 +623,13 @@ class Driver:
             job.trial.report(miou, step)
 
     def complete(self, job: Job, result: dict[str, Any], stopped: bool = False) -> None:
+        _fault_point("result")
         self.inflight.pop(job.number, None)
         self._settle()
         trial = job.trial
         trial.set_user_attr("wall_seconds", round(time.perf_counter() - job.started, 3))
+        if result.get("worker"):
+            trial.set_user_attr("worker", result["worker"])
         if not result.get("ok"):
             self._fail(trial, result.get("error", "the worker failed"), result.get("traceback"))
             return
@@ -526,24 +675,44 @@ class Driver:
 
         st = {"complete": optuna.trial.TrialState.COMPLETE, "pruned": optuna.trial.TrialState.PRUNED,
               "fail": optuna.trial.TrialState.FAIL}[state]
+        _fault_point("before_tell")
         self.study.tell(trial, values=values if st == optuna.trial.TrialState.COMPLETE else None, state=st)
+        _fault_point("after_tell")
+        _checkpoint(self.study._storage)
+
+
+def _heartbeat_on(storage: Any) -> bool:
+    """Whether ``storage`` (an RDBStorage, or the _CachedStorage that Study wraps around it) records heartbeats."""
+    return getattr(storage, "get_heartbeat_interval", lambda: None)() is not None
+
+
+def _checkpoint(storage: Any) -> None:
+    """SQLite: move the WAL into the main file after each result, so that a copy of the .db file alone (taken
+    while the search runs) holds every told trial.  Passive: never waits for readers."""
+    engine = getattr(getattr(storage, "_backend", storage), "engine", None)
+    if engine is not None and engine.dialect.name == "sqlite":
+        with contextlib.suppress(Exception), engine.connect() as con:
+            con.exec_driver_sql("PRAGMA wal_checkpoint(PASSIVE)")
 
 
 def recover_crashed(study: Any, url: str, log: Callable[[str], None]) -> int:
     """Trials left RUNNING by a dead driver: mark them failed ('crashed') and re-queue their genomes.
 
     SQLite studies have one driver (the lock proves the old one is gone), so every RUNNING trial is
-    stale; on PostgreSQL only trials whose heartbeat is older than the grace period are.
+    stale; on PostgreSQL, trials whose heartbeat is older than the grace period are, and so are trials
+    whose driver ran on this host under a process id that no longer exists.
     """
     import optuna
 
     storage = study._storage
     running = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
     if _sqlite_path(url) is None:
-        stale_ids = set(storage._get_stale_trial_ids(study._study_id)) if storage.is_heartbeat_enabled() else set()
-        running = [t for t in running if t._trial_id in stale_ids]
+        stale_ids = set(storage._get_stale_trial_ids(study._study_id)) if _heartbeat_on(storage) else set()
+        running = [t for t in running if t._trial_id in stale_ids or _driver_is_dead(t.user_attrs.get("driver"))
+                   or _orphan(t)]
     n = 0
     for t in running:
+        _fault_point("recover")
         storage.set_trial_user_attr(t._trial_id, STATUS_KEY, "crashed")
         storage.set_trial_user_attr(t._trial_id, "reason", "its driver died before telling a result; re-queued")
         if storage.set_trial_state_values(t._trial_id, optuna.trial.TrialState.FAIL):
@@ -553,6 +722,32 @@ def recover_crashed(study: Any, url: str, log: Callable[[str], None]) -> int:
     if n:
         log(f"recovered {n} trial(s) left running by a crashed driver; their genomes are re-queued")
     return n
+
+
+def _orphan(trial: Any) -> bool:
+    """A RUNNING trial that no driver ever claimed (its driver died inside ``ask``, before it could write its
+    ``driver`` attribute or a heartbeat), started more than the grace period ago."""
+    import datetime
+
+    start = trial.datetime_start
+    return "driver" not in trial.user_attrs and start is not None and \
+        (datetime.datetime.now() - start).total_seconds() > GRACE_S
+
+
+def _driver_is_dead(driver: Any) -> bool:
+    """True when ``driver`` ("host:pid", a trial's user attr) names a process of this host that is gone."""
+    if not isinstance(driver, str) or ":" not in driver:
+        return False
+    host, _, pid = driver.rpartition(":")
+    if host != socket.gethostname() or not pid.isdigit() or int(pid) == os.getpid():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except OSError:
+        return False
+    return False
 
 
 class _Heartbeat:
@@ -565,17 +760,20 @@ class _Heartbeat:
 
     def __enter__(self) -> _Heartbeat:
         storage = self.study._storage
-        if getattr(storage, "is_heartbeat_enabled", lambda: False)():
+        if _heartbeat_on(storage):
             self._thread = threading.Thread(target=self._run, daemon=True, name="nasseg-heartbeat")
             self._thread.start()
         return self
 
     def _run(self) -> None:
         storage = self.study._storage
-        while not self._stop.wait(storage.get_heartbeat_interval() or 30):
-            for job in list(self.driver.inflight.values()):
-                with contextlib.suppress(Exception):
-                    storage.record_heartbeat(job.trial._trial_id)
+        while not self._stop.wait(storage.get_heartbeat_interval() or HEARTBEAT_S):
+            trials = [job.trial for job in list(self.driver.inflight.values())]
+            trials.append(getattr(self.driver, "proposing", None))
+            for trial in trials:
+                if trial is not None:
+                    with contextlib.suppress(Exception):
+                        storage.record_heartbeat(trial._trial_id)
 
     def __exit__(self, *exc: Any) -> None:
         self._stop.set()
@@ -726,11 +924,50 @@ def run_ray(driver: Driver, cfg: SearchConfig, progress: Callable[[], None], wor
 
 
 # --------------------------------------------------------------------------------------- main entry
-def _dataset_classes(spec: str) -> int:
+def _check_devices(cfg: SearchConfig) -> None:
+    """The latency device (and a local executor's GPU) exist here, before a study is created or touched."""
+    import torch
+
+    dev, valid = cfg.latency.device, "cpu, cuda or cuda:N"
+    try:
+        d = torch.device(dev)
+    except (RuntimeError, TypeError):
+        raise ConfigError(f"--latency-device = {dev!r} is not a device; valid: {valid}") from None
+    if d.type not in ("cpu", "cuda"):
+        raise ConfigError(f"--latency-device = {dev!r} is not supported; valid: {valid}")
+    if d.type == "cuda":
+        n = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if n == 0 or (d.index is not None and d.index >= n):
+            raise ConfigError(f"--latency-device = {dev!r} is not on this machine ({n} CUDA device(s)); valid here: "
+                              + ("cpu" if n == 0 else f"cpu, cuda:0..cuda:{n - 1}"))
+    if cfg.gpus_per_trial > 0 and cfg.executor == "local" and not torch.cuda.is_available():
+        raise ConfigError(f"--gpus-per-trial = {cfg.gpus_per_trial:g} with --executor local, but this machine has no "
+                          "CUDA device; valid: --gpus-per-trial 0, or --executor ray on a cluster with GPUs")
+
+
+def _dataset_classes(spec: str, log: Callable[[str], None] | None = None) -> int:
+    """The dataset's class count, after reading every item of a real dataset once: an unreadable image or a
+    mask with labels outside the class list stops the search before it starts (one line, naming the file),
+    instead of failing every trial on a worker."""
     from nasseg.data import describe_spec, open_dataset
+    from nasseg.errors import DatasetError
 
     describe_spec(spec)
-    return int(open_dataset(spec, "val").num_classes)
+    val = open_dataset(spec, "val")
+    if spec != "synthetic":
+        for split, ds in (("train", open_dataset(spec, "train")), ("val", val)):
+            if log is not None and len(ds) > 200:
+                log(f"checking the {len(ds)} {split} items of {spec} ...")
+            bad: list[str] = []
+            for i in range(len(ds)):
+                try:
+                    ds[i]
+                except DatasetError as e:
+                    bad.append(" ".join(str(e).split()))
+            if bad:
+                raise DatasetError(f"dataset {spec!r}: {len(bad)} of {len(ds)} {split} items are bad; first: "
+                                   f"{bad[0]}")
+    return int(val.num_classes)
 
 
 def search(cfg: SearchConfig, log: Callable[[str], None] | None = None) -> dict[str, Any]:
@@ -741,18 +978,29 @@ def search(cfg: SearchConfig, log: Callable[[str], None] | None = None) -> dict[
 
     log = log or (lambda s: print(s, file=sys.stderr))
     cfg.validate()
+    _check_devices(cfg)
     space = load_space(cfg.space)
-    num_classes = _dataset_classes(cfg.dataset)
+    num_classes = _dataset_classes(cfg.dataset, log)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    with driver_lock(cfg.storage):
+    with driver_lock(cfg.storage), warnings.catch_warnings():
+        # ask/tell with a heart-beating storage is what nasseg does on purpose (see _Heartbeat)
+        warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used")
         storage = open_storage(cfg.storage)
+        _arm_commit_kill(storage)
         existing = {s.study_name: s for s in optuna.study.get_all_study_summaries(storage)}
         directions = ["maximize"] if cfg.mode == "constrained" else ["maximize", "minimize"]
+        study = None
         if cfg.study in existing:
             study = optuna.load_study(study_name=cfg.study, storage=storage)
+            if META_KEY not in study.user_attrs and not study.trials and \
+                    [d.name for d in study.directions] == [d.upper() for d in directions]:
+                study = None  # created by a driver that died before it wrote the settings: adopt it
+        if study is not None:
             meta = study.user_attrs.get(META_KEY)
             if not meta or meta.get("kind") != "search":
-                raise StorageError(f"study {cfg.study!r} in {mask_url(cfg.storage)} was not created by nasseg search")
+                raise StorageError(f"study {cfg.study!r} in {mask_url(cfg.storage)} was not created by nasseg search; "
+                                   "valid: a study made by nasseg search, or a new --study name (studies there: "
+                                   f"{', '.join(sorted(existing))})")
             sampler_name = cfg.sampler or meta["sampler"]["name"]
             want = study_meta(dataclasses.replace(cfg, seed=meta["sampler"]["seed"] if cfg.sampler is None else
                                                   cfg.seed), num_classes, sampler_name)
@@ -768,11 +1016,12 @@ def search(cfg: SearchConfig, log: Callable[[str], None] | None = None) -> dict[
         else:
             sampler_name = cfg.sampler or "tpe"
             study = optuna.create_study(study_name=cfg.study, storage=storage, directions=directions,
-                                        sampler=make_sampler(sampler_name, cfg.seed))
+                                        sampler=make_sampler(sampler_name, cfg.seed), load_if_exists=True)
             study.set_user_attr(META_KEY, study_meta(cfg, num_classes, sampler_name))
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # "experimental" although stable since Optuna 3.2
                 study.set_metric_names(["miou"] if cfg.mode == "constrained" else ["miou", "latency_ms"])
+            _checkpoint(storage)
         driver = Driver(cfg, study, space, num_classes, log)
         t0 = time.perf_counter()
         with _Progress(driver, cfg, enabled=cfg.progress) as prog, _Heartbeat(study, driver):
@@ -813,9 +1062,12 @@ class _Progress:
     """A live table: trials done, feasible, rejected, best mIoU, current front."""
 
     def __init__(self, driver: Driver, cfg: SearchConfig, enabled: bool = True):
-        self.driver, self.cfg, self.enabled = driver, cfg, enabled and sys.stderr.isatty()
+        self.driver, self.cfg = driver, cfg
+        self.enabled = enabled and sys.stderr.isatty()
+        self.plain = enabled and not self.enabled  # logs and CI: one line whenever a trial finishes
         self._live = None
         self._last = 0.0
+        self._told = -1
 
     def __enter__(self) -> _Progress:
         if self.enabled:
@@ -831,6 +1083,15 @@ class _Progress:
         if self._live is not None and now - self._last > 0.25:
             self._last = now
             self._live.update(self._render())
+        elif self.plain:
+            d = self.driver
+            done = d.finished()
+            if done != self._told:
+                self._told = done
+                c = d.counts
+                print(f"[nasseg] {done}/{self.cfg.trials} finished: {c['trained']} trained, {c['reused']} reused, "
+                      f"{c['rejected']} rejected, {c['stopped']} stopped, {c['failed']} failed; "
+                      f"{len(d.inflight)} in flight", file=sys.stderr, flush=True)
 
     def _render(self):
         from rich.table import Table
