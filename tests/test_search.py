@@ -203,8 +203,8 @@ def test_sigkilled_driver_resumes_without_loss_or_duplicates(tmp_path, budget_ms
         if proc.poll() is not None:
             pytest.fail("the search ended before it could be killed:\n" + (tmp_path / "first.log").read_text()[-3000:])
         if db.exists():
-            try:
-                st = optuna.load_study(study_name="k", storage=f"sqlite:///{db}")
+            try:  # read-only: a read-write open would race the driver's table creation
+                st = S.load_study(f"sqlite:///{db}", "k", readonly=True)
             except Exception:
                 continue
             done = sum(t.state.is_finished() for t in st.trials)
