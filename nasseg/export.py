@@ -997,7 +997,7 @@ def _plot(path: Path, st: _Study, labels: Mapping[int, Mapping[str, Any]], front
     ax.set_xlim(left, right)
     ax.set_ylabel("proxy mIoU (fraction of 1, validation split)")
     axes[-1].set_xlabel(f"latency, ms (median of {lat_spec.get('runs', '?')} runs; {lat_spec.get('batch', 1)}x3x"
-                        f"{res[0]}x{res[1]}, {lat_spec.get('device', '?')}, {lat_spec.get('threads') or 'all'} "
+                        f"{res[0]}x{res[1]}, {lat_spec.get('device', '?')}, {_threads_label(lat_spec)} "
                         f"thread(s), {lat_spec.get('dtype', 'float32')})" + (", log scale" if logx else ""))
     handles, names = ax.get_legend_handles_labels()
     if ax2 is not None:
@@ -1049,6 +1049,14 @@ def _write_report(path: Path, s: Mapping[str, Any], front: Sequence[FrontMember]
 
 
 # =============================================================================================== CLI
+def _threads_label(lat_spec: dict[str, Any]) -> Any:
+    """The thread count the latency records used: nasseg.cost measures on 1 CPU thread unless told otherwise."""
+    threads = lat_spec.get("threads")
+    if threads:
+        return threads
+    return 1 if str(lat_spec.get("device", "cpu")).startswith("cpu") else "default"
+
+
 def _add_export_args(p: Any) -> None:
     p.add_argument("--storage", required=True, help="sqlite:///path.db or postgresql://... (opened read-only)")
     p.add_argument("--study", required=True, help="study name")
