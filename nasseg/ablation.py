@@ -564,20 +564,11 @@ def _resolve_changed(d: dict[str, Any], where: str):
 
 
 def parse_study(text: str, source: str = "<string>", *, build_check: bool = True) -> Study:
-    import yaml
-
     from nasseg.genome import genome_id, to_dict
-    from nasseg.space import _safe_load, _validation_error
+    from nasseg.space import _validation_error, read_yaml_mapping
 
-    try:
-        raw = _safe_load(text)
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        raise ConfigError(f"{source}:{where} is not valid YAML: {getattr(e, 'problem', e)}") from None
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{source}: a study file must be a YAML mapping with keys name, title, base, variants, "
-                          "fidelities, cost, latency, paper")
+    raw = read_yaml_mapping(text, source, "a study file must be a YAML mapping with keys name, title, base, "
+                                          "variants, fidelities, cost, latency, paper")
     try:
         spec = StudyFile.model_validate(raw)
     except ValidationError as e:

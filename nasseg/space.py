@@ -494,7 +494,11 @@ def _validation_error(source: str, e: ValidationError, raw: Any, prefix: str = "
     return ConfigError(f"{source}: key '{loc}': {err['msg']}{got}")
 
 
-def parse_space(text: str, source: str = "<string>") -> SearchSpace:
+def read_yaml_mapping(text: str, source: str, what: str) -> dict:
+    """Strict safe YAML (duplicate keys are errors) that must hold a mapping; ``what`` describes it in the error.
+
+    A syntax error becomes one ConfigError naming the file, line and column.
+    """
     try:
         raw = _safe_load(text)
     except yaml.YAMLError as e:
@@ -502,7 +506,13 @@ def parse_space(text: str, source: str = "<string>") -> SearchSpace:
         where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         raise ConfigError(f"{source}:{where} is not valid YAML: {getattr(e, 'problem', e)}") from None
     if not isinstance(raw, dict):
-        raise ConfigError(f"{source}: a search space must be a YAML mapping with keys name, stages, decoder, heads")
+        raise ConfigError(f"{source}: {what}")
+    return raw
+
+
+def parse_space(text: str, source: str = "<string>") -> SearchSpace:
+    raw = read_yaml_mapping(text, source, "a search space must be a YAML mapping with keys name, stages, decoder, "
+                                          "heads")
     try:
         spec = SpaceFile.model_validate(raw)
     except ValidationError as e:
