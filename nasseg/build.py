@@ -87,6 +87,17 @@ def _create(kind: str, m: Module, positional: tuple, path: str) -> nn.Module:
         raise GenomeError(f"{path}: {e}") from None
 
 
+class OutputResize(nn.Module):
+    """Logits to the input size, bilinear: a module of its own so that a cost table times it as one unit."""
+
+    def __init__(self, align_corners: bool | None):
+        super().__init__()
+        self.align_corners = align_corners
+
+    def forward(self, x: torch.Tensor, size: tuple[int, int] | torch.Size) -> torch.Tensor:
+        return resize_to(x, size, "bilinear", self.align_corners)
+
+
 class Network(nn.Module):
     """A segmentation network built from a genome (see the module docstring for its outputs)."""
 
@@ -131,6 +142,7 @@ class Network(nn.Module):
         else:
             self.head = nn.Identity()
         self.align_corners = g.heads.align_corners
+        self.resize = OutputResize(self.align_corners)
 
         extra = []
         for i, t in enumerate(g.heads.extra):
@@ -176,7 +188,7 @@ class Network(nn.Module):
         if self.is_classifier:
             logits = torch.flatten(logits, 1)
         else:
-            logits = resize_to(logits, size, "bilinear", self.align_corners)
+            logits = self.resize(logits, size)
         if not self.training:
             return logits
         out = {"out": logits, "aux": [], "detail": None, "boundary": None}

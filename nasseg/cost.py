@@ -32,7 +32,7 @@ import platform
 import statistics
 import time
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -178,7 +178,29 @@ def count_macs(
     first = next(module.parameters(), None)
     if first is not None and first.device != dev:
         module = copy.deepcopy(module).to(dev)
-    x = torch.zeros(shape, device=dev)
+    by_operator, skipped = fvcore_counts(module, (torch.zeros(shape, device=dev),), threads)
+    return MacCount(
+        macs=mac_total(by_operator),
+        macs_all=sum(by_operator.values()),
+        skipped_ops=skipped,
+        by_operator=by_operator,
+        input_shape=shape,
+    )
+
+
+def mac_total(by_operator: dict[str, int]) -> int:
+    """``macs`` from fvcore's per-operator counts: convolutions and matrix products only."""
+    return sum(n for op, n in by_operator.items() if op in _MAC_OPERATORS)
+
+
+def fvcore_counts(module: nn.Module, inputs: tuple, threads: int) -> tuple[dict[str, int], dict[str, int]]:
+    """fvcore's count per operator and its skipped operators for ``module(*inputs)`` in eval mode.
+
+    ``inputs`` are tensors (or lists / tuples of tensors) already on the module's device; the trace runs
+    on ``threads`` intra-op threads (the previous count is restored).  The engine of :func:`count_macs`;
+    :mod:`nasseg.screen` calls it per unit of a network.
+    """
+    previous_threads = torch.get_num_threads()
     fvcore_logger = logging.getLogger("fvcore")
     level = fvcore_logger.level
     with _eval_mode(module), warnings.catch_warnings():
@@ -189,7 +211,7 @@ def count_macs(
             from fvcore.nn import FlopCountAnalysis  # the only fvcore import in nasseg
 
             analysis = (
-                FlopCountAnalysis(module, (x,))
+                FlopCountAnalysis(module, inputs)
                 .unsupported_ops_warnings(False)
                 .uncalled_modules_warnings(False)
                 .tracer_warnings("none")
@@ -199,13 +221,7 @@ def count_macs(
         finally:
             fvcore_logger.setLevel(level)
             torch.set_num_threads(previous_threads)
-    return MacCount(
-        macs=sum(n for op, n in by_operator.items() if op in _MAC_OPERATORS),
-        macs_all=sum(by_operator.values()),
-        skipped_ops=skipped,
-        by_operator=by_operator,
-        input_shape=shape,
-    )
+    return by_operator, skipped
 
 
 # ----------------------------------------------------------------------------------------------- latency
@@ -339,9 +355,8 @@ def measure_latency(
     if dtype not in DTYPES:
         raise ConfigError(f"dtype = {dtype!r} is not allowed; valid: {', '.join(map(repr, DTYPES))}")
 
-    previous_threads = torch.get_num_threads()
     if threads is None:
-        threads = 1 if dev.type == "cpu" else previous_threads
+        threads = 1 if dev.type == "cpu" else torch.get_num_threads()
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
     tensors = [*module.parameters(), *module.buffers()]
     as_is = not compile and not channels_last and all(
@@ -355,26 +370,9 @@ def measure_latency(
         if compile:
             model = torch.compile(model)
     x = torch.randn(shape, device=dev).to(dtype=DTYPES[dtype], memory_format=memory_format)
-    sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda *a: None)
 
-    samples: list[float] = []
-    torch.set_num_threads(threads)
-    gc_was_enabled = gc.isenabled()
-    gc.disable()  # as timeit does: a collection in the middle of a run is not the network's cost
-    try:
-        with mode, torch.inference_mode():
-            for _ in range(warmup):
-                model(x)
-            sync(dev)
-            for _ in range(runs):
-                t0 = time.perf_counter_ns()
-                model(x)
-                sync(dev)
-                samples.append((time.perf_counter_ns() - t0) / 1e6)
-    finally:
-        torch.set_num_threads(previous_threads)
-        if gc_was_enabled:
-            gc.enable()
+    with mode:
+        samples = time_calls(lambda: model(x), dev, warmup=warmup, runs=runs, threads=threads)
 
     ordered = sorted(samples)
     mean = statistics.fmean(samples)
@@ -403,6 +401,38 @@ def measure_latency(
         hostname=platform.node(),
         nasseg_version=__version__,
     )
+
+
+def time_calls(call: Callable[[], object], device: torch.device, *, warmup: int, runs: int,
+               threads: int) -> list[float]:
+    """Milliseconds of each of ``runs`` calls of ``call()`` after ``warmup`` untimed ones.
+
+    The timing loop of :func:`measure_latency` (which checks its arguments; this does not): under
+    ``torch.inference_mode`` with ``threads`` intra-op threads (restored afterwards), garbage collection
+    off, each call between two ``time.perf_counter_ns`` readings, on CUDA with the device synchronised
+    before and after each call.
+    """
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda *a: None)
+    samples: list[float] = []
+    previous_threads = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    gc_was_enabled = gc.isenabled()
+    gc.disable()  # as timeit does: a collection in the middle of a run is not the network's cost
+    try:
+        with torch.inference_mode():
+            for _ in range(warmup):
+                call()
+            sync(device)
+            for _ in range(runs):
+                t0 = time.perf_counter_ns()
+                call()
+                sync(device)
+                samples.append((time.perf_counter_ns() - t0) / 1e6)
+    finally:
+        torch.set_num_threads(previous_threads)
+        if gc_was_enabled:
+            gc.enable()
+    return samples
 
 
 # -------------------------------------------------------------------------------------------------- all

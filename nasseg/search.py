@@ -164,6 +164,25 @@ def _postgres_driver_url(url: str) -> str:
                        "psycopg2-binary (or psycopg)")
 
 
+def _sqlite_creator(path: Path) -> Callable[[], Any]:
+    """Connections for a writable SQLite study: WAL (set once on the file) with ``synchronous=NORMAL``.
+
+    SQLite's default ``FULL`` syncs the disk at every commit; a trial commits ~40 times (ask, each
+    ``suggest_*``, each user attribute, each report, tell), which made commits half of the search's own
+    overhead (2.3-2.9 ms each on the CI disk vs 0.04 ms, bench/README.md).  In WAL mode ``NORMAL`` never
+    corrupts the file and a killed driver loses nothing (the WAL is in the OS cache); only a power loss or
+    an OS crash can drop the last commits, which resume then treats like a crashed trial.
+    """
+    import sqlite3
+
+    def connect() -> Any:
+        con = sqlite3.connect(str(path), timeout=60, check_same_thread=False)
+        con.execute("PRAGMA synchronous=NORMAL")
+        return con
+
+    return connect
+
+
 def open_storage(url: str, *, readonly: bool = False, create: bool = True):
     """An Optuna RDBStorage for ``url``; SQLite gets WAL and a busy timeout.
 
@@ -200,6 +219,8 @@ def open_storage(url: str, *, readonly: bool = False, create: bool = True):
         if readonly:
             target = f"sqlite:///file:{path.resolve()}?mode=ro&uri=true"
         kwargs["engine_kwargs"] = {"connect_args": {"timeout": 60}}
+        if not readonly:
+            kwargs["engine_kwargs"]["creator"] = _sqlite_creator(path)
     else:
         target = _postgres_driver_url(url)
         connect_args: dict[str, Any] = {}
@@ -287,6 +308,21 @@ class LatencySpec:
 
 
 @dataclass(frozen=True)
+class ScreenSpec:
+    """Reject far-over-budget candidates on a predicted latency (see :mod:`nasseg.screen`).
+
+    ``min_pairs`` candidates measured end to end calibrate the prediction before it may reject;
+    ``margin`` is the smallest slack over the budget a prediction must exceed (the calibration's own worst
+    error when larger); ``unit_warmup`` / ``unit_runs`` are the calls per distinct unit in the table.
+    """
+
+    min_pairs: int = 5
+    margin: float = 0.15
+    unit_warmup: int = 3
+    unit_runs: int = 10
+
+
+@dataclass(frozen=True)
 class SearchConfig:
     space: str
     storage: str
@@ -307,6 +343,7 @@ class SearchConfig:
     asha: bool = False
     progress: bool = True
     artifacts: str | None = None  # where workers save proxy weights (default: beside a SQLite file, else runs/)
+    screen: ScreenSpec | None = None  # None: every candidate is measured end to end (the CLI screens by default)
 
     def artifacts_dir(self) -> Path:
         """Per-study folder for trained weights; on a multi-node cluster it must be a shared path."""
@@ -337,6 +374,13 @@ class SearchConfig:
             raise ConfigError(f"--concurrency = {self.concurrency} must be >= 1")
         if not self.study or not isinstance(self.study, str):
             raise ConfigError("--study needs a name")
+        if self.screen is not None:
+            from nasseg.screen import Calibration
+
+            Calibration(self.screen.min_pairs, self.screen.margin)  # raises ConfigError naming the bad value
+            if self.screen.unit_runs < 3 or self.screen.unit_warmup < 1:
+                raise ConfigError(f"screen unit_runs = {self.screen.unit_runs}, unit_warmup = "
+                                  f"{self.screen.unit_warmup}; valid: runs >= 3, warm-up >= 1")
 
 
 def _file_sha(path: str) -> str:
@@ -459,8 +503,23 @@ class Driver:
         self._busy_since: float | None = None
         self._cache: dict[str, Any] = {}  # genome_id -> finished FrozenTrial (trained or rejected)
         self.proposing: Any = None  # the trial being sampled and measured (heart-beaten like in-flight ones)
+        self.table: Any = None  # nasseg.screen.CostTable when screening
+        self.calibration: Any = None
+        self.screened = 0  # candidates rejected on a predicted latency
+        if cfg.screen is not None and cfg.latency_budget_ms is not None:
+            from nasseg.screen import Calibration, CostTable
+
+            ls, sc = cfg.latency, cfg.screen
+            backend = getattr(study._storage, "_backend", study._storage)
+            self.table = CostTable(ls.device, threads=ls.threads, dtype=ls.dtype, warmup=sc.unit_warmup,
+                                   runs=sc.unit_runs, engine=getattr(backend, "engine", None))
+            self.calibration = Calibration(sc.min_pairs, sc.margin)
         for t in study.get_trials(deepcopy=False):
             self._remember(t)
+            if self.calibration is not None and t.user_attrs.get("latency_table_ms") is not None:
+                lat = t.user_attrs.get("latency") or {}
+                if lat.get("method", "measured") == "measured" and "median_ms" in lat:
+                    self.calibration.add(t.user_attrs["latency_table_ms"], lat["median_ms"])
 
     # ---------------------------------------------------------------------------------- bookkeeping
     def _remember(self, t: Any) -> None:
@@ -540,6 +599,10 @@ class Driver:
             return None
         t0 = time.perf_counter()
         try:
+            predicted = self._predict(genome)
+            if predicted is not None and self.calibration.rejects(predicted.table_ms, self.cfg.latency_budget_ms):
+                self._reject_predicted(trial, predicted)
+                return None
             cost = self._measure(genome)
         except NassegError as e:
             self._fail(trial, f"cannot build or measure the genome: {e}")
@@ -550,6 +613,9 @@ class Driver:
         finally:
             self.measure_s += time.perf_counter() - t0
         lat = cost["latency"]["median_ms"]
+        if predicted is not None:
+            cost["latency_table_ms"] = predicted.table_ms
+            self.calibration.add(predicted.table_ms, lat)
         budget = self.cfg.latency_budget_ms
         constraint = (lat - budget,) if budget is not None else (0.0,)
         for k, v in cost.items():
@@ -570,6 +636,45 @@ class Driver:
             self._remember(self.study._storage.get_trial(trial._trial_id))
             return None
         return self.make_job(trial, genome, self.cfg.seed)
+
+    def _predict(self, genome: Any) -> Any:
+        """The table's prediction, or None (not screening, or the genome cannot be predicted: then it is
+        measured end to end, which reports what is wrong with it)."""
+        if self.table is None:
+            return None
+        ls = self.cfg.latency
+        try:
+            return self.table.predict(genome, self.num_classes, (ls.batch, 3, *ls.resolution))
+        except Exception as e:  # noqa: BLE001 - screening is an optimisation; the measurement decides
+            self.log(f"latency table: no prediction ({type(e).__name__}: {str(e)[:200]}); measuring end to end")
+            return None
+
+    def _reject_predicted(self, trial: Any, p: Any) -> None:
+        """Rejected on the table's prediction: recorded as such (``latency.method`` = "predicted"), never as
+        a measurement."""
+        cal, budget, ls = self.calibration, self.cfg.latency_budget_ms, self.cfg.latency
+        lat = p.table_ms * cal.factor
+        record = {"method": "predicted", "median_ms": lat, **p.to_dict(), "calibration": cal.to_dict(),
+                  "threshold_ms": cal.threshold(budget), "device": ls.device, "threads": self.table.threads,
+                  "dtype": ls.dtype, "resolution": list(ls.resolution), "batch": ls.batch,
+                  "table_context": self.table.context}
+        for k, v in (("params", p.params), ("macs", p.macs), ("macs_skipped_ops", p.skipped_ops),
+                     ("latency", record), ("latency_ms", lat), ("latency_table_ms", p.table_ms),
+                     ("constraint", (lat - budget,))):
+            trial.set_user_attr(k, v)
+        trial.set_constraint("latency_over_budget_ms", lat - budget)
+        _fault_point("measured")
+        trial.set_user_attr(STATUS_KEY, "rejected")
+        trial.set_user_attr("reason", f"predicted latency {lat:.2f} ms > {cal.threshold(budget):.2f} ms (budget "
+                                      f"{budget:g} ms + {100 * max(cal.margin, cal.error):.0f} % margin) on {ls.device}"
+                                      f" at {ls.resolution[0]}x{ls.resolution[1]}: sum of {p.units} unit latencies x "
+                                      f"{cal.factor:.3f}, calibrated on {len(cal.pairs)} candidates measured end to "
+                                      "end; not measured end to end")
+        trial.set_user_attr("train_seconds", 0.0)
+        self._tell(trial, "pruned")
+        self.counts["rejected"] += 1
+        self.screened += 1
+        self._remember(self.study._storage.get_trial(trial._trial_id))
 
     def make_job(self, trial: Any, genome: Any, seed: int) -> Job:
         from nasseg.genome import to_json
@@ -594,6 +699,7 @@ class Driver:
         rec = measure_latency(net, (ls.batch, 3, h, w), device=ls.device, warmup=ls.warmup, runs=ls.runs,
                               threads=ls.threads, dtype=ls.dtype)
         d = rec.to_dict()
+        d["method"] = "measured"
         d["isolation"] = "exclusive: measured by the driver while no proxy was training"
         return {"params": count_params(net), "macs": macs.macs, "macs_skipped_ops": macs.skipped_ops,
                 "latency": d}
@@ -607,6 +713,9 @@ class Driver:
                 trial.set_user_attr(k, v)
         trial.set_user_attr("reused_from", src.number)
         trial.set_user_attr("train_seconds", 0.0)
+        constraint = src.user_attrs.get("constraint")
+        if self.cfg.latency_budget_ms is not None and constraint:  # what constraint-aware samplers read
+            trial.set_constraint("latency_over_budget_ms", constraint[0])
         status = src.user_attrs.get(STATUS_KEY)
         if status == "trained":
             trial.set_user_attr(STATUS_KEY, "reused")
@@ -1034,7 +1143,7 @@ def search(cfg: SearchConfig, log: Callable[[str], None] | None = None) -> dict[
         wall = time.perf_counter() - t0
     return {"study": cfg.study, "storage": mask_url(cfg.storage), "wall_seconds": wall,
             "train_seconds": driver.trained_s, "measure_seconds": driver.measure_s, "busy_seconds": driver.busy_s,
-            "counts": dict(driver.counts),
+            "counts": dict(driver.counts), "screened": driver.screened,
             "finished": driver.finished()}
 
 
@@ -1129,7 +1238,7 @@ def _add_search_args(p: Any) -> None:
     p.add_argument("--latency-resolution", default="512x1024", help="HxW of the latency measurement")
     p.add_argument("--latency-batch", type=int, default=1)
     p.add_argument("--latency-threads", type=int, default=None, help="CPU threads for the measurement "
-                   "(default: all cores; always recorded)")
+                   "(default: 1 on CPU, so that records compare across machines; always recorded)")
     p.add_argument("--latency-runs", type=int, default=30, help="timed runs per candidate (>= 30)")
     p.add_argument("--trials", type=int, default=50, help="total finished trials of the study")
     p.add_argument("--storage", default="sqlite:///runs/study.db", help="sqlite:///path.db or postgresql://...")
@@ -1153,6 +1262,10 @@ def _add_search_args(p: Any) -> None:
     p.add_argument("--asha", action="store_true", help="stop weak proxies early (ASHA on intermediate mIoU)")
     p.add_argument("--artifacts", default=None, help="folder for proxy weights (default: beside the SQLite file; "
                    "must be shared by all nodes of a cluster)")
+    p.add_argument("--no-screen", action="store_true", help="measure every candidate end to end (default: reject "
+                   "candidates far over the budget on a latency predicted from a table of measured units)")
+    p.add_argument("--screen-margin", type=float, default=0.15, help="a predicted latency must exceed the budget by "
+                   "this fraction (or the prediction's worst error so far, if larger) to reject (default 0.15)")
     p.add_argument("--no-progress", action="store_true")
 
 
@@ -1182,7 +1295,8 @@ def config_from_args(a: Any) -> SearchConfig:
                         latency_budget_ms=a.latency_budget_ms, latency=lat, mode=a.mode, sampler=a.sampler,
                         seed=a.seed, dataset=a.dataset, recipe=Recipe(**recipe_kw), executor=a.executor,
                         ray_address=a.ray_address, cpus_per_trial=a.cpus_per_trial, gpus_per_trial=a.gpus_per_trial,
-                        concurrency=a.concurrency, asha=a.asha, progress=not a.no_progress, artifacts=a.artifacts)
+                        concurrency=a.concurrency, asha=a.asha, progress=not a.no_progress, artifacts=a.artifacts,
+                        screen=None if a.no_screen else ScreenSpec(margin=a.screen_margin))
 
 
 def _run_search(a: Any) -> int:
@@ -1198,6 +1312,10 @@ def _run_search(a: Any) -> int:
     con.print(f"\n{summary['finished']} finished trials in study {cfg.study!r} at {summary['storage']}: "
               f"{c['trained']} trained, {c['reused']} reused, {c['rejected']} rejected over budget, "
               f"{c['stopped']} stopped early, {c['failed']} failed (this run).")
+    if cfg.screen is not None and cfg.latency_budget_ms is not None:
+        con.print(f"screening: {summary['screened']} of the {c['rejected']} rejections on a predicted latency "
+                  "(sum of measured units, calibrated on candidates measured end to end); every trained candidate "
+                  "was measured end to end")
     if wall > 0:
         busy, meas = summary["busy_seconds"], summary["measure_seconds"]
         other = max(0.0, wall - busy - meas)
