@@ -210,12 +210,13 @@ class CostTable:
     given an SQLAlchemy ``engine``, in its database (table ``nasseg_unit_costs``).
 
     ``warmup`` / ``runs``: untimed and timed calls per distinct unit (its median is the table's value).
-    Units are cheap (a block at its stage's resolution), so 3 + 10 calls cost about one forward pass of
-    the whole network per candidate whose units are all new, and nothing once they are known.
+    Units are cheap (a block at its stage's resolution), so 2 + 7 calls cost about 9 forward passes of
+    the whole network for a candidate whose units are all new (a quarter of an end-to-end record), and
+    nothing once they are known.
     """
 
     def __init__(self, device: str | torch.device = "cpu", *, threads: int | None = None, dtype: str = "float32",
-                 warmup: int = 3, runs: int = 10, engine: Any = None):
+                 warmup: int = 2, runs: int = 7, engine: Any = None):
         from nasseg.cost import DTYPES, _cpu_name, _device, _device_name, _positive_int
 
         self.device = _device(device)

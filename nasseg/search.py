@@ -318,8 +318,8 @@ class ScreenSpec:
 
     min_pairs: int = 5
     margin: float = 0.15
-    unit_warmup: int = 3
-    unit_runs: int = 10
+    unit_warmup: int = 2
+    unit_runs: int = 7
 
 
 @dataclass(frozen=True)
