@@ -136,7 +136,7 @@ def constrained_search(args: argparse.Namespace, budget_ms: float, h: int, w: in
         summary = S.search(cfg, log=lambda s: None)
         study = S.load_study(url, "prescreen")
         res = {"wall": summary["wall_seconds"], "rejected": 0.0, "n_rejected": 0, "n_trained": 0,
-               "screened": summary["screened"], "latency": {}, "predicted": {}}
+               "screened": summary["screened"], "latency": {}, "predicted": {}, "calibration": Calibration()}
         for t in study.get_trials(deepcopy=False):
             span = (t.datetime_complete - t.datetime_start).total_seconds() if t.datetime_complete else 0.0
             ua = t.user_attrs
@@ -148,6 +148,8 @@ def constrained_search(args: argparse.Namespace, budget_ms: float, h: int, w: in
             if "latency_ms" in ua:
                 target = res["predicted"] if ua["latency"].get("method") == "predicted" else res["latency"]
                 target[ua["genome_id"]] = ua["latency_ms"]
+                if ua["latency"].get("method") == "measured" and "latency_table_ms" in ua and "reused_from" not in ua:
+                    res["calibration"].add(ua["latency_table_ms"], ua["latency_ms"])
     return res
 
 
@@ -161,7 +163,7 @@ def main(argv: list[str] | None = None) -> float:
     ap.add_argument("--block", type=int, default=40, help="part 2: candidates per reported block (default 40)")
     ap.add_argument("--runs", type=int, default=30, help="timed latency runs (>= 30)")
     ap.add_argument("--warmup", type=int, default=10, help="latency warm-up passes (the search's default 10)")
-    ap.add_argument("--trials", type=int, default=14, help="part 3: trials of each constrained search (0: skip)")
+    ap.add_argument("--trials", type=int, default=20, help="part 3: trials of each constrained search (0: skip)")
     ap.add_argument("--budget-ms", type=float, default=None, help="part 3 budget (default: 0.7 x part 1's median, "
                     "so that some candidates are far over it)")
     ap.add_argument("--proxy-size", default="64x128")
@@ -248,6 +250,10 @@ def main(argv: list[str] | None = None) -> float:
         print(f"rejections on a prediction checked against the other arm's end-to-end measurement: {len(checks)}, "
               f"wrong (measured within budget): {len(wrong)}"
               + "".join(f"\n  {gid}: predicted {p:.1f} ms, measured {m:.1f} ms" for gid, p, m in wrong))
+        cal = arms[True]["calibration"]
+        print(f"the screening arm's own calibration ({len(cal.pairs)} candidates predicted, then measured end to "
+              f"end; units timed inside measured networks where known, alone otherwise): factor {cal.factor:.3f}, "
+              f"worst error {100 * cal.error:.1f} %")
         print(f"search wall time with / without screening = {arms[True]['wall'] / arms[False]['wall']:.3f}")
     print(load.report())
     print(f"ratio: candidates/s with the cost table (last block) = {warm_rate:.2f} (target >= 5); end to end "

@@ -102,6 +102,7 @@ class MacCount:
     ``skipped_ops``: operators seen in the trace that fvcore has no handler for (``aten::add``,
     ``aten::sigmoid`` ...), with how often each occurred; they are in neither count.
     ``by_operator``: fvcore's count per operator name, the parts both totals are summed from.
+    ``by_module``: for the submodule paths asked for, their own (by_operator, skipped_ops).
     """
 
     macs: int
@@ -109,6 +110,7 @@ class MacCount:
     skipped_ops: dict[str, int]
     by_operator: dict[str, int]
     input_shape: tuple[int, ...]
+    by_module: dict[str, tuple[dict[str, int], dict[str, int]]] = field(default_factory=dict)
 
 
 def _check_input_shape(input_shape: Sequence[int]) -> tuple[int, int, int, int]:
@@ -152,7 +154,8 @@ def _eval_mode(module: nn.Module) -> Iterator[nn.Module]:
 
 
 def count_macs(
-    module: nn.Module, input_shape: Sequence[int], device: str | torch.device = "cpu", *, threads: int | None = None
+    module: nn.Module, input_shape: Sequence[int], device: str | torch.device = "cpu", *, threads: int | None = None,
+    submodules: Sequence[str] = (),
 ) -> MacCount:
     """Trace ``module`` in eval mode on a zero input of ``input_shape`` (N, C, H, W) and count its MACs.
 
@@ -166,7 +169,8 @@ def count_macs(
     CPU by default, as :func:`measure_latency` (the count cannot change the result, only the time: on
     a 2-core machine torch's default of one thread per core made the trace 1.3x slower in wall time
     when the machine was quiet and about 6x when other processes kept the cores busy, bench/README.md);
-    on CUDA the current count.  The previous count is restored.
+    on CUDA the current count.  The previous count is restored.  ``submodules``: module paths whose own
+    counts go into ``by_module`` (from the same trace).
     """
     shape = _check_input_shape(input_shape)
     dev = _device(device)
@@ -178,13 +182,15 @@ def count_macs(
     first = next(module.parameters(), None)
     if first is not None and first.device != dev:
         module = copy.deepcopy(module).to(dev)
-    by_operator, skipped = fvcore_counts(module, (torch.zeros(shape, device=dev),), threads)
+    counted = fvcore_counts(module, (torch.zeros(shape, device=dev),), threads, submodules)
+    by_operator, skipped = counted[0], counted[1]
     return MacCount(
         macs=mac_total(by_operator),
         macs_all=sum(by_operator.values()),
         skipped_ops=skipped,
         by_operator=by_operator,
         input_shape=shape,
+        by_module=counted[2] if submodules else {},
     )
 
 
@@ -193,12 +199,14 @@ def mac_total(by_operator: dict[str, int]) -> int:
     return sum(n for op, n in by_operator.items() if op in _MAC_OPERATORS)
 
 
-def fvcore_counts(module: nn.Module, inputs: tuple, threads: int) -> tuple[dict[str, int], dict[str, int]]:
+def fvcore_counts(module: nn.Module, inputs: tuple, threads: int,
+                  submodules: Sequence[str] = ()) -> tuple[dict[str, int], dict[str, int]]:
     """fvcore's count per operator and its skipped operators for ``module(*inputs)`` in eval mode.
 
     ``inputs`` are tensors (or lists / tuples of tensors) already on the module's device; the trace runs
     on ``threads`` intra-op threads (the previous count is restored).  The engine of :func:`count_macs`;
-    :mod:`nasseg.screen` calls it per unit of a network.
+    :mod:`nasseg.screen` calls it per unit of a network.  With ``submodules`` (module paths), the counts of
+    each are returned too, as ``{path: (by_operator, skipped)}`` in a third element, from the same trace.
     """
     previous_threads = torch.get_num_threads()
     fvcore_logger = logging.getLogger("fvcore")
@@ -218,9 +226,15 @@ def fvcore_counts(module: nn.Module, inputs: tuple, threads: int) -> tuple[dict[
             )
             by_operator = {op: int(round(n)) for op, n in sorted(analysis.by_operator().items())}
             skipped = dict(sorted(analysis.unsupported_ops().items()))
+            if submodules:
+                per = analysis.by_module_and_operator()
+                parts = {p: ({op: int(round(n)) for op, n in sorted(per.get(p, {}).items())},
+                             dict(sorted(analysis.unsupported_ops(p).items()))) for p in submodules}
         finally:
             fvcore_logger.setLevel(level)
             torch.set_num_threads(previous_threads)
+    if submodules:
+        return by_operator, skipped, parts  # type: ignore[return-value]
     return by_operator, skipped
 
 
@@ -320,6 +334,7 @@ def measure_latency(
     dtype: str = "float32",
     channels_last: bool = False,
     compile: bool = False,
+    observe_warmup: Callable[[nn.Module], contextlib.AbstractContextManager] | None = None,
 ) -> LatencyRecord:
     """Time ``runs`` forward passes of ``module`` on a random input of ``input_shape`` (N, C, H, W).
 
@@ -338,6 +353,9 @@ def measure_latency(
     different hosts and concurrent trials compare.  Pass a larger count to measure a multi-core target;
     the count used is recorded either way.  On CUDA it defaults to the current count (it only affects
     host-side work).  The previous thread count is restored afterwards.
+
+    ``observe_warmup(model)``, when given, returns a context manager entered around the warm-up passes of
+    the model actually timed (:mod:`nasseg.screen` times its units there); the timed runs are untouched.
 
     Raises ``ConfigError`` for fewer than ``MIN_RUNS`` runs, fewer than 1 warm-up pass, an unknown dtype,
     a bad input shape, or an unavailable device.
@@ -372,7 +390,8 @@ def measure_latency(
     x = torch.randn(shape, device=dev).to(dtype=DTYPES[dtype], memory_format=memory_format)
 
     with mode:
-        samples = time_calls(lambda: model(x), dev, warmup=warmup, runs=runs, threads=threads)
+        samples = time_calls(lambda: model(x), dev, warmup=warmup, runs=runs, threads=threads,
+                             warmup_context=observe_warmup(model) if observe_warmup is not None else None)
 
     ordered = sorted(samples)
     mean = statistics.fmean(samples)
@@ -404,13 +423,13 @@ def measure_latency(
 
 
 def time_calls(call: Callable[[], object], device: torch.device, *, warmup: int, runs: int,
-               threads: int) -> list[float]:
+               threads: int, warmup_context: contextlib.AbstractContextManager | None = None) -> list[float]:
     """Milliseconds of each of ``runs`` calls of ``call()`` after ``warmup`` untimed ones.
 
     The timing loop of :func:`measure_latency` (which checks its arguments; this does not): under
     ``torch.inference_mode`` with ``threads`` intra-op threads (restored afterwards), garbage collection
     off, each call between two ``time.perf_counter_ns`` readings, on CUDA with the device synchronised
-    before and after each call.
+    before and after each call.  ``warmup_context`` is entered around the warm-up calls only.
     """
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda *a: None)
     samples: list[float] = []
@@ -420,8 +439,9 @@ def time_calls(call: Callable[[], object], device: torch.device, *, warmup: int,
     gc.disable()  # as timeit does: a collection in the middle of a run is not the network's cost
     try:
         with torch.inference_mode():
-            for _ in range(warmup):
-                call()
+            with warmup_context or contextlib.nullcontext():
+                for _ in range(warmup):
+                    call()
             sync(device)
             for _ in range(runs):
                 t0 = time.perf_counter_ns()

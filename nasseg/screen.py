@@ -15,7 +15,10 @@ on the target device -- latency over a few timed runs, fvcore's count per operat
 shapes -- and predicts a candidate as the sum over its units.  To find the units' input shapes without
 computing anything, the candidate is built on the meta device and run on a meta tensor, every unit
 already in the table answering with meta tensors of its recorded output shapes; only a candidate with
-units the table has not seen is built for real (once), and only those units run.
+units the table has not seen is built for real (once), and only those units run.  On CPU the search also
+times every unit in place during the (untimed) warm-up passes of each end-to-end measurement it makes
+(:meth:`CostTable.observe`), and a prediction prefers those timings: a unit timed alone has its weights
+and input hot in cache and ran up to 1.5x faster than inside its network.
 
 What the prediction is worth:
 
@@ -169,6 +172,7 @@ class UnitCost:
     skipped_ops: dict[str, int]
     output: Any  # encoded output (shapes)
     name: str  # the unit's class, for people reading the table
+    source: str = "alone"  # "alone": timed on its own; "network": timed inside a whole network's pass
 
     @property
     def macs(self) -> int:
@@ -191,6 +195,9 @@ class Prediction:
 
     table_ms: float
     params: int
+    network_ms: float  # part of the sum timed inside networks
+    alone_ms: float  # part timed on its own, before the alone -> network factor
+    alone_factor: float
     macs: int
     macs_all: int
     skipped_ops: dict[str, int]
@@ -201,7 +208,8 @@ class Prediction:
     per_unit_ms: dict[str, float] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"table_ms": self.table_ms, "units": self.units, "new_units": self.new_units,
+        return {"table_ms": self.table_ms, "network_ms": self.network_ms, "alone_ms": self.alone_ms,
+                "alone_factor": self.alone_factor, "units": self.units, "new_units": self.new_units,
                 "seconds": round(self.seconds, 4), "input_shape": list(self.input_shape)}
 
 
@@ -213,6 +221,13 @@ class CostTable:
     Units are cheap (a block at its stage's resolution), so 2 + 7 calls cost about 9 forward passes of
     the whole network for a candidate whose units are all new (a quarter of an end-to-end record), and
     nothing once they are known.
+
+    Two sources per unit: timed **alone** (on demand, above) and timed **inside a network** (on CPU,
+    :meth:`observe` times every unit during the untimed warm-up passes of an end-to-end measurement, at no
+    extra cost).  A unit alone runs with its weights and input hot in cache, inside a network it does
+    not: alone timings ran 1.0-1.5x faster (bench/README.md).  A prediction uses the network timing where
+    there is one, and the alone timing otherwise, scaled by ``alone_factor``: the median network / alone
+    ratio over the units that have both.
     """
 
     def __init__(self, device: str | torch.device = "cpu", *, threads: int | None = None, dtype: str = "float32",
@@ -233,7 +248,8 @@ class CostTable:
             "torch": torch.__version__, "nasseg": __version__,
         }
         self.context_id = hashlib.sha256(json.dumps(self.context, sort_keys=True).encode()).hexdigest()[:32]
-        self.entries: dict[str, UnitCost] = {}
+        self.entries: dict[str, UnitCost] = {}  # timed alone
+        self.network: dict[str, UnitCost] = {}  # timed inside a network
         self.hits = self.misses = 0
         self.measure_seconds = 0.0
         self._engine = None
@@ -241,7 +257,21 @@ class CostTable:
             self._attach(engine)
 
     def __len__(self) -> int:
-        return len(self.entries)
+        """Distinct units known (from either source)."""
+        return len(self.entries.keys() | self.network.keys())
+
+    def lookup(self, key: str) -> UnitCost | None:
+        return self.network.get(key) or self.entries.get(key)
+
+    @property
+    def harvests(self) -> bool:
+        """Whether :meth:`observe` can time units inside a network here (CPU: no asynchronous kernels)."""
+        return self.device.type == "cpu"
+
+    @property
+    def alone_factor(self) -> float:
+        ratios = [self.network[k].ms / e.ms for k, e in self.entries.items() if k in self.network and e.ms > 0]
+        return statistics.median(ratios) if ratios else 1.0
 
     # -------------------------------------------------------------------------------------- storage
     def _attach(self, engine: Any) -> None:
@@ -254,16 +284,17 @@ class CostTable:
             rows = con.execute(sa.select(self._table.c.key, self._table.c.entry)
                                .where(self._table.c.context_id == self.context_id)).all()
         for key, text in rows:
-            self.entries[key] = UnitCost.from_json(text)
+            e = UnitCost.from_json(text)
+            (self.network if e.source == "network" else self.entries)[key] = e
         self._engine = engine
 
     def _store(self, key: str, entry: UnitCost) -> None:
-        self.entries[key] = entry
+        (self.network if entry.source == "network" else self.entries)[key] = entry
         if self._engine is None:
             return
         import sqlalchemy as sa
 
-        row = {"context_id": self.context_id, "key": key, "entry": entry.to_json(),
+        row = {"context_id": self.context_id, "key": key, "source": entry.source, "entry": entry.to_json(),
                "context": json.dumps(self.context, sort_keys=True),
                "created_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
         with contextlib.suppress(sa.exc.IntegrityError), self._engine.begin() as con:
@@ -297,19 +328,23 @@ class CostTable:
             self._measure_missing(genome, num_classes, missing)
         self.misses += new
         self.hits += len(calls) - new
-        entries = [self.entries[k] for _, k in calls]
+        entries = [self.lookup(k) for _, k in calls]
         by_operator: dict[str, int] = {}
         skipped: dict[str, int] = {}
         per_unit: dict[str, float] = {}
+        factor = self.alone_factor
+        network_ms = sum(e.ms for e in entries if e.source == "network")
+        alone_ms = sum(e.ms for e in entries if e.source != "network")
         for (path, _), e in zip(calls, entries):
-            per_unit[path] = per_unit.get(path, 0.0) + e.ms
+            per_unit[path] = per_unit.get(path, 0.0) + e.ms * (1.0 if e.source == "network" else factor)
         for e in entries:
             for op, n in e.by_operator.items():
                 by_operator[op] = by_operator.get(op, 0) + n
             for op, n in e.skipped_ops.items():
                 skipped[op] = skipped.get(op, 0) + n
         return Prediction(
-            table_ms=sum(e.ms for e in entries), params=count_params(net), macs=mac_total(by_operator),
+            table_ms=network_ms + factor * alone_ms, network_ms=network_ms, alone_ms=alone_ms, alone_factor=factor,
+            params=count_params(net), macs=mac_total(by_operator),
             macs_all=sum(by_operator.values()), skipped_ops=dict(sorted(skipped.items())), units=len(calls),
             new_units=new, seconds=time.perf_counter() - t0, input_shape=shape, per_unit_ms=per_unit,
         )
@@ -334,6 +369,51 @@ class CostTable:
                 runs=len(samples), by_operator=by_operator, skipped_ops=skipped, output=output, name=name))
         self.measure_seconds += time.perf_counter() - t0
 
+    @contextlib.contextmanager
+    def observe(self, net: nn.Module, counts: dict[str, tuple[dict[str, int], dict[str, int]]],
+                batch: int = 1) -> Iterator[None]:
+        """While inside, every forward pass of ``net`` (a Network on this table's device, dtype and thread
+        count) times each of its units; on leaving, each unit not yet timed inside a network is stored with
+        source "network": the median of its calls after the first third (which absorb first-call set-up).
+
+        ``counts``: fvcore's (by_operator, skipped_ops) per unit path for one image
+        (``count_macs(..., submodules=paths)``); operator counts are multiplied by ``batch``.  Used as
+        ``measure_latency(..., observe_warmup=...)``: the warm-up passes are timed, the record's runs are not.
+        """
+        hooks, seen = [], {}  # path -> [key, output, name, samples]
+        for path, unit in units(net):
+            print_, started = fingerprint(unit), [0]
+
+            def pre(mod: nn.Module, args: tuple, _path: str = path, _print: str = print_,
+                    _started: list = started) -> None:
+                if _path not in seen:
+                    seen[_path] = [self._key(_print, _encode(list(args))), None, type(mod).__name__, []]
+                _started[0] = time.perf_counter_ns()
+
+            def post(mod: nn.Module, args: tuple, out: Any, _path: str = path, _started: list = started) -> None:
+                rec = seen[_path]
+                rec[3].append((time.perf_counter_ns() - _started[0]) / 1e6)
+                if rec[1] is None:
+                    rec[1] = _encode(out)
+
+            hooks += [unit.register_forward_pre_hook(pre), unit.register_forward_hook(post)]
+        try:
+            yield
+        finally:
+            for h in hooks:
+                h.remove()
+        for path, (key, output, name, samples) in seen.items():
+            samples = samples[len(samples) // 3:]
+            if key in self.network or not samples or path not in counts:
+                continue
+            by_operator, skipped = counts[path]
+            mean = statistics.fmean(samples)
+            self._store(key, UnitCost(
+                ms=statistics.median(samples), cv=statistics.stdev(samples) / mean if len(samples) > 1 and mean > 0
+                else 0.0, runs=len(samples), by_operator={op: n * batch for op, n in by_operator.items()},
+                skipped_ops=dict(skipped), output=output, name=name,
+                source="network"))
+
 
 def _flat(v: Any) -> Iterator[torch.Tensor]:
     if isinstance(v, torch.Tensor):
@@ -349,6 +429,7 @@ def _sql_table(sa: Any) -> Any:
         TABLE_NAME, meta,
         sa.Column("context_id", sa.String(32), primary_key=True),
         sa.Column("key", sa.String(64), primary_key=True),
+        sa.Column("source", sa.String(16), primary_key=True),
         sa.Column("entry", sa.Text, nullable=False),
         sa.Column("context", sa.Text, nullable=False),
         sa.Column("created_utc", sa.String(40), nullable=False),
@@ -371,7 +452,7 @@ def _planned(net: nn.Module, table: CostTable, calls: list[tuple[str, str]],
             inputs = _encode(list(args))
             key = table._key(_print, inputs)
             calls.append((_path, key))
-            known = table.entries.get(key)
+            known = table.lookup(key)
             if known is not None:
                 return _decode(known.output, lambda s: torch.empty(s, device="meta"))
             out = _orig(*args)

@@ -695,9 +695,16 @@ class Driver:
                               "decoder (use another search space)")
         ls = self.cfg.latency
         h, w = ls.resolution
-        macs = count_macs(net, (1, 3, h, w))
+        observe = None
+        if self.table is not None and self.table.harvests:  # time every unit during the warm-up passes
+            from nasseg.screen import units
+
+            macs = count_macs(net, (1, 3, h, w), submodules=[p for p, _ in units(net)])
+            observe = lambda m: self.table.observe(m, macs.by_module, ls.batch)  # noqa: E731
+        else:
+            macs = count_macs(net, (1, 3, h, w))
         rec = measure_latency(net, (ls.batch, 3, h, w), device=ls.device, warmup=ls.warmup, runs=ls.runs,
-                              threads=ls.threads, dtype=ls.dtype)
+                              threads=ls.threads, dtype=ls.dtype, observe_warmup=observe)
         d = rec.to_dict()
         d["method"] = "measured"
         d["isolation"] = "exclusive: measured by the driver while no proxy was training"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import glob
+import statistics
 from pathlib import Path
 
 import optuna
@@ -12,7 +13,7 @@ import sqlalchemy as sa
 
 from nasseg import search as S
 from nasseg.build import build
-from nasseg.cost import count_macs, count_params
+from nasseg.cost import count_macs, count_params, measure_latency
 from nasseg.errors import ConfigError
 from nasseg.genome import from_json
 from nasseg.screen import TABLE_NAME, Calibration, CostTable, fingerprint, units
@@ -63,6 +64,34 @@ def test_fingerprint_sees_structure_not_weights():
     assert fingerprint(a) != fingerprint(make(64, 64, 1, dilations=(1, 2)))
     assert fingerprint(a) != fingerprint(make(64, 128, 1, dilations=(1, 4)))
     assert fingerprint(a) != fingerprint(make(64, 64, 2, dilations=(1, 4)))
+
+
+@pytest.mark.parametrize("name", ["realtime", "espnet", "regseg"])
+def test_observe_times_every_unit_inside_an_end_to_end_measurement(name):
+    """The warm-up passes of a latency record time each unit in place; the per-unit fvcore counts of the
+    whole-network trace equal each unit's own trace, and a prediction then needs nothing timed alone."""
+    g = load_space(str(ROOT / "search_spaces" / f"{name}.yaml")).random(3)
+    net = build(g, 11)
+    table = CostTable(warmup=1, runs=3)
+    mac = count_macs(net, SHAPE, submodules=[p for p, _ in units(net)])
+    measure_latency(net, SHAPE, warmup=6, runs=30, observe_warmup=lambda m: table.observe(m, mac.by_module))
+    assert table.network and not table.entries
+    assert all(e.source == "network" and e.runs == 4 and e.ms > 0 for e in table.network.values())
+    p = table.predict(g, 11, SHAPE)
+    assert p.new_units == 0 and p.alone_ms == 0 and p.table_ms == p.network_ms > 0
+    assert (p.macs, p.macs_all) == (mac.macs, mac.macs_all)
+
+    alone = CostTable(warmup=1, runs=3)
+    alone.predict(g, 11, SHAPE)
+    assert alone.entries.keys() == table.network.keys()
+    for k, e in table.network.items():
+        assert (alone.entries[k].by_operator, alone.entries[k].output) == (e.by_operator, e.output)
+    # both sources known: the alone -> network factor is their median ratio, and network timings win
+    both = CostTable(warmup=1, runs=3)
+    both.entries, both.network = dict(alone.entries), dict(table.network)
+    ratios = sorted(table.network[k].ms / alone.entries[k].ms for k in table.network)
+    assert both.alone_factor == pytest.approx(statistics.median(ratios))
+    assert both.predict(g, 11, SHAPE).table_ms == pytest.approx(p.table_ms)
 
 
 def test_table_persists_in_the_study_database(tmp_path):
@@ -143,6 +172,7 @@ def test_search_rejects_far_over_budget_candidates_on_the_prediction_and_measure
     # a resumed driver starts calibrated and with the table filled from the database
     driver = S.Driver(cfg, S.load_study(cfg.storage, "s", readonly=False), load_space(TINY_SPACE), 11, print)
     assert len(driver.calibration.pairs) == len(measured) and len(driver.table) > 0
+    assert driver.table.network, "units of the candidates measured end to end were timed in place"
 
 
 def test_cli_screens_by_default_and_validates_the_margin(tmp_path):
