@@ -1166,6 +1166,7 @@ def trials_frame(study: Any):
         rows.append({
             "trial": t.number, "state": t.state.name, "status": ua.get(STATUS_KEY, ""),
             "miou": ua.get("miou"), "latency_ms": ua.get("latency_ms"), "latency_cv": lat.get("cv"),
+            "latency_method": lat.get("method", "measured" if lat else ""),
             "params_M": (ua["params"] / 1e6) if "params" in ua else None,
             "GMACs": (ua["macs"] / 1e9) if "macs" in ua else None,
             "train_s": ua.get("train_seconds"), "genome_id": ua.get("genome_id", ""),
@@ -1347,7 +1348,8 @@ def _print_study(study: Any, con: Any, limit: int = 40) -> None:
     best = {t.number for t in study.best_trials} if any(df.state == "COMPLETE") else set()
     shown = df.sort_values(["miou", "latency_ms"], ascending=[False, True], na_position="last").head(limit)
     t = Table(title=f"study {study.study_name!r}: {len(df)} trials"
-              + (f", budget {budget:g} ms" if budget else "") + " (* = on the feasible front)")
+              + (f", budget {budget:g} ms" if budget else "") + " (* = on the feasible front; ~ = latency predicted "
+              "by the cost table, not measured end to end)")
     for col in ("trial", "status", "mIoU", "latency ms", "CV", "params M", "GMACs", "train s", "genome id", "genome"):
         t.add_column(col, justify="left" if col in ("status", "genome id", "genome") else "right", no_wrap=True,
                      overflow="ellipsis", max_width=None if col != "genome" else 60)
@@ -1356,8 +1358,9 @@ def _print_study(study: Any, con: Any, limit: int = 40) -> None:
         return "-" if v is None or (isinstance(v, float) and pd.isna(v)) else format(v, fmt)
 
     for r in shown.itertuples():
+        latency = ("~" if r.latency_method == "predicted" else "") + f(r.latency_ms, ".2f")
         t.add_row(f"{r.trial}{'*' if r.trial in best else ''}", r.status or r.state, f(r.miou, ".4f"),
-                  f(r.latency_ms, ".2f"), f(r.latency_cv, ".3f"), f(r.params_M, ".3f"), f(r.GMACs, ".2f"),
+                  latency, f(r.latency_cv, ".3f"), f(r.params_M, ".3f"), f(r.GMACs, ".2f"),
                   f(r.train_s, ".1f"), r.genome_id, r.genome)
     con.print(t)
     con.print("full genome strings: nasseg status --csv FILE, or nasseg show <genome>")

@@ -10,6 +10,7 @@ from pathlib import Path
 import optuna
 import pytest
 import sqlalchemy as sa
+from rich.console import Console
 
 from nasseg import search as S
 from nasseg.build import build
@@ -173,6 +174,15 @@ def test_search_rejects_far_over_budget_candidates_on_the_prediction_and_measure
     driver = S.Driver(cfg, S.load_study(cfg.storage, "s", readonly=False), load_space(TINY_SPACE), 11, print)
     assert len(driver.calibration.pairs) == len(measured) and len(driver.table) > 0
     assert driver.table.network, "units of the candidates measured end to end were timed in place"
+
+    # nasseg status marks predicted latencies
+    frame = S.trials_frame(study)
+    assert set(frame.latency_method) == {"measured", "predicted"}
+    con = Console(record=True, width=400)
+    S._print_study(study, con)
+    text = con.export_text()
+    assert "~ = latency predicted" in text
+    assert any(f"~{t.user_attrs['latency_ms']:.2f}" in text for t in predicted)
 
 
 def test_cli_screens_by_default_and_validates_the_margin(tmp_path):
