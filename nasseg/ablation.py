@@ -572,7 +572,7 @@ def parse_study(text: str, source: str = "<string>", *, build_check: bool = True
     try:
         spec = StudyFile.model_validate(raw)
     except ValidationError as e:
-        raise _validation_error(source, e, raw) from None
+        raise _validation_error(source, e, raw, root=StudyFile) from None
 
     names = [v.name for v in spec.variants]
     dup = sorted({n for n in names if names.count(n) > 1})

@@ -32,6 +32,7 @@ from __future__ import annotations
 import itertools
 import json
 import random as _random
+import typing
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -480,9 +481,34 @@ def _user_path(raw: Any, err: Mapping[str, Any]) -> list[str]:
     return out
 
 
-def _validation_error(source: str, e: ValidationError, raw: Any, prefix: str = "") -> ConfigError:
+def _models_in(annotation: Any) -> list[type[BaseModel]]:
+    """The pydantic models an annotation can hold (through lists, dicts, unions and optionals)."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return [annotation]
+    return [m for arg in typing.get_args(annotation) for m in _models_in(arg)]
+
+
+def _valid_keys(root: type[BaseModel], loc: tuple) -> list[str]:
+    """The keys the model at pydantic location ``loc`` (up to its last part) accepts; [] when ambiguous."""
+    model = root
+    for part in loc[:-1]:
+        if isinstance(part, int):
+            continue  # a list index: the list's item model is what the field gave
+        if part in model.model_fields:
+            models = _models_in(model.model_fields[part].annotation)
+            if len(models) != 1:
+                return []
+            model = models[0]
+        elif part != model.__name__:  # pydantic names a union member in the location
+            return []
+    return list(model.model_fields)
+
+
+def _validation_error(source: str, e: ValidationError, raw: Any, prefix: str = "",
+                      root: type[BaseModel] | None = None) -> ConfigError:
     """One ConfigError for a pydantic error: the most specific location (a union reports one error per
-    member; the deepest is the one the user meant), the message and the offending value."""
+    member; the deepest is the one the user meant), the message and the offending value; for an unknown
+    key, the keys that are valid there (``root``: the model that was validated)."""
     errors = e.errors()
     paths = [_user_path(raw, err) for err in errors]
     best = max(range(len(errors)), key=lambda i: len(paths[i]))
@@ -491,7 +517,9 @@ def _validation_error(source: str, e: ValidationError, raw: Any, prefix: str = "
     if err.get("type") != "missing":
         got = repr(err.get("input"))
         got = f" (got {got[:97] + '...' if len(got) > 100 else got})"
-    return ConfigError(f"{source}: key '{loc}': {err['msg']}{got}")
+    valid = _valid_keys(root, tuple(err["loc"])) if root is not None and err.get("type") == "extra_forbidden" else []
+    hint = f"; valid keys: {', '.join(valid)}" if valid else ""
+    return ConfigError(f"{source}: key '{loc}': {err['msg']}{got}{hint}")
 
 
 def read_yaml_mapping(text: str, source: str, what: str) -> dict:
@@ -516,7 +544,7 @@ def parse_space(text: str, source: str = "<string>") -> SearchSpace:
     try:
         spec = SpaceFile.model_validate(raw)
     except ValidationError as e:
-        raise _validation_error(source, e, raw) from None
+        raise _validation_error(source, e, raw, root=SpaceFile) from None
     return _compile(spec, source)
 
 
@@ -677,7 +705,7 @@ def _compile(spec: SpaceFile, source: str) -> SearchSpace:
         try:
             chain = ChainSpace.model_validate(chain_cfg or {})
         except ValidationError as e:
-            raise _validation_error(source, e, chain_cfg or {}, "decoder.kind.chain") from None
+            raise _validation_error(source, e, chain_cfg or {}, "decoder.kind.chain", root=ChainSpace) from None
         context = _module_dim("decoder.context", "context", chain.context, source, "decoder.kind.chain.context")
         cw = _dim("decoder.context_width", chain.context_width, source, where="decoder.kind.chain.context_width")
         if (chain.fusion is None) == (chain.fusions is None):
