@@ -155,18 +155,23 @@ class PConv(nn.Module):
         return torch.cat((self.partial_conv3(x1), x2), 1)
 
 
+_MLP_ARGS = [
+    Arg("mlp_ratio", "float", 2.0, low=0.0, high=16.0, low_open=True,
+        doc="hidden width of the 1x1-conv MLP = int(C * mlp_ratio) (FasterNet: 2)"),
+    Arg("act", "str", "relu", choices=("gelu", "relu"),
+        doc="activation between the two 1x1 convs (FasterNet-T0/T1 GELU, T2 and larger ReLU)"),
+    Arg("drop_path", "float", 0.0, low=0.0, high=0.9,
+        doc="stochastic-depth probability of the residual branch (FasterNet: 0 ... 0.3)"),
+]
+
+
 @register(
     "fasternet",
     kind="block",
     args=[
         Arg("partial_ratio", "float", 0.25, low=0.0, high=1.0, low_open=True,
             doc="fraction r of the channels PConv convolves (FasterNet: 1/4)"),
-        Arg("mlp_ratio", "float", 2.0, low=0.0, high=16.0, low_open=True,
-            doc="hidden width of the 1x1-conv MLP = int(C * mlp_ratio) (FasterNet: 2)"),
-        Arg("act", "str", "relu", choices=("gelu", "relu"),
-            doc="activation between the two 1x1 convs (FasterNet-T0/T1 GELU, T2 and larger ReLU)"),
-        Arg("drop_path", "float", 0.0, low=0.0, high=0.9,
-            doc="stochastic-depth probability of the residual branch (FasterNet: 0 ... 0.3)"),
+        *_MLP_ARGS,
     ],
     examples=[
         {"in_channels": 32, "out_channels": 32, "stride": 1},
@@ -230,3 +235,27 @@ class FasterNetBlock(nn.Module):
         # spatial mixing on r of the channels, then the channel MLP, then the residual
         x = self.spatial_mixing(x)
         return shortcut + self.drop_path(self.mlp(x))
+
+
+@register(
+    "fasternet_dw",
+    kind="block",
+    args=_MLP_ARGS,
+    examples=[
+        {"in_channels": 40, "out_channels": 40, "stride": 1},
+        {"in_channels": 32, "out_channels": 64, "stride": 2, "act": "gelu"},
+        {"in_channels": 32, "out_channels": 64, "stride": 1, "drop_path": 0.1},
+    ],
+)
+class FasterNetDWBlock(FasterNetBlock):
+    """The FasterNet block with a depthwise 3x3 conv where PConv is, everything else equal: the block of the
+    paper's PConv-vs-DWConv comparison (Sec. 3.1: DWConv has fewer FLOPs than PConv but more memory access
+    per FLOP).  Not in the official code; like PConv the depthwise conv is 3x3, stride 1, no bias, no BN or
+    activation, and keeps the official submodule name ``spatial_mixing``.  Parameters: the FasterNet block's
+    minus PConv's (r C)^2 x 9 plus C x 9.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, stride: int = 1, *, mlp_ratio: float = 2.0,
+                 act: str = "relu", drop_path: float = 0.0):
+        super().__init__(in_channels, out_channels, stride, mlp_ratio=mlp_ratio, act=act, drop_path=drop_path)
+        self.spatial_mixing = nn.Conv2d(out_channels, out_channels, 3, 1, 1, groups=out_channels, bias=False)

@@ -191,3 +191,26 @@ def test_signature_defaults_match_the_registry_table(cls, name):
     sig = inspect.signature(cls)
     for arg, default in registry.get(name).defaults().items():
         assert sig.parameters[arg].default == default
+
+
+def test_dwconv_variant_is_the_block_with_a_depthwise_conv_in_pconvs_place():
+    """fasternet_dw (the paper's PConv-vs-DWConv comparison): same merge, MLP and residual; the spatial mixing
+    is a depthwise 3x3 (C x 9 weights) instead of PConv's (C/4)^2 x 9: 7,460 - 900 + 360 = 6,920 at C = 40."""
+    dw = registry.get("fasternet_dw", "block").create(40, 40, 1)
+    pc = fasternet(40, 40)
+    assert sum(p.numel() for p in pc.parameters()) == 7460
+    assert sum(p.numel() for p in dw.parameters()) == 7460 - 900 + 360
+    conv = dw.spatial_mixing
+    assert (conv.groups, conv.kernel_size, conv.stride, conv.padding, conv.bias) == (40, (3, 3), (1, 1), (1, 1), None)
+    # with PConv's 3x3 replaced by an identity in both, the blocks compute the same function
+    dw.load_state_dict({k: v for k, v in pc.state_dict().items() if not k.startswith("spatial_mixing")}, strict=False)
+    x = torch.randn(2, 40, 9, 11)
+    with torch.no_grad():
+        dw.spatial_mixing.weight.zero_()
+        dw.spatial_mixing.weight[:, 0, 1, 1] = 1.0
+        pc.spatial_mixing.partial_conv3.weight.zero_()
+        pc.spatial_mixing.partial_conv3.weight[torch.arange(10), torch.arange(10), 1, 1] = 1.0
+        assert torch.allclose(dw.eval()(x), pc.eval()(x))
+    sig = inspect.signature(type(dw))
+    for arg, default in registry.get("fasternet_dw").defaults().items():
+        assert sig.parameters[arg].default == default
