@@ -95,8 +95,8 @@ def test_observe_times_every_unit_inside_an_end_to_end_measurement(name):
     assert both.predict(g, 11, SHAPE).table_ms == pytest.approx(p.table_ms)
 
 
-def test_table_persists_in_the_study_database(tmp_path):
-    url = f"sqlite:///{tmp_path / 'study.db'}"
+def test_table_persists_in_the_study_database(storage_url):
+    url = storage_url
     storage = S.open_storage(url)  # the table sits beside Optuna's own tables
     g = load_space(TINY_SPACE).random(1)
     first = CostTable(warmup=1, runs=3, engine=storage.engine)
@@ -113,6 +113,14 @@ def test_table_persists_in_the_study_database(tmp_path):
     with storage.engine.connect() as con:
         assert con.execute(sa.text(f"SELECT COUNT(*) FROM {TABLE_NAME}")).scalar() == len(first)
     optuna.create_study(storage=storage, study_name="still-an-optuna-db").optimize(lambda t: 1.0, n_trials=1)
+
+    # a second driver that measured the same unit in the meantime: its insert is a harmless duplicate
+    key, entry = next(iter(first.entries.items()))
+    late = CostTable(warmup=1, runs=3, engine=S.open_storage(url).engine)
+    late.entries.clear()
+    late._store(key, entry)
+    with storage.engine.connect() as con:
+        assert con.execute(sa.text(f"SELECT COUNT(*) FROM {TABLE_NAME}")).scalar() == len(first)
 
 
 def test_calibration_rejects_only_when_calibrated_and_clearly_over():
