@@ -92,6 +92,9 @@ def count_params(module: nn.Module) -> int:
 
 
 # -------------------------------------------------------------------------------------------------- MACs
+_Counts = tuple[dict[str, int], dict[str, int]]  # fvcore's (count per operator, skipped operators)
+
+
 @dataclass(frozen=True)
 class MacCount:
     """fvcore's count for one input shape.
@@ -110,7 +113,7 @@ class MacCount:
     skipped_ops: dict[str, int]
     by_operator: dict[str, int]
     input_shape: tuple[int, ...]
-    by_module: dict[str, tuple[dict[str, int], dict[str, int]]] = field(default_factory=dict)
+    by_module: dict[str, _Counts] = field(default_factory=dict)
 
 
 def _check_input_shape(input_shape: Sequence[int]) -> tuple[int, int, int, int]:
@@ -182,15 +185,14 @@ def count_macs(
     first = next(module.parameters(), None)
     if first is not None and first.device != dev:
         module = copy.deepcopy(module).to(dev)
-    counted = fvcore_counts(module, (torch.zeros(shape, device=dev),), threads, submodules)
-    by_operator, skipped = counted[0], counted[1]
+    by_operator, skipped, by_module = fvcore_counts(module, (torch.zeros(shape, device=dev),), threads, submodules)
     return MacCount(
         macs=mac_total(by_operator),
         macs_all=sum(by_operator.values()),
         skipped_ops=skipped,
         by_operator=by_operator,
         input_shape=shape,
-        by_module=counted[2] if submodules else {},
+        by_module=by_module,
     )
 
 
@@ -200,13 +202,13 @@ def mac_total(by_operator: dict[str, int]) -> int:
 
 
 def fvcore_counts(module: nn.Module, inputs: tuple, threads: int,
-                  submodules: Sequence[str] = ()) -> tuple[dict[str, int], dict[str, int]]:
+                  submodules: Sequence[str] = ()) -> tuple[dict[str, int], dict[str, int], dict[str, _Counts]]:
     """fvcore's count per operator and its skipped operators for ``module(*inputs)`` in eval mode.
 
     ``inputs`` are tensors (or lists / tuples of tensors) already on the module's device; the trace runs
     on ``threads`` intra-op threads (the previous count is restored).  The engine of :func:`count_macs`;
-    :mod:`nasseg.screen` calls it per unit of a network.  With ``submodules`` (module paths), the counts of
-    each are returned too, as ``{path: (by_operator, skipped)}`` in a third element, from the same trace.
+    :mod:`nasseg.screen` calls it per unit of a network.  The third element holds the counts of each of
+    ``submodules`` (module paths) from the same trace, as ``{path: (by_operator, skipped)}``.
     """
     previous_threads = torch.get_num_threads()
     fvcore_logger = logging.getLogger("fvcore")
@@ -226,16 +228,13 @@ def fvcore_counts(module: nn.Module, inputs: tuple, threads: int,
             )
             by_operator = {op: int(round(n)) for op, n in sorted(analysis.by_operator().items())}
             skipped = dict(sorted(analysis.unsupported_ops().items()))
-            if submodules:
-                per = analysis.by_module_and_operator()
-                parts = {p: ({op: int(round(n)) for op, n in sorted(per.get(p, {}).items())},
-                             dict(sorted(analysis.unsupported_ops(p).items()))) for p in submodules}
+            per = analysis.by_module_and_operator() if submodules else {}
+            parts = {p: ({op: int(round(n)) for op, n in sorted(per.get(p, {}).items())},
+                         dict(sorted(analysis.unsupported_ops(p).items()))) for p in submodules}
         finally:
             fvcore_logger.setLevel(level)
             torch.set_num_threads(previous_threads)
-    if submodules:
-        return by_operator, skipped, parts  # type: ignore[return-value]
-    return by_operator, skipped
+    return by_operator, skipped, parts
 
 
 # ----------------------------------------------------------------------------------------------- latency

@@ -47,7 +47,7 @@ import statistics
 import time
 import types
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -205,7 +205,6 @@ class Prediction:
     new_units: int  # distinct units measured for this prediction
     seconds: float  # wall time of the prediction, measuring included
     input_shape: tuple[int, ...]
-    per_unit_ms: dict[str, float] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return {"table_ms": self.table_ms, "network_ms": self.network_ms, "alone_ms": self.alone_ms,
@@ -250,7 +249,6 @@ class CostTable:
         self.context_id = hashlib.sha256(json.dumps(self.context, sort_keys=True).encode()).hexdigest()[:32]
         self.entries: dict[str, UnitCost] = {}  # timed alone
         self.network: dict[str, UnitCost] = {}  # timed inside a network
-        self.hits = self.misses = 0
         self.measure_seconds = 0.0
         self._engine = None
         if engine is not None:
@@ -326,17 +324,12 @@ class CostTable:
         new = len(missing)
         if missing:
             self._measure_missing(genome, num_classes, missing)
-        self.misses += new
-        self.hits += len(calls) - new
         entries = [self.lookup(k) for _, k in calls]
         by_operator: dict[str, int] = {}
         skipped: dict[str, int] = {}
-        per_unit: dict[str, float] = {}
         factor = self.alone_factor
         network_ms = sum(e.ms for e in entries if e.source == "network")
         alone_ms = sum(e.ms for e in entries if e.source != "network")
-        for (path, _), e in zip(calls, entries):
-            per_unit[path] = per_unit.get(path, 0.0) + e.ms * (1.0 if e.source == "network" else factor)
         for e in entries:
             for op, n in e.by_operator.items():
                 by_operator[op] = by_operator.get(op, 0) + n
@@ -346,7 +339,7 @@ class CostTable:
             table_ms=network_ms + factor * alone_ms, network_ms=network_ms, alone_ms=alone_ms, alone_factor=factor,
             params=count_params(net), macs=mac_total(by_operator),
             macs_all=sum(by_operator.values()), skipped_ops=dict(sorted(skipped.items())), units=len(calls),
-            new_units=new, seconds=time.perf_counter() - t0, input_shape=shape, per_unit_ms=per_unit,
+            new_units=new, seconds=time.perf_counter() - t0, input_shape=shape,
         )
 
     def _measure_missing(self, genome: Any, num_classes: int, missing: dict[str, tuple[str, Any, Any, str]]) -> None:
@@ -362,7 +355,7 @@ class CostTable:
             args = _decode(inputs, lambda s, g=gen: torch.randn(s, generator=g).to(self.device, dtype))
             samples = time_calls(lambda u=unit, a=args: u(*a), self.device, warmup=self.warmup, runs=self.runs,
                                  threads=self.threads)
-            by_operator, skipped = fvcore_counts(_Bound(unit, inputs), tuple(_flat(args)), self.threads)
+            by_operator, skipped, _ = fvcore_counts(_Bound(unit, inputs), tuple(_flat(args)), self.threads)
             mean = statistics.fmean(samples)
             self._store(key, UnitCost(
                 ms=statistics.median(samples), cv=statistics.stdev(samples) / mean if mean > 0 else 0.0,
