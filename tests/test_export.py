@@ -29,7 +29,7 @@ from nasseg import presets
 from nasseg import search as S
 from nasseg.build import build
 from nasseg.cli import main
-from nasseg.cost import count_params, measure_latency
+from nasseg.cost import count_params
 from nasseg.genome import from_json, genome_id, parse, to_json, to_string
 from nasseg.space import load_space
 from nasseg.train import Recipe
@@ -162,19 +162,6 @@ def test_linspace_keeps_its_dtype_so_grid_sample_runs(tmp_path):
 
 
 # ===================================================================================== a real study
-@pytest.fixture(scope="module")
-def budget_ms() -> float:
-    """Between the tiny space's fastest and slowest candidates (as tests/test_search.py)."""
-    space = load_space(TINY)
-    lat = []
-    for width, depth in ((8, 1), (256, 3)):
-        for g in (space.random(i) for i in range(200)):
-            if g.stages[1].width == width and g.stages[1].depth == depth and g.stages[1].block == "mbconv":
-                lat.append(measure_latency(build(g, 11), (1, 3, *LAT_RES), runs=30, warmup=3, threads=1).median_ms)
-                break
-    return (lat[0] * lat[1]) ** 0.5
-
-
 def _cfg_kwargs(db: Path, budget: float | None, mode: str, trials: int) -> dict:
     return dict(space=TINY, storage=f"sqlite:///{db}", study="t", trials=trials, latency_budget_ms=budget,
                 mode=mode, sampler="random", seed=3, executor="local", progress=False)
@@ -188,9 +175,9 @@ def _search(db: Path, budget: float | None, mode: str = "constrained", trials: i
 
 
 @pytest.fixture(scope="module")
-def study_db(tmp_path_factory, budget_ms) -> Path:
+def study_db(tmp_path_factory, tiny_budget_ms) -> Path:
     db = tmp_path_factory.mktemp("study") / "study.db"
-    _search(db, budget_ms)
+    _search(db, tiny_budget_ms)
     return db
 
 
@@ -250,14 +237,14 @@ def _check_bundle(out: Path, study: optuna.Study) -> list[float]:
     return diffs
 
 
-def test_export_bundle_of_a_constrained_study(exported, study_db, budget_ms):
+def test_export_bundle_of_a_constrained_study(exported, study_db, tiny_budget_ms):
     out, wall = exported
     study = S.load_study(f"sqlite:///{study_db}", "t")
     records = [E.trial_record(t) for t in study.trials]
-    front = E.pareto_front(records, budget_ms)
+    front = E.pareto_front(records, tiny_budget_ms)
     assert front and len(_folders(out)) == len(front)
     for m in front:
-        assert m.latency_ms <= budget_ms and m.record["user_attrs"]["nasseg_status"] == "trained"
+        assert m.latency_ms <= tiny_budget_ms and m.record["user_attrs"]["nasseg_status"] == "trained"
     diffs = _check_bundle(out, study)
     # pareto.csv: every trial, its status and the front flag
     df = pd.read_csv(out / "pareto.csv")
@@ -472,13 +459,13 @@ S.search(cfg, log=lambda s: None)
 
 
 @pytest.mark.slow
-def test_export_while_a_search_is_writing_the_same_file(study_db, budget_ms, tmp_path):
+def test_export_while_a_search_is_writing_the_same_file(study_db, tiny_budget_ms, tmp_path):
     db = tmp_path / "live.db"
     shutil.copyfile(study_db, db)
     if Path(f"{study_db}-wal").exists():
         shutil.copyfile(f"{study_db}-wal", f"{db}-wal")
     before = len(S.load_study(f"sqlite:///{db}", "t").trials)
-    kw = {"cfg": _cfg_kwargs(db, budget_ms, "constrained", 200), "recipe": RECIPE.to_dict(), "res": list(LAT_RES)}
+    kw = {"cfg": _cfg_kwargs(db, tiny_budget_ms, "constrained", 200), "recipe": RECIPE.to_dict(), "res": list(LAT_RES)}
     proc = subprocess.Popen([sys.executable, "-c", _RESUME, json.dumps(kw)], stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE, env=dict(os.environ, PYTHONUNBUFFERED="1"))
     try:

@@ -16,7 +16,6 @@ import torch
 
 from nasseg import search as S
 from nasseg.build import build
-from nasseg.cost import measure_latency
 from nasseg.errors import ConfigError, StorageError
 from nasseg.genome import from_json
 from nasseg.space import load_space
@@ -24,21 +23,6 @@ from nasseg.train import Recipe
 
 TINY = str(Path(__file__).parent / "fixtures" / "tiny_space.yaml")
 LAT_RES = (64, 128)
-
-
-@pytest.fixture(scope="module")
-def budget_ms() -> float:
-    """A budget between the tiny space's fastest and slowest candidates (geometric mean)."""
-    space = load_space(TINY)
-    lat = []
-    for width, depth in ((8, 1), (256, 3)):
-        for g in (space.random(i) for i in range(200)):
-            if g.stages[1].width == width and g.stages[1].depth == depth and g.stages[1].block == "mbconv":
-                rec = measure_latency(build(g, 11), (1, 3, *LAT_RES), runs=30, warmup=3, threads=1)
-                lat.append(rec.median_ms)
-                break
-    assert len(lat) == 2 and lat[1] > 4 * lat[0], lat
-    return (lat[0] * lat[1]) ** 0.5
 
 
 def _cfg(tmp_path: Path, budget: float, **kw) -> S.SearchConfig:
@@ -77,12 +61,12 @@ def _check_study(study: optuna.Study, budget: float) -> None:
 
 
 @pytest.mark.slow
-def test_search_through_ray_tune_with_sqlite(tmp_path, budget_ms):
-    cfg = _cfg(tmp_path, budget_ms, executor="ray", trials=8, concurrency=2)
+def test_search_through_ray_tune_with_sqlite(tmp_path, tiny_budget_ms):
+    cfg = _cfg(tmp_path, tiny_budget_ms, executor="ray", trials=8, concurrency=2)
     summary = S.search(cfg, log=lambda s: None)
     assert summary["finished"] == 8
     study = S.load_study(cfg.storage, "t")
-    _check_study(study, budget_ms)
+    _check_study(study, tiny_budget_ms)
     # a separate process sees the same trials through plain optuna, and best_trials are feasible
     code = (
         "import json, optuna, sys; s = optuna.load_study(study_name='t', storage=sys.argv[1]);"
@@ -93,14 +77,14 @@ def test_search_through_ray_tune_with_sqlite(tmp_path, budget_ms):
     assert seen[:-1] == [[t.number, t.state.name] for t in study.trials]
     assert set(seen[-1]) == {t.number for t in study.best_trials}
     meta = study.user_attrs[S.META_KEY]
-    assert meta["latency_budget_ms"] == budget_ms and meta["sampler"]["name"] == "random"
+    assert meta["latency_budget_ms"] == tiny_budget_ms and meta["sampler"]["name"] == "random"
 
 
-def test_dedup_reuses_results_and_rejections(tmp_path, budget_ms):
-    cfg = _cfg(tmp_path, budget_ms, trials=14)
+def test_dedup_reuses_results_and_rejections(tmp_path, tiny_budget_ms):
+    cfg = _cfg(tmp_path, tiny_budget_ms, trials=14)
     summary = S.search(cfg, log=lambda s: None)
     study = S.load_study(cfg.storage, "t")
-    _check_study(study, budget_ms)
+    _check_study(study, tiny_budget_ms)
     c = summary["counts"]
     assert sum(c.values()) == 14 and c["reused"] + c["rejected"] > 0
     by_id: dict[str, list] = {}
@@ -115,26 +99,26 @@ def test_dedup_reuses_results_and_rejections(tmp_path, budget_ms):
             assert t.state == first.state and t.values == first.values
 
 
-def test_resume_continues_and_counts_done_trials(tmp_path, budget_ms):
-    cfg = _cfg(tmp_path, budget_ms, trials=3)
+def test_resume_continues_and_counts_done_trials(tmp_path, tiny_budget_ms):
+    cfg = _cfg(tmp_path, tiny_budget_ms, trials=3)
     S.search(cfg, log=lambda s: None)
-    cfg2 = _cfg(tmp_path, budget_ms, trials=6, sampler=None)  # sampler restored from the study
+    cfg2 = _cfg(tmp_path, tiny_budget_ms, trials=6, sampler=None)  # sampler restored from the study
     logs: list[str] = []
     summary = S.search(cfg2, log=logs.append)
     assert summary["finished"] == 6 and any("resuming" in m and "random" in m for m in logs)
     assert len(S.load_study(cfg.storage, "t").trials) == 6
 
 
-def test_resume_with_other_settings_is_refused(tmp_path, budget_ms):
-    S.search(_cfg(tmp_path, budget_ms, trials=1), log=lambda s: None)
+def test_resume_with_other_settings_is_refused(tmp_path, tiny_budget_ms):
+    S.search(_cfg(tmp_path, tiny_budget_ms, trials=1), log=lambda s: None)
     with pytest.raises(ConfigError, match="latency_budget_ms"):
-        S.search(_cfg(tmp_path, budget_ms * 2, trials=2), log=lambda s: None)
+        S.search(_cfg(tmp_path, tiny_budget_ms * 2, trials=2), log=lambda s: None)
     with pytest.raises(ConfigError, match="sampler"):
-        S.search(_cfg(tmp_path, budget_ms, trials=2, sampler="tpe"), log=lambda s: None)
+        S.search(_cfg(tmp_path, tiny_budget_ms, trials=2, sampler="tpe"), log=lambda s: None)
 
 
-def test_early_stopped_trial_is_pruned_and_never_best(tmp_path, budget_ms):
-    cfg = _cfg(tmp_path, budget_ms, trials=30)
+def test_early_stopped_trial_is_pruned_and_never_best(tmp_path, tiny_budget_ms):
+    cfg = _cfg(tmp_path, tiny_budget_ms, trials=30)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     storage = S.open_storage(cfg.storage)
     study = optuna.create_study(study_name="t", storage=storage, sampler=S.make_sampler("random", 0))
@@ -152,8 +136,8 @@ def test_early_stopped_trial_is_pruned_and_never_best(tmp_path, budget_ms):
     assert [t.number for t in study.best_trials] == [jobs[0].number]
 
 
-def test_failed_proxy_becomes_failed_trial_with_reason(tmp_path, budget_ms):
-    cfg = _cfg(tmp_path, budget_ms, trials=5)
+def test_failed_proxy_becomes_failed_trial_with_reason(tmp_path, tiny_budget_ms):
+    cfg = _cfg(tmp_path, tiny_budget_ms, trials=5)
     storage = S.open_storage(cfg.storage)
     study = optuna.create_study(study_name="t", storage=storage, sampler=S.make_sampler("random", 0))
     driver = S.Driver(cfg, study, load_space(TINY), 11, lambda s: None)
@@ -186,10 +170,10 @@ def test_missing_study_and_masked_password(tmp_path):
 
 
 @pytest.mark.slow
-def test_sigkilled_driver_resumes_without_loss_or_duplicates(tmp_path, budget_ms):
+def test_sigkilled_driver_resumes_without_loss_or_duplicates(tmp_path, tiny_budget_ms):
     """Kill the search with SIGKILL mid-run, rerun the same command: exactly N finished trials."""
     db = tmp_path / "study.db"
-    cmd = [sys.executable, "-m", "nasseg", "search", "--space", TINY, "--latency-budget-ms", f"{budget_ms:.4f}",
+    cmd = [sys.executable, "-m", "nasseg", "search", "--space", TINY, "--latency-budget-ms", f"{tiny_budget_ms:.4f}",
            "--latency-resolution", "64x128", "--latency-threads", "1", "--trials", "8", "--storage",
            f"sqlite:///{db}", "--study", "k", "--proxy-resolution", "32x64", "--proxy-steps", "40", "--proxy-batch",
            "2", "--sampler", "random", "--seed", "5", "--executor", "local", "--no-progress"]
