@@ -617,6 +617,16 @@ class Driver:
             cost["latency_table_ms"] = predicted.table_ms
             self.calibration.add(predicted.table_ms, lat)
         budget = self.cfg.latency_budget_ms
+        self._record_cost(trial, cost, lat)
+        if budget is not None and lat > budget:
+            self._reject(trial, f"latency {lat:.2f} ms > budget {budget:g} ms on {self.cfg.latency.device} at "
+                                f"{self.cfg.latency.resolution[0]}x{self.cfg.latency.resolution[1]}")
+            return None
+        return self.make_job(trial, genome, self.cfg.seed)
+
+    def _record_cost(self, trial: Any, cost: dict[str, Any], lat: float) -> None:
+        """The cost attributes, ``latency_ms`` and the latency constraint of a measured or predicted candidate."""
+        budget = self.cfg.latency_budget_ms
         constraint = (lat - budget,) if budget is not None else (0.0,)
         for k, v in cost.items():
             trial.set_user_attr(k, v)
@@ -625,17 +635,15 @@ class Driver:
         if budget is not None:  # <= 0 is feasible; constraint-aware samplers and best_trials read it
             trial.set_constraint("latency_over_budget_ms", constraint[0])
         _fault_point("measured")
-        if budget is not None and lat > budget:
-            trial.set_user_attr(STATUS_KEY, "rejected")
-            trial.set_user_attr("reason", f"latency {lat:.2f} ms > budget {budget:g} ms on "
-                                          f"{self.cfg.latency.device} at {self.cfg.latency.resolution[0]}x"
-                                          f"{self.cfg.latency.resolution[1]}")
-            trial.set_user_attr("train_seconds", 0.0)
-            self._tell(trial, "pruned")
-            self.counts["rejected"] += 1
-            self._remember(self.study._storage.get_trial(trial._trial_id))
-            return None
-        return self.make_job(trial, genome, self.cfg.seed)
+
+    def _reject(self, trial: Any, reason: str) -> None:
+        """Over budget: told PRUNED with status ``rejected`` and the reason, never trained."""
+        trial.set_user_attr(STATUS_KEY, "rejected")
+        trial.set_user_attr("reason", reason)
+        trial.set_user_attr("train_seconds", 0.0)
+        self._tell(trial, "pruned")
+        self.counts["rejected"] += 1
+        self._remember(self.study._storage.get_trial(trial._trial_id))
 
     def _predict(self, genome: Any) -> Any:
         """The table's prediction, or None (not screening, or the genome cannot be predicted: then it is
@@ -658,23 +666,13 @@ class Driver:
                   "threshold_ms": cal.threshold(budget), "device": ls.device, "threads": self.table.threads,
                   "dtype": ls.dtype, "resolution": list(ls.resolution), "batch": ls.batch,
                   "table_context": self.table.context}
-        for k, v in (("params", p.params), ("macs", p.macs), ("macs_skipped_ops", p.skipped_ops),
-                     ("latency", record), ("latency_ms", lat), ("latency_table_ms", p.table_ms),
-                     ("constraint", (lat - budget,))):
-            trial.set_user_attr(k, v)
-        trial.set_constraint("latency_over_budget_ms", lat - budget)
-        _fault_point("measured")
-        trial.set_user_attr(STATUS_KEY, "rejected")
-        trial.set_user_attr("reason", f"predicted latency {lat:.2f} ms > {cal.threshold(budget):.2f} ms (budget "
-                                      f"{budget:g} ms + {100 * max(cal.margin, cal.error):.0f} % margin) on {ls.device}"
-                                      f" at {ls.resolution[0]}x{ls.resolution[1]}: sum of {p.units} unit latencies x "
-                                      f"{cal.factor:.3f}, calibrated on {len(cal.pairs)} candidates measured end to "
-                                      "end; not measured end to end")
-        trial.set_user_attr("train_seconds", 0.0)
-        self._tell(trial, "pruned")
-        self.counts["rejected"] += 1
+        self._record_cost(trial, {"params": p.params, "macs": p.macs, "macs_skipped_ops": p.skipped_ops,
+                                  "latency": record, "latency_table_ms": p.table_ms}, lat)
+        self._reject(trial, f"predicted latency {lat:.2f} ms > {cal.threshold(budget):.2f} ms (budget {budget:g} ms "
+                            f"+ {100 * max(cal.margin, cal.error):.0f} % margin) on {ls.device} at {ls.resolution[0]}x"
+                            f"{ls.resolution[1]}: sum of {p.units} unit latencies x {cal.factor:.3f}, calibrated on "
+                            f"{len(cal.pairs)} candidates measured end to end; not measured end to end")
         self.screened += 1
-        self._remember(self.study._storage.get_trial(trial._trial_id))
 
     def make_job(self, trial: Any, genome: Any, seed: int) -> Job:
         from nasseg.genome import to_json
@@ -688,6 +686,7 @@ class Driver:
     def _measure(self, genome: Any) -> dict[str, Any]:
         from nasseg.build import build
         from nasseg.cost import count_macs, count_params, measure_latency
+        from nasseg.screen import units
 
         net = build(genome, self.num_classes)
         if net.is_classifier:
@@ -695,14 +694,9 @@ class Driver:
                               "decoder (use another search space)")
         ls = self.cfg.latency
         h, w = ls.resolution
-        observe = None
-        if self.table is not None and self.table.harvests:  # time every unit during the warm-up passes
-            from nasseg.screen import units
-
-            macs = count_macs(net, (1, 3, h, w), submodules=[p for p, _ in units(net)])
-            observe = lambda m: self.table.observe(m, macs.by_module, ls.batch)  # noqa: E731
-        else:
-            macs = count_macs(net, (1, 3, h, w))
+        harvest = self.table is not None and self.table.harvests  # time every unit during the warm-up passes
+        macs = count_macs(net, (1, 3, h, w), submodules=[p for p, _ in units(net)] if harvest else ())
+        observe = (lambda m: self.table.observe(m, macs.by_module, ls.batch)) if harvest else None
         rec = measure_latency(net, (ls.batch, 3, h, w), device=ls.device, warmup=ls.warmup, runs=ls.runs,
                               threads=ls.threads, dtype=ls.dtype, observe_warmup=observe)
         d = rec.to_dict()
