@@ -174,11 +174,12 @@ class UnitCost:
     name: str  # the unit's class, for people reading the table
     source: str = "alone"  # "alone": timed on its own; "network": timed inside a whole network's pass
 
-    @property
-    def macs(self) -> int:
-        from nasseg.cost import mac_total
-
-        return mac_total(self.by_operator)
+    @classmethod
+    def from_samples(cls, samples: list[float], **fields: Any) -> UnitCost:
+        """``ms`` = median of the timed calls, ``cv`` = their std / mean (0 for a single call)."""
+        mean = statistics.fmean(samples)
+        cv = statistics.stdev(samples) / mean if len(samples) > 1 and mean > 0 else 0.0
+        return cls(ms=statistics.median(samples), cv=cv, runs=len(samples), **fields)
 
     def to_json(self) -> str:
         return json.dumps(self.__dict__, sort_keys=True, separators=(",", ":"))
@@ -190,8 +191,9 @@ class UnitCost:
 
 @dataclass(frozen=True)
 class Prediction:
-    """What :meth:`CostTable.predict` returns for one candidate.  ``table_ms`` is the plain sum of its units'
-    latencies (not calibrated); ``macs`` and ``params`` are exact."""
+    """What :meth:`CostTable.predict` returns for one candidate.  ``table_ms`` = ``network_ms`` +
+    ``alone_factor`` x ``alone_ms``, the sum of its units' latencies before any :class:`Calibration`; ``macs``
+    and ``params`` are exact."""
 
     table_ms: float
     params: int
@@ -356,10 +358,8 @@ class CostTable:
             samples = time_calls(lambda u=unit, a=args: u(*a), self.device, warmup=self.warmup, runs=self.runs,
                                  threads=self.threads)
             by_operator, skipped, _ = fvcore_counts(_Bound(unit, inputs), tuple(_flat(args)), self.threads)
-            mean = statistics.fmean(samples)
-            self._store(key, UnitCost(
-                ms=statistics.median(samples), cv=statistics.stdev(samples) / mean if mean > 0 else 0.0,
-                runs=len(samples), by_operator=by_operator, skipped_ops=skipped, output=output, name=name))
+            self._store(key, UnitCost.from_samples(samples, by_operator=by_operator, skipped_ops=skipped,
+                                                   output=output, name=name))
         self.measure_seconds += time.perf_counter() - t0
 
     @contextlib.contextmanager
@@ -400,12 +400,9 @@ class CostTable:
             if key in self.network or not samples or path not in counts:
                 continue
             by_operator, skipped = counts[path]
-            mean = statistics.fmean(samples)
-            self._store(key, UnitCost(
-                ms=statistics.median(samples), cv=statistics.stdev(samples) / mean if len(samples) > 1 and mean > 0
-                else 0.0, runs=len(samples), by_operator={op: n * batch for op, n in by_operator.items()},
-                skipped_ops=dict(skipped), output=output, name=name,
-                source="network"))
+            self._store(key, UnitCost.from_samples(
+                samples, by_operator={op: n * batch for op, n in by_operator.items()}, skipped_ops=dict(skipped),
+                output=output, name=name, source="network"))
 
 
 def _flat(v: Any) -> Iterator[torch.Tensor]:
