@@ -1,6 +1,6 @@
 """What the search engine costs on top of the proxies it runs: per-trial overhead, side by side.
 
-The proxy is replaced by a stand-in of fixed cost: ``nasseg.search.run_job`` is patched (in this
+The proxy is replaced by a stand-in of fixed cost: ``nasseg.search.jobs.run_job`` is patched (in this
 process, and in Ray workers through ``worker_process_setup_hook``) with a function that sleeps for
 ``--trial-seconds``, calls the driver's ``report`` ``--reports`` times on the way (as intermediate
 evaluations would) and returns a well-formed result (``Metrics.to_dict()``).  Everything else is the
@@ -104,7 +104,7 @@ def _patch_worker() -> None:
     """Ray worker_process_setup_hook: the stand-in replaces the proxy in every worker."""
     import nasseg.search
 
-    nasseg.search.run_job = fake_run_job
+    nasseg.search.jobs.run_job = fake_run_job
 
 
 # ------------------------------------------------------------------------------------------- arms
@@ -203,7 +203,7 @@ def main(argv: list[str] | None = None) -> float:
     print(machine(args.device))
     load = CpuShare().start()
     os.environ["NASSEG_BENCH_REPORTS"] = str(args.reports)
-    S.run_job = fake_run_job  # the local executor calls nasseg.search.run_job
+    S.jobs.run_job = fake_run_job  # the executors call nasseg.search.jobs.run_job
     n = args.trials
 
     with tempfile.TemporaryDirectory() as tmp:

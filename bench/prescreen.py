@@ -38,6 +38,7 @@ import torch
 from _common import ROOT, CpuShare, Timer, check_device, device_arg, machine, median, parse_hw, table
 
 from nasseg import search as S
+from nasseg import study as St
 from nasseg.build import build
 from nasseg.cost import count_macs, measure_latency
 from nasseg.screen import Calibration, CostTable
@@ -51,7 +52,7 @@ def _study(tmp: str, seed: int):
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    return optuna.create_study(storage=S.open_storage(f"sqlite:///{tmp}/prescreen.db"), study_name="p",
+    return optuna.create_study(storage=St.open_storage(f"sqlite:///{tmp}/prescreen.db"), study_name="p",
                                sampler=S.make_sampler("random", seed), direction="maximize")
 
 
@@ -134,7 +135,7 @@ def constrained_search(args: argparse.Namespace, budget_ms: float, h: int, w: in
                              sampler="random", seed=args.seed + 1, recipe=recipe, executor="local",
                              progress=False, artifacts=f"{tmp}/artifacts", screen=S.ScreenSpec() if screen else None)
         summary = S.search(cfg, log=lambda s: None)
-        study = S.load_study(url, "prescreen")
+        study = St.load_study(url, "prescreen")
         res = {"wall": summary["wall_seconds"], "rejected": 0.0, "n_rejected": 0, "n_trained": 0,
                "screened": summary["screened"], "latency": {}, "predicted": {}, "calibration": Calibration()}
         for t in study.get_trials(deepcopy=False):

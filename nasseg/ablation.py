@@ -868,8 +868,8 @@ def _dataset_classes(spec: str) -> int:
 def _open_or_create(url: str, name: str, meta: dict[str, Any], log: Callable[[str], None], readonly: bool):
     import optuna
 
-    from nasseg.search import load_study as _load
-    from nasseg.search import open_storage, recover_crashed
+    from nasseg.study import load_study as _load
+    from nasseg.study import open_storage, recover_crashed
 
     if readonly:
         return _load(url, name, readonly=True)
@@ -915,7 +915,8 @@ def ablate(cfg: AblationConfig, log: Callable[[str], None] | None = None) -> dic
     and the paths written.  Raises NassegError on bad settings."""
     import optuna
 
-    from nasseg.search import EXECUTORS, _Heartbeat, _sqlite_path, driver_lock, mask_url, run_local, run_ray
+    from nasseg.search import EXECUTORS, run_local, run_ray
+    from nasseg.study import Heartbeat, driver_lock, mask_url, sqlite_path
 
     log = log or (lambda s: print(s, file=sys.stderr))
     t_start = time.perf_counter()
@@ -971,11 +972,11 @@ def ablate(cfg: AblationConfig, log: Callable[[str], None] | None = None) -> dic
                                     progress=False, artifacts=cfg.artifacts)
                 driver = AblationDriver(scfg, study, runs, costs, study_def.name, fid.name,
                                         _dataset_classes(fid.dataset), log)
-                with _Heartbeat(study, driver):  # PostgreSQL: lets a later driver tell a dead one's trials
+                with Heartbeat(study, driver):  # PostgreSQL: lets a later driver tell a dead one's trials
                     if cfg.executor == "local":
                         run_local(driver, lambda: None)
                     else:
-                        workdir = (_sqlite_path(cfg.storage) or Path("runs/x")).parent / "ray_results"
+                        workdir = (sqlite_path(cfg.storage) or Path("runs/x")).parent / "ray_results"
                         run_ray(driver, scfg, lambda: None, workdir)
                 counts["trained"], counts["failed"] = driver.counts["trained"], driver.counts["failed"]
                 train_s = driver.trained_s

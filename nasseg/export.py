@@ -429,7 +429,7 @@ class _Study:
 
 
 def _open(storage: str, study: str) -> _Study:
-    from nasseg import search as S
+    from nasseg import study as S
 
     st = S.load_study(storage, study, readonly=True)
     meta = dict(st.user_attrs.get(S.META_KEY) or {})
@@ -437,7 +437,7 @@ def _open(storage: str, study: str) -> _Study:
         raise NassegError(f"study {study!r} in {S.mask_url(storage)} was not created by nasseg search (no "
                           f"'{S.META_KEY}' study attribute); nothing to export")
     records = [trial_record(t) for t in st.get_trials(deepcopy=False)]
-    return _Study(study, S.mask_url(storage), S._sqlite_path(storage), meta, records)
+    return _Study(study, S.mask_url(storage), S.sqlite_path(storage), meta, records)
 
 
 def _class_names(dataset: str, n: int) -> list[str]:

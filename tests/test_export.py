@@ -27,6 +27,7 @@ from torch import nn
 from nasseg import export as E
 from nasseg import presets
 from nasseg import search as S
+from nasseg import study as St
 from nasseg.build import build
 from nasseg.cli import main
 from nasseg.cost import count_params
@@ -239,7 +240,7 @@ def _check_bundle(out: Path, study: optuna.Study) -> list[float]:
 
 def test_export_bundle_of_a_constrained_study(exported, study_db, tiny_budget_ms):
     out, wall = exported
-    study = S.load_study(f"sqlite:///{study_db}", "t")
+    study = St.load_study(f"sqlite:///{study_db}", "t")
     records = [E.trial_record(t) for t in study.trials]
     front = E.pareto_front(records, tiny_budget_ms)
     assert front and len(_folders(out)) == len(front)
@@ -278,7 +279,7 @@ def test_load_needs_nothing_from_the_search_machinery(exported):
 def test_export_pareto_mode_study_with_top(tmp_path, tmp_path_factory):
     db = tmp_path_factory.mktemp("pareto") / "p.db"
     _search(db, None, mode="pareto", trials=6)
-    study = S.load_study(f"sqlite:///{db}", "t")
+    study = St.load_study(f"sqlite:///{db}", "t")
     front = E.pareto_front([E.trial_record(t) for t in study.trials])
     assert front and {tuple(t.values) for t in study.best_trials} >= {(m.miou, m.latency_ms) for m in front}
     out = tmp_path / "top1"
@@ -331,7 +332,7 @@ def _meta(budget: float | None) -> dict:
 
 def _crafted(tmp_path: Path, trials: list[tuple[str, dict]], budget: float | None = 1.0, url: str = "") -> str:
     url = url or f"sqlite:///{tmp_path / 'crafted.db'}"
-    study = optuna.create_study(study_name="c", storage=S.open_storage(url), directions=["maximize"])
+    study = optuna.create_study(study_name="c", storage=St.open_storage(url), directions=["maximize"])
     study.set_user_attr(S.META_KEY, _meta(budget))
     for state, ua in trials:
         st = optuna.trial.TrialState[state]
@@ -450,6 +451,7 @@ def test_export_from_postgresql_masks_the_password(request, tmp_path):
 _RESUME = """
 import json, sys
 from nasseg import search as S
+from nasseg import study as St
 from nasseg.train import Recipe
 kw = json.loads(sys.argv[1])
 cfg = S.SearchConfig(**kw["cfg"], recipe=Recipe.from_dict(kw["recipe"]),
@@ -464,16 +466,16 @@ def test_export_while_a_search_is_writing_the_same_file(study_db, tiny_budget_ms
     shutil.copyfile(study_db, db)
     if Path(f"{study_db}-wal").exists():
         shutil.copyfile(f"{study_db}-wal", f"{db}-wal")
-    before = len(S.load_study(f"sqlite:///{db}", "t").trials)
+    before = len(St.load_study(f"sqlite:///{db}", "t").trials)
     kw = {"cfg": _cfg_kwargs(db, tiny_budget_ms, "constrained", 200), "recipe": RECIPE.to_dict(), "res": list(LAT_RES)}
     proc = subprocess.Popen([sys.executable, "-c", _RESUME, json.dumps(kw)], stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE, env=dict(os.environ, PYTHONUNBUFFERED="1"))
     try:
         deadline = time.time() + 120
-        while time.time() < deadline and len(S.load_study(f"sqlite:///{db}", "t").trials) < before + 2:
+        while time.time() < deadline and len(St.load_study(f"sqlite:///{db}", "t").trials) < before + 2:
             assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
             time.sleep(0.2)
-        assert len(S.load_study(f"sqlite:///{db}", "t").trials) >= before + 2, "the search did not start writing"
+        assert len(St.load_study(f"sqlite:///{db}", "t").trials) >= before + 2, "the search did not start writing"
         out = tmp_path / "out"
         assert main(["export", "--storage", f"sqlite:///{db}", "--study", "t", "--out", str(out),
                      "--no-progress"]) == 0

@@ -13,7 +13,9 @@ import sqlalchemy as sa
 from rich.console import Console
 
 from nasseg import search as S
+from nasseg import study as St
 from nasseg.build import build
+from nasseg.cli import search as cli_search
 from nasseg.cost import count_macs, count_params, measure_latency
 from nasseg.errors import ConfigError
 from nasseg.genome import from_json
@@ -97,13 +99,13 @@ def test_observe_times_every_unit_inside_an_end_to_end_measurement(name):
 
 def test_table_persists_in_the_study_database(storage_url):
     url = storage_url
-    storage = S.open_storage(url)  # the table sits beside Optuna's own tables
+    storage = St.open_storage(url)  # the table sits beside Optuna's own tables
     g = load_space(TINY_SPACE).random(1)
     first = CostTable(warmup=1, runs=3, engine=storage.engine)
     p = first.predict(g, 11, SHAPE)
     assert p.new_units > 0 and len(first) == p.new_units
 
-    second = CostTable(warmup=1, runs=3, engine=S.open_storage(url).engine)
+    second = CostTable(warmup=1, runs=3, engine=St.open_storage(url).engine)
     assert len(second) == len(first)
     again = second.predict(g, 11, SHAPE)
     assert again.new_units == 0 and again.table_ms == p.table_ms
@@ -116,7 +118,7 @@ def test_table_persists_in_the_study_database(storage_url):
 
     # a second driver that measured the same unit in the meantime: its insert is a harmless duplicate
     key, entry = next(iter(first.entries.items()))
-    late = CostTable(warmup=1, runs=3, engine=S.open_storage(url).engine)
+    late = CostTable(warmup=1, runs=3, engine=St.open_storage(url).engine)
     late.entries.clear()
     late._store(key, entry)
     with storage.engine.connect() as con:
@@ -153,7 +155,7 @@ def test_search_rejects_far_over_budget_candidates_on_the_prediction_and_measure
     budget = tiny_budget_ms
     cfg = _cfg(tmp_path, budget, trials=16)
     summary = S.search(cfg, log=lambda s: None)
-    study = S.load_study(cfg.storage, "s")
+    study = St.load_study(cfg.storage, "s")
     trials = study.get_trials(deepcopy=False)
     by_status = {}
     for t in trials:
@@ -179,7 +181,7 @@ def test_search_rejects_far_over_budget_candidates_on_the_prediction_and_measure
     assert all(t.user_attrs[S.STATUS_KEY] in ("trained", "reused") for t in study.best_trials)
 
     # a resumed driver starts calibrated and with the table filled from the database
-    driver = S.Driver(cfg, S.load_study(cfg.storage, "s", readonly=False), load_space(TINY_SPACE), 11, print)
+    driver = S.Driver(cfg, St.load_study(cfg.storage, "s", readonly=False), load_space(TINY_SPACE), 11, print)
     assert len(driver.calibration.pairs) == len(measured) and len(driver.table) > 0
     assert driver.table.network, "units of the candidates measured end to end were timed in place"
 
@@ -187,7 +189,7 @@ def test_search_rejects_far_over_budget_candidates_on_the_prediction_and_measure
     frame = S.trials_frame(study)
     assert set(frame.latency_method) == {"measured", "predicted"}
     con = Console(record=True, width=400)
-    S._print_study(study, con)
+    cli_search.print_study(study, con)
     text = con.export_text()
     assert "~ = latency predicted" in text
     assert any(f"~{t.user_attrs['latency_ms']:.2f}" in text for t in predicted)
@@ -195,10 +197,10 @@ def test_search_rejects_far_over_budget_candidates_on_the_prediction_and_measure
 
 def test_cli_screens_by_default_and_validates_the_margin(tmp_path):
     p = argparse.ArgumentParser()
-    S._add_search_args(p)
+    cli_search.add_arguments(p)
     base = ["--latency-budget-ms", "5", "--storage", f"sqlite:///{tmp_path / 'x.db'}"]
-    assert S.config_from_args(p.parse_args(base)).screen == S.ScreenSpec()
-    assert S.config_from_args(p.parse_args([*base, "--no-screen"])).screen is None
-    cfg = S.config_from_args(p.parse_args([*base, "--screen-margin", "-0.5"]))
+    assert cli_search.config_from_args(p.parse_args(base)).screen == S.ScreenSpec()
+    assert cli_search.config_from_args(p.parse_args([*base, "--no-screen"])).screen is None
+    cfg = cli_search.config_from_args(p.parse_args([*base, "--screen-margin", "-0.5"]))
     with pytest.raises(ConfigError, match="--screen-margin = -0.5"):
         cfg.validate()

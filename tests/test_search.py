@@ -15,6 +15,7 @@ import pytest
 import torch
 
 from nasseg import search as S
+from nasseg import study as St
 from nasseg.build import build
 from nasseg.errors import ConfigError, StorageError
 from nasseg.genome import from_json
@@ -65,7 +66,7 @@ def test_search_through_ray_tune_with_sqlite(tmp_path, tiny_budget_ms):
     cfg = _cfg(tmp_path, tiny_budget_ms, executor="ray", trials=8, concurrency=2)
     summary = S.search(cfg, log=lambda s: None)
     assert summary["finished"] == 8
-    study = S.load_study(cfg.storage, "t")
+    study = St.load_study(cfg.storage, "t")
     _check_study(study, tiny_budget_ms)
     # a separate process sees the same trials through plain optuna, and best_trials are feasible
     code = (
@@ -83,7 +84,7 @@ def test_search_through_ray_tune_with_sqlite(tmp_path, tiny_budget_ms):
 def test_dedup_reuses_results_and_rejections(tmp_path, tiny_budget_ms):
     cfg = _cfg(tmp_path, tiny_budget_ms, trials=14)
     summary = S.search(cfg, log=lambda s: None)
-    study = S.load_study(cfg.storage, "t")
+    study = St.load_study(cfg.storage, "t")
     _check_study(study, tiny_budget_ms)
     c = summary["counts"]
     assert sum(c.values()) == 14 and c["reused"] + c["rejected"] > 0
@@ -106,7 +107,7 @@ def test_resume_continues_and_counts_done_trials(tmp_path, tiny_budget_ms):
     logs: list[str] = []
     summary = S.search(cfg2, log=logs.append)
     assert summary["finished"] == 6 and any("resuming" in m and "random" in m for m in logs)
-    assert len(S.load_study(cfg.storage, "t").trials) == 6
+    assert len(St.load_study(cfg.storage, "t").trials) == 6
 
 
 def test_resume_with_other_settings_is_refused(tmp_path, tiny_budget_ms):
@@ -120,7 +121,7 @@ def test_resume_with_other_settings_is_refused(tmp_path, tiny_budget_ms):
 def test_early_stopped_trial_is_pruned_and_never_best(tmp_path, tiny_budget_ms):
     cfg = _cfg(tmp_path, tiny_budget_ms, trials=30)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    storage = S.open_storage(cfg.storage)
+    storage = St.open_storage(cfg.storage)
     study = optuna.create_study(study_name="t", storage=storage, sampler=S.make_sampler("random", 0))
     driver = S.Driver(cfg, study, load_space(TINY), 11, lambda s: None)
     jobs = driver.next_batch(2)
@@ -138,7 +139,7 @@ def test_early_stopped_trial_is_pruned_and_never_best(tmp_path, tiny_budget_ms):
 
 def test_failed_proxy_becomes_failed_trial_with_reason(tmp_path, tiny_budget_ms):
     cfg = _cfg(tmp_path, tiny_budget_ms, trials=5)
-    storage = S.open_storage(cfg.storage)
+    storage = St.open_storage(cfg.storage)
     study = optuna.create_study(study_name="t", storage=storage, sampler=S.make_sampler("random", 0))
     driver = S.Driver(cfg, study, load_space(TINY), 11, lambda s: None)
     job = driver.next_batch(1)[0]
@@ -154,10 +155,10 @@ def test_failed_proxy_becomes_failed_trial_with_reason(tmp_path, tiny_budget_ms)
 
 def test_second_driver_on_the_same_sqlite_file_fails_fast(tmp_path):
     url = f"sqlite:///{tmp_path / 'study.db'}"
-    with S.driver_lock(url):
+    with St.driver_lock(url):
         t0 = time.perf_counter()
         with pytest.raises(StorageError, match="another nasseg driver"):
-            with S.driver_lock(url):
+            with St.driver_lock(url):
                 pass
         assert time.perf_counter() - t0 < 1.0
 
@@ -165,8 +166,8 @@ def test_second_driver_on_the_same_sqlite_file_fails_fast(tmp_path):
 def test_missing_study_and_masked_password(tmp_path):
     url = f"sqlite:///{tmp_path / 'none.db'}"
     with pytest.raises(StorageError, match="does not exist"):
-        S.load_study(url, "x")
-    assert S.mask_url("postgresql://bob:s3cret@db.example/nas") == "postgresql://bob:***@db.example/nas"
+        St.load_study(url, "x")
+    assert St.mask_url("postgresql://bob:s3cret@db.example/nas") == "postgresql://bob:***@db.example/nas"
 
 
 @pytest.mark.slow
@@ -188,7 +189,7 @@ def test_sigkilled_driver_resumes_without_loss_or_duplicates(tmp_path, tiny_budg
             pytest.fail("the search ended before it could be killed:\n" + (tmp_path / "first.log").read_text()[-3000:])
         if db.exists():
             try:  # read-only: a read-write open would race the driver's table creation
-                st = S.load_study(f"sqlite:///{db}", "k", readonly=True)
+                st = St.load_study(f"sqlite:///{db}", "k", readonly=True)
             except Exception:
                 continue
             done = sum(t.state.is_finished() for t in st.trials)

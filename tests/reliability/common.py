@@ -12,6 +12,7 @@ from typing import Any
 import optuna
 
 from nasseg import search as S
+from nasseg import study as St
 from tests.conftest import TINY_SPACE
 
 
@@ -45,7 +46,7 @@ def counted(study: optuna.Study) -> int:
 
 def fingerprint(url: str) -> str:
     """A checksum of a study database: the file's bytes for SQLite, every row of every table for PostgreSQL."""
-    path = S._sqlite_path(url)
+    path = St.sqlite_path(url)
     if path is not None:
         h = hashlib.sha256()
         for p in (path, path.with_name(path.name + "-wal")):
@@ -54,7 +55,7 @@ def fingerprint(url: str) -> str:
         return h.hexdigest()
     import sqlalchemy
 
-    engine = sqlalchemy.create_engine(S._postgres_driver_url(url))
+    engine = sqlalchemy.create_engine(St.postgres_driver_url(url))
     h = hashlib.sha256()
     with engine.connect() as con:
         tables = [r[0] for r in con.exec_driver_sql(
@@ -68,6 +69,6 @@ def fingerprint(url: str) -> str:
 
 
 def sqlite_file(url: str) -> Path:
-    path = S._sqlite_path(url)
+    path = St.sqlite_path(url)
     assert path is not None
     return path

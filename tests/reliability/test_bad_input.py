@@ -16,7 +16,7 @@ import optuna
 import pytest
 from PIL import Image
 
-from nasseg import search as S
+from nasseg import study as St
 from nasseg.cli import main
 from tests.conftest import TINY_SPACE
 from tests.reliability.common import env, fingerprint
@@ -63,7 +63,7 @@ def world(tmp_path_factory):
     code, _, err = _cli(_set(_base(url, str(space)), "--trials", "2"))
     assert code == 0, err
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    optuna.create_study(study_name="plain", storage=S.open_storage(url))  # a study nasseg did not make
+    optuna.create_study(study_name="plain", storage=St.open_storage(url))  # a study nasseg did not make
     gc.collect()  # close the engines above, and move the WAL into the file: from here on, any change of the
     with sqlite3.connect(root / "study.db") as con:  # file's bytes is a write to the study
         con.execute("PRAGMA wal_checkpoint(TRUNCATE)")

@@ -10,12 +10,13 @@ import optuna
 import pytest
 
 from nasseg import search as S
+from nasseg import study as St
 from tests.reliability.common import counted, search_cmd
 from tests.reliability.servers import RayCluster
 
 
 def _worker_nodes(url: str) -> tuple[list[optuna.trial.FrozenTrial], int]:
-    study = S.load_study(url, "cl", readonly=True)
+    study = St.load_study(url, "cl", readonly=True)
     trials = study.get_trials(deepcopy=False)
     in_flight = sum(1 for t in trials if t.state == optuna.trial.TrialState.RUNNING and "latency" in t.user_attrs)
     return trials, in_flight
@@ -60,7 +61,7 @@ def test_search_on_a_two_node_ray_cluster_survives_losing_a_node(postgres_url, t
         assert proc.returncode == 0, err[-3000:]
         assert postgres_url.split("@")[0].split(":")[-1] not in err  # the password never reaches the output
 
-        study = S.load_study(postgres_url, "cl")
+        study = St.load_study(postgres_url, "cl")
         trials = study.get_trials(deepcopy=False)
         assert counted(study) == 6 and all(t.state.is_finished() for t in trials)
         where = {t.number: t.user_attrs["worker"]["ray_node_id"] for t in trials if "worker" in t.user_attrs}

@@ -13,19 +13,20 @@ from pathlib import Path
 import optuna
 import pytest
 
-from nasseg import search as S
+from nasseg import study as St
 from tests.conftest import TINY_SPACE
 
 WORKERS = 32
 TRIALS_PER_WORKER = 6
 
 # One parent imports optuna and nasseg once, then forks WORKERS processes.  Each opens its own storage with
-# nasseg's settings (S.open_storage: pool pre-ping, heartbeats) and runs an ask / set_user_attr / tell loop
+# nasseg's settings (St.open_storage: pool pre-ping, heartbeats) and runs an ask / set_user_attr / tell loop
 # exactly like the driver, all of them released at the same moment.  Any exception exits non-zero.
 STRESS = r"""
 import json, os, sys, time, traceback
 import optuna
 from nasseg import search as S
+from nasseg import study as St
 
 url, study_name, workers, per_worker, go = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), sys.argv[5]
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -37,7 +38,7 @@ for w in range(workers):
         try:
             import warnings
             warnings.simplefilter("ignore")
-            study = optuna.load_study(study_name=study_name, storage=S.open_storage(url),
+            study = optuna.load_study(study_name=study_name, storage=St.open_storage(url),
                                       sampler=optuna.samplers.RandomSampler(seed=w))
             while not os.path.exists(go):
                 time.sleep(0.005)
@@ -62,7 +63,7 @@ print(json.dumps({"failed_workers": bad}))
 
 def test_32_concurrent_writers_on_one_postgresql_study(postgres_url, tmp_path):
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    optuna.create_study(study_name="stress", storage=S.open_storage(postgres_url), direction="maximize")
+    optuna.create_study(study_name="stress", storage=St.open_storage(postgres_url), direction="maximize")
     go = tmp_path / "go"
     proc = subprocess.Popen([sys.executable, "-c", STRESS, postgres_url, "stress", str(WORKERS),
                              str(TRIALS_PER_WORKER), str(go)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -75,7 +76,7 @@ def test_32_concurrent_writers_on_one_postgresql_study(postgres_url, tmp_path):
     for word in ("deadlock", "could not serialize", "lock", "Traceback", "StorageInternalError"):
         assert word.lower() not in err.lower(), err[-3000:]
 
-    study = S.load_study(postgres_url, "stress")
+    study = St.load_study(postgres_url, "stress")
     trials = study.get_trials(deepcopy=False)
     expected = WORKERS * TRIALS_PER_WORKER
     assert len(trials) == expected  # nothing lost, nothing extra
@@ -125,6 +126,6 @@ def test_second_driver_on_a_sqlite_file_fails_fast_and_leaves_the_first_intact(t
     assert first.returncode == 0, err[-3000:]
     with sqlite3.connect(db) as con:
         assert con.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
-    study = S.load_study(f"sqlite:///{db}", "one")
+    study = St.load_study(f"sqlite:///{db}", "one")
     assert sum(t.state.is_finished() for t in study.trials) == 5
     assert not [t for t in study.trials if t.state == optuna.trial.TrialState.RUNNING]

@@ -17,7 +17,9 @@ from pathlib import Path
 import optuna
 import pytest
 
+from nasseg import faults
 from nasseg import search as S
+from nasseg import study as St
 from nasseg.errors import StorageError
 from nasseg.train import Recipe
 from tests.conftest import TINY_SPACE
@@ -30,7 +32,7 @@ def _run(cmd: list[str], **kw) -> subprocess.CompletedProcess:
 
 
 def _trials(url: str, name: str) -> list[optuna.trial.FrozenTrial]:
-    return S.load_study(url, name).get_trials(deepcopy=False)
+    return St.load_study(url, name).get_trials(deepcopy=False)
 
 
 # ------------------------------------------------------------------------------------ failing proxies
@@ -75,6 +77,8 @@ MEMORY_RUN = r"""
 import json, resource, sys
 import torch
 from nasseg import search as S
+from nasseg import study as St
+from nasseg import faults
 from nasseg.train import Recipe
 
 torch.set_num_threads(1)
@@ -181,10 +185,10 @@ def test_driver_sigkilled_at_many_points_loses_and_duplicates_nothing(storage_ur
     survived = 0
     for point, n in kills:
         n = n if n is not None else rng.randint(3, 12)
-        out = _run(cmd, **{S.KILL_ENV: f"{point}:{n}"})
+        out = _run(cmd, **{faults.KILL_ENV: f"{point}:{n}"})
         assert out.returncode == -signal.SIGKILL, f"{point}:{n} was not reached: {out.stderr[-2000:]}"
         survived += 1
-        study = S.load_study(storage_url, "k")
+        study = St.load_study(storage_url, "k")
         if (point, n) == ("commit", 2):  # killed while storing the new study's settings: adopted on restart
             assert S.META_KEY not in study.user_attrs and not study.trials
         now = finished(study)
@@ -193,7 +197,7 @@ def test_driver_sigkilled_at_many_points_loses_and_duplicates_nothing(storage_ur
         assert counted(study) < total, "the kills must all land before the study is complete"
     out = _run(cmd)
     assert out.returncode == 0, out.stderr[-3000:]
-    study = S.load_study(storage_url, "k")
+    study = St.load_study(storage_url, "k")
     trials = study.get_trials(deepcopy=False)
     assert {k: finished(study)[k] for k in before} == before
     assert counted(study) == total
@@ -235,7 +239,7 @@ def test_study_db_copied_while_being_written_opens_read_only(tmp_path):
     for copy in copies:
         digest = copy.read_bytes()
         try:
-            study = S.load_study(f"sqlite:///{copy}", "c", readonly=True)
+            study = St.load_study(f"sqlite:///{copy}", "c", readonly=True)
         except StorageError as e:  # only a copy torn by a concurrent page write may be refused, in one line
             assert "\n" not in str(e) and "cannot open storage" in str(e)
             continue
@@ -245,7 +249,7 @@ def test_study_db_copied_while_being_written_opens_read_only(tmp_path):
         assert copy.read_bytes() == digest, "reading a copy modified it"
     assert len(seen) >= len(copies) - 1 and seen[-1] >= 1 and seen == sorted(seen)
     with pytest.raises(optuna.exceptions.StorageInternalError):  # read-only means read-only
-        S.load_study(f"sqlite:///{copies[-1]}", "c", readonly=True).set_user_attr("x", 1)
+        St.load_study(f"sqlite:///{copies[-1]}", "c", readonly=True).set_user_attr("x", 1)
 
 
 def _finished_count(db: Path) -> int:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from nasseg import search as S
+from nasseg import study as St
 from nasseg.errors import StorageError
 from tests.reliability.common import search_cmd
 
@@ -85,16 +85,16 @@ def test_the_scanner_catches_what_it_looks_for(tmp_path):
     ("host=db user=bob password=s3cret dbname=nas", "host=db user=bob password=*** dbname=nas"),
 ])
 def test_mask_url(url, shown):
-    assert S.mask_url(url) == shown
-    assert "s3cret" not in S.mask_url(url) and "ret@" not in S.mask_url(url).split("//")[-1][:9]
+    assert St.mask_url(url) == shown
+    assert "s3cret" not in St.mask_url(url) and "ret@" not in St.mask_url(url).split("//")[-1][:9]
 
 
 def test_errors_scrub_the_password_however_a_library_quotes_it():
     url = "postgresql://bob:p%40ss%3Aw%2Frd@127.0.0.1:1/nas"
     text = "failed for postgresql://bob:p%40ss%3Aw%2Frd@127.0.0.1:1/nas (password 'p@ss:w/rd' rejected)"
-    assert "p@ss:w/rd" not in S._scrub(text, url) and "p%40ss" not in S._scrub(text, url)
+    assert "p@ss:w/rd" not in St.scrub(text, url) and "p%40ss" not in St.scrub(text, url)
     with pytest.raises(StorageError) as e:
-        S.open_storage("postgresql://bob:p%40ss%3Aw%2Frd@127.0.0.1:1/nas")
+        St.open_storage("postgresql://bob:p%40ss%3Aw%2Frd@127.0.0.1:1/nas")
     assert "p@ss" not in str(e.value) and "p%40ss" not in str(e.value) and "bob:***@127.0.0.1:1" in str(e.value)
 
 
@@ -114,4 +114,4 @@ def test_a_search_on_postgresql_never_prints_its_password(postgres_url, tmp_path
         assert main(["status", "--storage", postgres_url, "--study", "pw"]) == 0
     everything = out.getvalue() + err.getvalue()
     assert password not in everything
-    assert S.mask_url(postgres_url) in "".join(err.getvalue().split())  # the summary names the masked URL
+    assert St.mask_url(postgres_url) in "".join(err.getvalue().split())  # the summary names the masked URL

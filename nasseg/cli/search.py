@@ -1,0 +1,212 @@
+"""``nasseg search``: parse the search's arguments into a :class:`~nasseg.search.SearchConfig`, run
+:func:`nasseg.search.search` with a live progress table, and print the study and a summary."""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+import time
+from typing import Any
+
+from nasseg.cli.common import parse_resolution, wide_console
+from nasseg.errors import ConfigError
+from nasseg.search.config import EXECUTORS, MODES, SAMPLERS, LatencySpec, ScreenSpec, SearchConfig
+
+HELP = "latency-constrained architecture search"
+
+
+def add_arguments(p: Any) -> None:
+    p.add_argument("--space", default="search_spaces/realtime.yaml", help="search space YAML")
+    p.add_argument("--latency-budget-ms", type=float, default=None, help="latency budget (ms) on the target device")
+    p.add_argument("--latency-device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
+    p.add_argument("--latency-resolution", default="512x1024", help="HxW of the latency measurement")
+    p.add_argument("--latency-batch", type=int, default=1)
+    p.add_argument("--latency-threads", type=int, default=None, help="CPU threads for the measurement "
+                   "(default: 1 on CPU, so that records compare across machines; always recorded)")
+    p.add_argument("--latency-runs", type=int, default=30, help="timed runs per candidate (>= 30)")
+    p.add_argument("--trials", type=int, default=50, help="total finished trials of the study")
+    p.add_argument("--storage", default="sqlite:///runs/study.db", help="sqlite:///path.db or postgresql://...")
+    p.add_argument("--study", default="realtime", help="study name (an existing one is resumed)")
+    p.add_argument("--dataset", default="synthetic", help="synthetic or LAYOUT:PATH (cityscapes, camvid, ade20k, "
+                   "voc, folder)")
+    p.add_argument("--proxy-resolution", default="128x256", help="HxW of proxy training")
+    p.add_argument("--proxy-steps", type=int, default=300)
+    p.add_argument("--proxy-batch", type=int, default=8)
+    p.add_argument("--proxy-lr", type=float, default=None)
+    p.add_argument("--eval-every", type=int, default=None, help="steps between intermediate evaluations")
+    p.add_argument("--mode", choices=MODES, default="constrained")
+    p.add_argument("--sampler", choices=SAMPLERS, default=None, help="default: the study's own, tpe for a new one")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--executor", choices=EXECUTORS, default="ray", help="ray (default) or local (no Ray)")
+    p.add_argument("--ray-address", default=None, help="join an existing Ray cluster (else RAY_ADDRESS or local)")
+    p.add_argument("--cpus-per-trial", type=float, default=1.0)
+    p.add_argument("--gpus-per-trial", type=float, default=0.0)
+    p.add_argument("--concurrency", type=int, default=None, help="proxies training at once (default: as resources "
+                   "allow)")
+    p.add_argument("--asha", action="store_true", help="stop weak proxies early (ASHA on intermediate mIoU)")
+    p.add_argument("--artifacts", default=None, help="folder for proxy weights (default: beside the SQLite file; "
+                   "must be shared by all nodes of a cluster)")
+    p.add_argument("--no-screen", action="store_true", help="measure every candidate end to end (default: reject "
+                   "candidates far over the budget on a latency predicted from a table of measured units)")
+    p.add_argument("--screen-margin", type=float, default=0.15, help="a predicted latency must exceed the budget by "
+                   "this fraction (or the prediction's worst error so far, if larger) to reject (default 0.15)")
+    p.add_argument("--no-progress", action="store_true")
+
+
+def config_from_args(a: Any) -> SearchConfig:
+    from nasseg.train import Recipe
+
+    steps = a.proxy_steps
+    if steps < 1:
+        raise ConfigError(f"--proxy-steps = {steps} must be >= 1")
+    recipe_kw: dict[str, Any] = {
+        "resolution": parse_resolution(a.proxy_resolution, "--proxy-resolution"), "steps": steps,
+        "batch_size": a.proxy_batch, "eval_every": a.eval_every if a.eval_every is not None
+        else (max(1, steps // 4) if a.asha else 0),
+        "warmup_steps": min(steps - 1, max(0, steps // 20)), "amp": a.gpus_per_trial > 0,
+    }
+    if a.proxy_lr is not None:
+        recipe_kw["lr"] = a.proxy_lr
+    lat = LatencySpec(device=a.latency_device, resolution=parse_resolution(a.latency_resolution,
+                                                                            "--latency-resolution"),
+                      batch=a.latency_batch, threads=a.latency_threads, runs=a.latency_runs)
+    if lat.runs < 30:
+        raise ConfigError(f"--latency-runs = {lat.runs}: at least 30 timed runs are needed for a stable median")
+    if lat.batch < 1 or (lat.threads is not None and lat.threads < 1):
+        raise ConfigError("--latency-batch and --latency-threads must be positive integers")
+    return SearchConfig(space=a.space, storage=a.storage, study=a.study, trials=a.trials,
+                        latency_budget_ms=a.latency_budget_ms, latency=lat, mode=a.mode, sampler=a.sampler,
+                        seed=a.seed, dataset=a.dataset, recipe=Recipe(**recipe_kw), executor=a.executor,
+                        ray_address=a.ray_address, cpus_per_trial=a.cpus_per_trial, gpus_per_trial=a.gpus_per_trial,
+                        concurrency=a.concurrency, asha=a.asha, progress=not a.no_progress, artifacts=a.artifacts,
+                        screen=None if a.no_screen else ScreenSpec(margin=a.screen_margin))
+
+
+def run(a: Any) -> int:
+    from rich.console import Console
+
+    from nasseg.search import search
+    from nasseg.study import load_study
+
+    cfg = config_from_args(a)
+    con = Console(stderr=True, highlight=False)
+    summary = search(cfg, log=lambda s: con.print(s), progress=lambda driver: Progress(driver, cfg))
+    study = load_study(cfg.storage, cfg.study)
+    print_study(study, wide_console())
+    c = summary["counts"]
+    wall, train = summary["wall_seconds"], summary["train_seconds"]
+    con.print(f"\n{summary['finished']} finished trials in study {cfg.study!r} at {summary['storage']}: "
+              f"{c['trained']} trained, {c['reused']} reused, {c['rejected']} rejected over budget, "
+              f"{c['stopped']} stopped early, {c['failed']} failed (this run).")
+    if cfg.screen is not None and cfg.latency_budget_ms is not None:
+        con.print(f"screening: {summary['screened']} of the {c['rejected']} rejections on a predicted latency "
+                  "(sum of measured units, calibrated on candidates measured end to end); every trained candidate "
+                  "was measured end to end")
+    if wall > 0:
+        busy, meas = summary["busy_seconds"], summary["measure_seconds"]
+        other = max(0.0, wall - busy - meas)
+        con.print(f"wall {wall:.1f} s = proxies in flight {busy:.1f} s ({100 * busy / wall:.0f} %; {train:.1f} "
+                  f"worker-seconds of training inside them) + latency measurement {meas:.1f} s "
+                  f"({100 * meas / wall:.0f} %) + start-up and orchestration {other:.1f} s "
+                  f"({100 * other / wall:.0f} %)")
+    con.print(f"inspect: nasseg status --storage {summary['storage']} --study {cfg.study}")
+    return 0
+
+
+def print_study(study: Any, con: Any, limit: int = 40) -> None:
+    import pandas as pd
+    from rich.table import Table
+
+    from nasseg.search.results import trials_frame
+    from nasseg.study import META_KEY
+
+    df = trials_frame(study)
+    if df.empty:
+        con.print(f"study {study.study_name!r} has no trials yet")
+        return
+    meta = study.user_attrs.get(META_KEY, {})
+    budget = meta.get("latency_budget_ms")
+    best = {t.number for t in study.best_trials} if any(df.state == "COMPLETE") else set()
+    shown = df.sort_values(["miou", "latency_ms"], ascending=[False, True], na_position="last").head(limit)
+    t = Table(title=f"study {study.study_name!r}: {len(df)} trials"
+              + (f", budget {budget:g} ms" if budget else "") + " (* = on the feasible front; ~ = latency predicted "
+              "by the cost table, not measured end to end)")
+    for col in ("trial", "status", "mIoU", "latency ms", "CV", "params M", "GMACs", "train s", "genome id", "genome"):
+        t.add_column(col, justify="left" if col in ("status", "genome id", "genome") else "right", no_wrap=True,
+                     overflow="ellipsis", max_width=None if col != "genome" else 60)
+
+    def f(v: Any, fmt: str) -> str:
+        return "-" if v is None or (isinstance(v, float) and pd.isna(v)) else format(v, fmt)
+
+    for r in shown.itertuples():
+        latency = ("~" if r.latency_method == "predicted" else "") + f(r.latency_ms, ".2f")
+        t.add_row(f"{r.trial}{'*' if r.trial in best else ''}", r.status or r.state, f(r.miou, ".4f"),
+                  latency, f(r.latency_cv, ".3f"), f(r.params_M, ".3f"), f(r.GMACs, ".2f"),
+                  f(r.train_s, ".1f"), r.genome_id, r.genome)
+    con.print(t)
+    con.print("full genome strings: nasseg status --csv FILE, or nasseg show <genome>")
+    counts = df.status.replace("", "running").value_counts().to_dict()
+    con.print("statuses: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
+
+
+class Progress:
+    """A live table: trials done, feasible, rejected, best mIoU, current front."""
+
+    def __init__(self, driver: Any, cfg: SearchConfig, enabled: bool = True):
+        self.driver, self.cfg = driver, cfg
+        self.enabled = enabled and sys.stderr.isatty()
+        self.plain = enabled and not self.enabled  # logs and CI: one line whenever a trial finishes
+        self._live = None
+        self._last = 0.0
+        self._told = -1
+
+    def __enter__(self) -> Progress:
+        if self.enabled:
+            from rich.console import Console
+            from rich.live import Live
+
+            self._live = Live(self._render(), console=Console(stderr=True), refresh_per_second=2, transient=False)
+            self._live.__enter__()
+        return self
+
+    def update(self) -> None:
+        now = time.perf_counter()
+        if self._live is not None and now - self._last > 0.25:
+            self._last = now
+            self._live.update(self._render())
+        elif self.plain:
+            d = self.driver
+            done = d.finished()
+            if done != self._told:
+                self._told = done
+                c = d.counts
+                print(f"[nasseg] {done}/{self.cfg.trials} finished: {c['trained']} trained, {c['reused']} reused, "
+                      f"{c['rejected']} rejected, {c['stopped']} stopped, {c['failed']} failed; "
+                      f"{len(d.inflight)} in flight", file=sys.stderr, flush=True)
+
+    def _render(self):
+        from rich.table import Table
+
+        d = self.driver
+        c = d.counts
+        best = None
+        with contextlib.suppress(Exception):
+            feas = [t for t in d.study.best_trials]
+            if feas:
+                best = max(t.values[0] for t in feas)
+        t = Table(title=f"nasseg search — study {self.cfg.study}", show_header=True)
+        for col in ("finished", "of", "in flight", "trained", "reused", "rejected", "stopped", "failed",
+                    "best mIoU", "front size"):
+            t.add_column(col, justify="right")
+        front = 0
+        with contextlib.suppress(Exception):
+            front = len(d.study.best_trials)
+        t.add_row(str(d.finished()), str(self.cfg.trials), str(len(d.inflight)), str(c["trained"]),
+                  str(c["reused"]), str(c["rejected"]), str(c["stopped"]), str(c["failed"]),
+                  "-" if best is None else f"{best:.4f}", str(front))
+        return t
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._live is not None:
+            self._live.update(self._render())
+            self._live.__exit__(*exc)

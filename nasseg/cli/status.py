@@ -1,0 +1,28 @@
+"""``nasseg status``: a study's trials, read-only (safe beside a running search)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from nasseg.cli.common import wide_console
+from nasseg.cli.search import print_study
+
+HELP = "a study's trials (read-only)"
+
+
+def add_arguments(p: Any) -> None:
+    p.add_argument("--storage", required=True, help="sqlite:///path.db or postgresql://...")
+    p.add_argument("--study", required=True)
+    p.add_argument("--csv", default=None, help="also write the full table to this CSV file")
+    p.add_argument("--limit", type=int, default=40, help="rows to print (best first)")
+
+
+def run(a: Any) -> int:
+    from nasseg.search.results import trials_frame
+    from nasseg.study import load_study
+
+    study = load_study(a.storage, a.study, readonly=True)
+    print_study(study, wide_console(), a.limit)
+    if a.csv:
+        trials_frame(study).to_csv(a.csv, index=False)
+    return 0

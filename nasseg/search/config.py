@@ -1,0 +1,149 @@
+"""What defines a search: its settings (:class:`SearchConfig`, :class:`LatencySpec`, :class:`ScreenSpec`),
+the study metadata a resumed search must match (:func:`study_meta`) and the sampler (:func:`make_sampler`)."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import math
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from nasseg import __version__
+from nasseg.errors import ConfigError
+from nasseg.study import sqlite_path
+
+MODES = ("constrained", "pareto")
+SAMPLERS = ("tpe", "nsga2", "random")
+EXECUTORS = ("ray", "local")
+
+
+@dataclass(frozen=True)
+class LatencySpec:
+    device: str = "cpu"
+    resolution: tuple[int, int] = (512, 1024)
+    batch: int = 1
+    threads: int | None = None
+    runs: int = 30
+    warmup: int = 10
+    dtype: str = "float32"
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["resolution"] = list(self.resolution)
+        return d
+
+
+@dataclass(frozen=True)
+class ScreenSpec:
+    """Reject far-over-budget candidates on a predicted latency (see :mod:`nasseg.screen`).
+
+    ``min_pairs`` candidates measured end to end calibrate the prediction before it may reject;
+    ``margin`` is the smallest slack over the budget a prediction must exceed (the calibration's own worst
+    error when larger); ``unit_warmup`` / ``unit_runs`` are the calls per distinct unit in the table.
+    """
+
+    min_pairs: int = 5
+    margin: float = 0.15
+    unit_warmup: int = 2
+    unit_runs: int = 7
+
+
+@dataclass(frozen=True)
+class SearchConfig:
+    space: str
+    storage: str
+    study: str
+    trials: int
+    latency_budget_ms: float | None
+    latency: LatencySpec = field(default_factory=LatencySpec)
+    mode: str = "constrained"
+    sampler: str | None = None  # None: the study's own, or tpe for a new study
+    seed: int = 0
+    dataset: str = "synthetic"
+    recipe: Any = None  # nasseg.train.Recipe
+    executor: str = "ray"
+    ray_address: str | None = None
+    cpus_per_trial: float = 1.0
+    gpus_per_trial: float = 0.0
+    concurrency: int | None = None
+    asha: bool = False
+    progress: bool = True
+    artifacts: str | None = None  # where workers save proxy weights (default: beside a SQLite file, else runs/)
+    screen: ScreenSpec | None = None  # None: every candidate is measured end to end (the CLI screens by default)
+
+    def artifacts_dir(self) -> Path:
+        """Per-study folder for trained weights; on a multi-node cluster it must be a shared path."""
+        if self.artifacts:
+            return Path(self.artifacts) / self.study
+        path = sqlite_path(self.storage)
+        base = path.parent / f"{path.stem}_artifacts" if path is not None else Path("runs") / "artifacts"
+        return base / self.study
+
+    def validate(self) -> None:
+        if not isinstance(self.trials, int) or self.trials < 1:
+            raise ConfigError(f"--trials = {self.trials!r} must be a positive integer")
+        if self.mode not in MODES:
+            raise ConfigError(f"--mode = {self.mode!r}; valid: {', '.join(MODES)}")
+        if self.mode == "constrained" and self.latency_budget_ms is None:
+            raise ConfigError("--latency-budget-ms is required in constrained mode (or use --mode pareto)")
+        if self.latency_budget_ms is not None and not (math.isfinite(self.latency_budget_ms)
+                                                       and self.latency_budget_ms > 0):
+            raise ConfigError(f"--latency-budget-ms = {self.latency_budget_ms!r} must be a positive number of "
+                              "milliseconds")
+        if self.sampler is not None and self.sampler not in SAMPLERS:
+            raise ConfigError(f"--sampler = {self.sampler!r}; valid: {', '.join(SAMPLERS)}")
+        if self.executor not in EXECUTORS:
+            raise ConfigError(f"--executor = {self.executor!r}; valid: {', '.join(EXECUTORS)}")
+        if not self.cpus_per_trial > 0 or self.gpus_per_trial < 0:
+            raise ConfigError("--cpus-per-trial must be > 0 and --gpus-per-trial >= 0 (fractions allowed)")
+        if self.concurrency is not None and self.concurrency < 1:
+            raise ConfigError(f"--concurrency = {self.concurrency} must be >= 1")
+        if not self.study or not isinstance(self.study, str):
+            raise ConfigError("--study needs a name")
+        if self.screen is not None:
+            from nasseg.screen import Calibration
+
+            Calibration(self.screen.min_pairs, self.screen.margin)  # raises ConfigError naming the bad value
+            if self.screen.unit_runs < 3 or self.screen.unit_warmup < 1:
+                raise ConfigError(f"screen unit_runs = {self.screen.unit_runs}, unit_warmup = "
+                                  f"{self.screen.unit_warmup}; valid: runs >= 3, warm-up >= 1")
+
+
+def _file_sha(path: str) -> str:
+    try:
+        return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read search space ({e.strerror})") from None
+
+
+def study_meta(cfg: SearchConfig, num_classes: int, sampler: str) -> dict[str, Any]:
+    """What defines a study; a resumed study must match it."""
+    return {
+        "kind": "search",
+        "space": str(cfg.space), "space_sha": _file_sha(cfg.space),
+        "mode": cfg.mode, "latency_budget_ms": cfg.latency_budget_ms, "latency": cfg.latency.to_dict(),
+        "dataset": cfg.dataset, "num_classes": num_classes, "recipe": cfg.recipe.to_dict(),
+        "sampler": {"name": sampler, "seed": cfg.seed}, "asha": cfg.asha,
+        "nasseg_version": __version__,
+    }
+
+
+DEFINING = ("space_sha", "mode", "latency_budget_ms", "latency", "dataset", "recipe", "sampler", "asha")
+
+
+def make_sampler(name: str, seed: int):
+    """The study's sampler.  The latency constraint reaches constraint-aware samplers through
+    ``trial.set_constraint`` (Optuna >= 5), so it lives in the study, not in sampler settings."""
+    import optuna
+
+    if name == "tpe":
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # multivariate/group/constant_liar are "experimental" warnings
+            return optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True, constant_liar=True,
+                                              n_startup_trials=8)
+    if name == "nsga2":
+        return optuna.samplers.NSGAIISampler(seed=seed, population_size=16)
+    return optuna.samplers.RandomSampler(seed=seed)

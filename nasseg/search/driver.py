@@ -1,0 +1,326 @@
+"""The search driver: the one process that writes the study.
+
+It asks Optuna for a trial, samples a genome, reuses the stored result of a genome already evaluated
+with the same recipe and dataset, builds and measures every new candidate (params, MACs, latency, or a
+latency predicted by the per-unit cost table when screening) **before** any training, records an
+over-budget candidate as *rejected* and never trains it, hands feasible ones to an executor as
+:class:`~nasseg.search.jobs.Job` s and tells their results.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from nasseg import faults
+from nasseg.errors import NassegError
+from nasseg.search.config import SearchConfig
+from nasseg.search.jobs import Job
+from nasseg.study import STATUS_KEY, checkpoint, heartbeat_on
+
+
+class Driver:
+    """Owns the study: asks, samples, measures, rejects, reuses and tells.  The only DB writer."""
+
+    def __init__(self, cfg: SearchConfig, study: Any, space: Any, num_classes: int, log: Callable[[str], None]):
+        self.cfg, self.study, self.space, self.num_classes, self.log = cfg, study, space, num_classes, log
+        self.recipe_json = cfg.recipe.to_json()
+        self.inflight: dict[int, Job] = {}
+        self.counts = {"trained": 0, "reused": 0, "rejected": 0, "stopped": 0, "failed": 0}
+        self.trained_s = 0.0  # worker-seconds inside proxy training (summed over parallel workers)
+        self.measure_s = 0.0  # driver seconds building and measuring candidates
+        self.busy_s = 0.0  # wall seconds during which at least one proxy was in flight
+        self._busy_since: float | None = None
+        self._cache: dict[str, Any] = {}  # genome_id -> finished FrozenTrial (trained or rejected)
+        self.proposing: Any = None  # the trial being sampled and measured (heart-beaten like in-flight ones)
+        self.table: Any = None  # nasseg.screen.CostTable when screening
+        self.calibration: Any = None
+        self.screened = 0  # candidates rejected on a predicted latency
+        if cfg.screen is not None and cfg.latency_budget_ms is not None:
+            from nasseg.screen import Calibration, CostTable
+
+            ls, sc = cfg.latency, cfg.screen
+            backend = getattr(study._storage, "_backend", study._storage)
+            self.table = CostTable(ls.device, threads=ls.threads, dtype=ls.dtype, warmup=sc.unit_warmup,
+                                   runs=sc.unit_runs, engine=getattr(backend, "engine", None))
+            self.calibration = Calibration(sc.min_pairs, sc.margin)
+        for t in study.get_trials(deepcopy=False):
+            self._remember(t)
+            if self.calibration is not None and t.user_attrs.get("latency_table_ms") is not None:
+                lat = t.user_attrs.get("latency") or {}
+                if lat.get("method", "measured") == "measured" and "median_ms" in lat:
+                    self.calibration.add(t.user_attrs["latency_table_ms"], lat["median_ms"])
+
+    # ---------------------------------------------------------------------------------- bookkeeping
+    def _remember(self, t: Any) -> None:
+        ua = t.user_attrs
+        if ua.get(STATUS_KEY) in ("trained", "rejected") and ua.get("recipe_json") == self.recipe_json \
+                and ua.get("dataset") == self.cfg.dataset:
+            self._cache.setdefault(ua["genome_id"], t)
+
+    def finished(self) -> int:
+        """Trials that count towards --trials: everything told, except crashed ones (re-queued)."""
+        import optuna
+
+        n = 0
+        for t in self.study.get_trials(deepcopy=False):
+            if t.state in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED):
+                n += 1
+            elif t.state == optuna.trial.TrialState.FAIL and t.user_attrs.get(STATUS_KEY) != "crashed":
+                n += 1
+        return n
+
+    def remaining(self) -> int:
+        return self.cfg.trials - self.finished() - len(self.inflight)
+
+    # ------------------------------------------------------------------------------------- proposing
+    def next_batch(self, n: int) -> list[Job]:
+        """Up to ``n`` feasible candidates, measured now (nothing is training when this is called)."""
+        jobs: list[Job] = []
+        guard = 0
+        while len(jobs) < n and self.remaining() > 0:
+            guard += 1
+            if guard > 50 * max(1, n) + 1000:
+                raise NassegError("the search space produced no trainable candidate in 1000 draws")
+            job = self._propose()
+            if job is not None:
+                jobs.append(job)
+                self.inflight[job.number] = job
+        if self.inflight and self._busy_since is None:
+            self._busy_since = time.perf_counter()
+        return jobs
+
+    def _settle(self) -> None:
+        if not self.inflight and self._busy_since is not None:
+            self.busy_s += time.perf_counter() - self._busy_since
+            self._busy_since = None
+
+    def _propose(self) -> Job | None:
+        trial = self.study.ask()
+        self.proposing = trial
+        try:
+            return self._propose_trial(trial)
+        finally:
+            self.proposing = None
+
+    def _propose_trial(self, trial: Any) -> Job | None:
+        from nasseg.genome import genome_id, to_json, to_string
+
+        trial.set_user_attr("driver", f"{socket.gethostname()}:{os.getpid()}")  # whose it is (recover_crashed)
+        storage = self.study._storage
+        if heartbeat_on(storage):
+            storage.record_heartbeat(trial._trial_id)  # so that a dead driver's trial goes stale
+        faults.point("ask")
+        try:
+            genome = self.space.sample(trial)
+        except NassegError as e:
+            self._fail(trial, f"the space produced an invalid genome: {e}")
+            return None
+        gid = genome_id(genome)
+        trial.set_user_attr("genome_id", gid)
+        trial.set_user_attr("genome_json", to_json(genome))
+        trial.set_user_attr("genome", to_string(genome))
+        trial.set_user_attr("recipe_json", self.recipe_json)
+        trial.set_user_attr("dataset", self.cfg.dataset)
+        faults.point("sampled")
+        cached = self._cache.get(gid)
+        if cached is not None:
+            self._reuse(trial, cached)
+            return None
+        t0 = time.perf_counter()
+        try:
+            predicted = self._predict(genome)
+            if predicted is not None and self.calibration.rejects(predicted.table_ms, self.cfg.latency_budget_ms):
+                self._reject_predicted(trial, predicted)
+                return None
+            cost = self._measure(genome)
+        except NassegError as e:
+            self._fail(trial, f"cannot build or measure the genome: {e}")
+            return None
+        except RuntimeError as e:  # e.g. an architecture too large for the latency device
+            self._fail(trial, f"measurement failed: {type(e).__name__}: {str(e)[:300]}")
+            return None
+        finally:
+            self.measure_s += time.perf_counter() - t0
+        lat = cost["latency"]["median_ms"]
+        if predicted is not None:
+            cost["latency_table_ms"] = predicted.table_ms
+            self.calibration.add(predicted.table_ms, lat)
+        budget = self.cfg.latency_budget_ms
+        self._record_cost(trial, cost, lat)
+        if budget is not None and lat > budget:
+            self._reject(trial, f"latency {lat:.2f} ms > budget {budget:g} ms on {self.cfg.latency.device} at "
+                                f"{self.cfg.latency.resolution[0]}x{self.cfg.latency.resolution[1]}")
+            return None
+        return self.make_job(trial, genome, self.cfg.seed)
+
+    def _record_cost(self, trial: Any, cost: dict[str, Any], lat: float) -> None:
+        """The cost attributes, ``latency_ms`` and the latency constraint of a measured or predicted candidate."""
+        budget = self.cfg.latency_budget_ms
+        constraint = (lat - budget,) if budget is not None else (0.0,)
+        for k, v in cost.items():
+            trial.set_user_attr(k, v)
+        trial.set_user_attr("latency_ms", lat)
+        trial.set_user_attr("constraint", constraint)
+        if budget is not None:  # <= 0 is feasible; constraint-aware samplers and best_trials read it
+            trial.set_constraint("latency_over_budget_ms", constraint[0])
+        faults.point("measured")
+
+    def _reject(self, trial: Any, reason: str) -> None:
+        """Over budget: told PRUNED with status ``rejected`` and the reason, never trained."""
+        trial.set_user_attr(STATUS_KEY, "rejected")
+        trial.set_user_attr("reason", reason)
+        trial.set_user_attr("train_seconds", 0.0)
+        self._tell(trial, "pruned")
+        self.counts["rejected"] += 1
+        self._remember(self.study._storage.get_trial(trial._trial_id))
+
+    def _predict(self, genome: Any) -> Any:
+        """The table's prediction, or None (not screening, or the genome cannot be predicted: then it is
+        measured end to end, which reports what is wrong with it)."""
+        if self.table is None:
+            return None
+        ls = self.cfg.latency
+        try:
+            return self.table.predict(genome, self.num_classes, (ls.batch, 3, *ls.resolution))
+        except Exception as e:  # noqa: BLE001 - screening is an optimisation; the measurement decides
+            self.log(f"latency table: no prediction ({type(e).__name__}: {str(e)[:200]}); measuring end to end")
+            return None
+
+    def _reject_predicted(self, trial: Any, p: Any) -> None:
+        """Rejected on the table's prediction: recorded as such (``latency.method`` = "predicted"), never as
+        a measurement."""
+        cal, budget, ls = self.calibration, self.cfg.latency_budget_ms, self.cfg.latency
+        lat = p.table_ms * cal.factor
+        record = {"method": "predicted", "median_ms": lat, **p.to_dict(), "calibration": cal.to_dict(),
+                  "threshold_ms": cal.threshold(budget), "device": ls.device, "threads": self.table.threads,
+                  "dtype": ls.dtype, "resolution": list(ls.resolution), "batch": ls.batch,
+                  "table_context": self.table.context}
+        self._record_cost(trial, {"params": p.params, "macs": p.macs, "macs_skipped_ops": p.skipped_ops,
+                                  "latency": record, "latency_table_ms": p.table_ms}, lat)
+        self._reject(trial, f"predicted latency {lat:.2f} ms > {cal.threshold(budget):.2f} ms (budget {budget:g} ms "
+                            f"+ {100 * max(cal.margin, cal.error):.0f} % margin) on {ls.device} at {ls.resolution[0]}x"
+                            f"{ls.resolution[1]}: sum of {p.units} unit latencies x {cal.factor:.3f}, calibrated on "
+                            f"{len(cal.pairs)} candidates measured end to end; not measured end to end")
+        self.screened += 1
+
+    def make_job(self, trial: Any, genome: Any, seed: int) -> Job:
+        from nasseg.genome import to_json
+
+        device = "cuda" if self.cfg.gpus_per_trial > 0 else "cpu"
+        threads = max(1, int(self.cfg.cpus_per_trial))
+        weights = str((self.cfg.artifacts_dir() / f"trial_{trial.number:05d}" / "model.pt").resolve())
+        return Job(trial.number, to_json(genome), self.cfg.recipe.to_dict(), self.cfg.dataset, seed,
+                   device, threads, weights, trial, time.perf_counter())
+
+    def _measure(self, genome: Any) -> dict[str, Any]:
+        from nasseg.build import build
+        from nasseg.cost import count_macs, count_params, measure_latency
+        from nasseg.screen import units
+
+        net = build(genome, self.num_classes)
+        if net.is_classifier:
+            raise NassegError("this genome builds an image classifier; segmentation search needs a segmentation "
+                              "decoder (use another search space)")
+        ls = self.cfg.latency
+        h, w = ls.resolution
+        harvest = self.table is not None and self.table.harvests  # time every unit during the warm-up passes
+        macs = count_macs(net, (1, 3, h, w), submodules=[p for p, _ in units(net)] if harvest else ())
+        observe = (lambda m: self.table.observe(m, macs.by_module, ls.batch)) if harvest else None
+        rec = measure_latency(net, (ls.batch, 3, h, w), device=ls.device, warmup=ls.warmup, runs=ls.runs,
+                              threads=ls.threads, dtype=ls.dtype, observe_warmup=observe)
+        d = rec.to_dict()
+        d["method"] = "measured"
+        d["isolation"] = "exclusive: measured by the driver while no proxy was training"
+        return {"params": count_params(net), "macs": macs.macs, "macs_skipped_ops": macs.skipped_ops,
+                "latency": d}
+
+    def _reuse(self, trial: Any, src: Any) -> None:
+        # what describes this trial itself, or the run of the source (where and when it trained), is not copied
+        skip = {"driver", "genome_id", "genome_json", "genome", "recipe_json", "dataset", "worker", "wall_seconds",
+                "requeued_from", "traceback"}
+        for k, v in src.user_attrs.items():
+            if k not in skip:
+                trial.set_user_attr(k, v)
+        trial.set_user_attr("reused_from", src.number)
+        trial.set_user_attr("train_seconds", 0.0)
+        constraint = src.user_attrs.get("constraint")
+        if self.cfg.latency_budget_ms is not None and constraint:  # what constraint-aware samplers read
+            trial.set_constraint("latency_over_budget_ms", constraint[0])
+        status = src.user_attrs.get(STATUS_KEY)
+        if status == "trained":
+            trial.set_user_attr(STATUS_KEY, "reused")
+            self._tell(trial, "complete", values=src.values)
+            self.counts["reused"] += 1
+        else:
+            trial.set_user_attr(STATUS_KEY, "rejected")
+            self._tell(trial, "pruned")
+            self.counts["rejected"] += 1
+
+    # ------------------------------------------------------------------------------------- results
+    def intermediate(self, job: Job, step: int, miou: float) -> None:
+        with contextlib.suppress(Exception):  # a duplicate step report is harmless
+            job.trial.report(miou, step)
+
+    def complete(self, job: Job, result: dict[str, Any], stopped: bool = False) -> None:
+        faults.point("result")
+        self.inflight.pop(job.number, None)
+        self._settle()
+        trial = job.trial
+        trial.set_user_attr("wall_seconds", round(time.perf_counter() - job.started, 3))
+        if result.get("worker"):
+            trial.set_user_attr("worker", result["worker"])
+        if not result.get("ok"):
+            self._fail(trial, result.get("error", "the worker failed"), result.get("traceback"))
+            return
+        m = result["metrics"]
+        self.trained_s += float(m.get("train_seconds", 0.0))
+        trial.set_user_attr("metrics", m)
+        trial.set_user_attr("miou", m["miou"])
+        trial.set_user_attr("seed", job.seed)
+        if job.weights_path and Path(job.weights_path).exists():
+            trial.set_user_attr("weights_path", job.weights_path)
+        trial.set_user_attr("train_seconds", m.get("train_seconds", 0.0))
+        steps = int(m.get("steps_done", 0))
+        full = steps >= int(job.recipe["steps"]) and m.get("status", "completed") == "completed"
+        trial.set_user_attr("fidelity", {"steps": steps, "planned_steps": job.recipe["steps"],
+                                         "resolution": list(job.recipe["resolution"]), "full": bool(full)})
+        if stopped or not full:
+            trial.set_user_attr(STATUS_KEY, "stopped")
+            trial.set_user_attr("reason", f"stopped early at step {steps} of {job.recipe['steps']} (ASHA)")
+            with contextlib.suppress(Exception):
+                trial.report(m["miou"], steps)
+            self._tell(trial, "pruned")
+            self.counts["stopped"] += 1
+            return
+        trial.set_user_attr(STATUS_KEY, "trained")
+        values = [m["miou"]] if self.cfg.mode == "constrained" else [m["miou"], trial.user_attrs["latency_ms"]]
+        self._tell(trial, "complete", values=values)
+        self.counts["trained"] += 1
+        self._remember(self.study._storage.get_trial(trial._trial_id))
+
+    def _fail(self, trial: Any, reason: str, tb: str | None = None) -> None:
+        self.inflight.pop(trial.number, None)
+        self._settle()
+        trial.set_user_attr(STATUS_KEY, "failed")
+        trial.set_user_attr("reason", reason)
+        if tb:
+            trial.set_user_attr("traceback", tb)
+        self._tell(trial, "fail")
+        self.counts["failed"] += 1
+        self.log(f"trial {trial.number} failed: {reason}")
+
+    def _tell(self, trial: Any, state: str, values: Any = None) -> None:
+        import optuna
+
+        st = {"complete": optuna.trial.TrialState.COMPLETE, "pruned": optuna.trial.TrialState.PRUNED,
+              "fail": optuna.trial.TrialState.FAIL}[state]
+        faults.point("before_tell")
+        self.study.tell(trial, values=values if st == optuna.trial.TrialState.COMPLETE else None, state=st)
+        faults.point("after_tell")
+        checkpoint(self.study._storage)

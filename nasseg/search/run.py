@@ -1,0 +1,165 @@
+"""``search(cfg)``: run or resume a latency-constrained search, end to end.
+
+Checks the settings and devices, reads the space and the dataset's classes, takes the study's driver lock,
+opens or creates the study (a resumed study must have been created with the same defining settings),
+recovers trials a dead driver left running, and runs the driver on an executor.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import sys
+import time
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from nasseg import faults
+from nasseg.errors import ConfigError, StorageError
+from nasseg.search.config import DEFINING, SearchConfig, make_sampler, study_meta
+from nasseg.search.driver import Driver
+from nasseg.search.executors import run_local, run_ray
+from nasseg.study import (
+    META_KEY,
+    Heartbeat,
+    checkpoint,
+    driver_lock,
+    mask_url,
+    open_storage,
+    recover_crashed,
+    sqlite_path,
+)
+
+
+class _NoProgress:
+    def __enter__(self) -> _NoProgress:
+        return self
+
+    def update(self) -> None:
+        pass
+
+    def __exit__(self, *exc: Any) -> None:
+        pass
+
+
+def check_devices(cfg: SearchConfig) -> None:
+    """The latency device (and a local executor's GPU) exist here, before a study is created or touched."""
+    import torch
+
+    dev, valid = cfg.latency.device, "cpu, cuda or cuda:N"
+    try:
+        d = torch.device(dev)
+    except (RuntimeError, TypeError):
+        raise ConfigError(f"--latency-device = {dev!r} is not a device; valid: {valid}") from None
+    if d.type not in ("cpu", "cuda"):
+        raise ConfigError(f"--latency-device = {dev!r} is not supported; valid: {valid}")
+    if d.type == "cuda":
+        n = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if n == 0 or (d.index is not None and d.index >= n):
+            raise ConfigError(f"--latency-device = {dev!r} is not on this machine ({n} CUDA device(s)); valid here: "
+                              + ("cpu" if n == 0 else f"cpu, cuda:0..cuda:{n - 1}"))
+    if cfg.gpus_per_trial > 0 and cfg.executor == "local" and not torch.cuda.is_available():
+        raise ConfigError(f"--gpus-per-trial = {cfg.gpus_per_trial:g} with --executor local, but this machine has no "
+                          "CUDA device; valid: --gpus-per-trial 0, or --executor ray on a cluster with GPUs")
+
+
+def dataset_classes(spec: str, log: Callable[[str], None] | None = None) -> int:
+    """The dataset's class count, after reading every item of a real dataset once: an unreadable image or a
+    mask with labels outside the class list stops the search before it starts (one line, naming the file),
+    instead of failing every trial on a worker."""
+    from nasseg.data import describe_spec, open_dataset
+    from nasseg.errors import DatasetError
+
+    describe_spec(spec)
+    val = open_dataset(spec, "val")
+    if spec != "synthetic":
+        for split, ds in (("train", open_dataset(spec, "train")), ("val", val)):
+            if log is not None and len(ds) > 200:
+                log(f"checking the {len(ds)} {split} items of {spec} ...")
+            bad: list[str] = []
+            for i in range(len(ds)):
+                try:
+                    ds[i]
+                except DatasetError as e:
+                    bad.append(" ".join(str(e).split()))
+            if bad:
+                raise DatasetError(f"dataset {spec!r}: {len(bad)} of {len(ds)} {split} items are bad; first: "
+                                   f"{bad[0]}")
+    return int(val.num_classes)
+
+
+def search(cfg: SearchConfig, log: Callable[[str], None] | None = None,
+           progress: Callable[[Driver], Any] | None = None) -> dict[str, Any]:
+    """Run (or resume) a search; returns a summary dict.  Raises NassegError on bad settings.
+
+    ``log`` receives one-line messages (default: stderr).  ``progress``, when given, is called with the
+    driver and returns a context manager whose ``update()`` the executor calls whenever something changed
+    (the command line draws its live table this way); the library itself renders nothing.
+    """
+    import optuna
+
+    from nasseg.space import load_space
+
+    log = log or (lambda s: print(s, file=sys.stderr))
+    cfg.validate()
+    check_devices(cfg)
+    space = load_space(cfg.space)
+    num_classes = dataset_classes(cfg.dataset, log)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    with driver_lock(cfg.storage), warnings.catch_warnings():
+        # ask/tell with a heart-beating storage is what nasseg does on purpose (see nasseg.study.Heartbeat)
+        warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used")
+        storage = open_storage(cfg.storage)
+        faults.arm_commit_kill(storage)
+        existing = {s.study_name: s for s in optuna.study.get_all_study_summaries(storage)}
+        directions = ["maximize"] if cfg.mode == "constrained" else ["maximize", "minimize"]
+        study = None
+        if cfg.study in existing:
+            study = optuna.load_study(study_name=cfg.study, storage=storage)
+            if META_KEY not in study.user_attrs and not study.trials and \
+                    [d.name for d in study.directions] == [d.upper() for d in directions]:
+                study = None  # created by a driver that died before it wrote the settings: adopt it
+        if study is not None:
+            meta = study.user_attrs.get(META_KEY)
+            if not meta or meta.get("kind") != "search":
+                raise StorageError(f"study {cfg.study!r} in {mask_url(cfg.storage)} was not created by nasseg search; "
+                                   "valid: a study made by nasseg search, or a new --study name (studies there: "
+                                   f"{', '.join(sorted(existing))})")
+            sampler_name = cfg.sampler or meta["sampler"]["name"]
+            want = study_meta(dataclasses.replace(cfg, seed=meta["sampler"]["seed"] if cfg.sampler is None else
+                                                  cfg.seed), num_classes, sampler_name)
+            for key in DEFINING:
+                if want[key] != meta.get(key):
+                    raise ConfigError(
+                        f"study {cfg.study!r} was created with {key} = {json.dumps(meta.get(key))}; this command "
+                        f"gives {json.dumps(want[key])}. Resume with the same settings, or choose a new --study")
+            study.sampler = make_sampler(sampler_name, meta["sampler"]["seed"])
+            log(f"resuming study {cfg.study!r} ({len(study.trials)} trials so far; sampler {sampler_name}, "
+                f"seed {meta['sampler']['seed']})")
+            recover_crashed(study, cfg.storage, log)
+        else:
+            sampler_name = cfg.sampler or "tpe"
+            study = optuna.create_study(study_name=cfg.study, storage=storage, directions=directions,
+                                        sampler=make_sampler(sampler_name, cfg.seed), load_if_exists=True)
+            study.set_user_attr(META_KEY, study_meta(cfg, num_classes, sampler_name))
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # "experimental" although stable since Optuna 3.2
+                study.set_metric_names(["miou"] if cfg.mode == "constrained" else ["miou", "latency_ms"])
+            checkpoint(storage)
+        driver = Driver(cfg, study, space, num_classes, log)
+        t0 = time.perf_counter()
+        prog_cm = progress(driver) if progress is not None and cfg.progress else _NoProgress()
+        with prog_cm as prog, Heartbeat(study, driver):
+            if driver.remaining() > 0:
+                if cfg.executor == "local":
+                    run_local(driver, prog.update)
+                else:
+                    workdir = (sqlite_path(cfg.storage) or Path("runs/x")).parent / "ray_results"
+                    run_ray(driver, cfg, prog.update, workdir)
+        wall = time.perf_counter() - t0
+    return {"study": cfg.study, "storage": mask_url(cfg.storage), "wall_seconds": wall,
+            "train_seconds": driver.trained_s, "measure_seconds": driver.measure_s, "busy_seconds": driver.busy_s,
+            "counts": dict(driver.counts), "screened": driver.screened,
+            "finished": driver.finished()}

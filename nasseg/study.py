@@ -1,0 +1,327 @@
+"""Study storage: database URLs (and masking their passwords), opening an Optuna RDB storage, the one-driver
+lock of a SQLite study, heartbeats, and recovery of trials a dead driver left running.
+
+A study is a plain Optuna RDB storage (SQLite by default, PostgreSQL when several drivers or machines share
+it); nasseg's own records live in trial and study user attributes (:data:`STATUS_KEY`, :data:`META_KEY`).
+This module knows nothing of search spaces, genomes or training: the search, the ablation replay, the
+status and export commands all open their studies through it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import re
+import socket
+import threading
+import warnings
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+from nasseg import faults
+from nasseg.errors import ConfigError, StorageError
+
+STATUS_KEY = "nasseg_status"  # trained | reused | rejected | stopped | failed | crashed
+META_KEY = "nasseg"  # the study's defining settings (a dict), written when nasseg creates the study
+HEARTBEAT_S = 30  # PostgreSQL studies: trial heartbeat interval (s)
+GRACE_S = 120  # a RUNNING trial without a heartbeat this long is stale
+
+_USERINFO = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*://)([^:/@\s]*):(\S*)@")  # greedy: up to the token's last @
+_PASSWORD_KV = re.compile(r"((?:^|[?&;\s])password\s*=\s*)('[^']*'|[^&\s]+)", re.IGNORECASE)
+
+
+def mask_url(url: str) -> str:
+    """``url`` (or any text holding URLs) with every password replaced by ***, for logs and errors.
+
+    Masks ``scheme://user:PASSWORD@host`` (also when the password holds an unescaped ``@``) and
+    ``password=...`` query or libpq keyword parameters.
+    """
+    text = _USERINFO.sub(lambda m: f"{m.group(1)}{m.group(2)}:***@", str(url))
+    return _PASSWORD_KV.sub(lambda m: f"{m.group(1)}***", text)
+
+
+def _url_secrets(url: str) -> list[str]:
+    """The password(s) a storage URL holds, decoded and raw, to scrub from driver messages."""
+    out = []
+    with contextlib.suppress(Exception):
+        from sqlalchemy.engine import make_url
+
+        u = make_url(url)
+        out += [u.password or "", *(v for k, v in u.query.items() if k.lower() == "password" and isinstance(v, str))]
+    m = _USERINFO.search(url)
+    if m:
+        out.append(m.group(3))
+    out += [m.group(2).strip("'") for m in _PASSWORD_KV.finditer(url)]
+    return sorted({s for s in out if s and len(s) >= 3}, key=len, reverse=True)
+
+
+def scrub(text: str, url: str) -> str:
+    """``text`` with the URL's password masked, wherever and however a driver or library quoted it."""
+    text = mask_url(text)
+    for secret in _url_secrets(url):
+        text = text.replace(secret, "***")
+    return text
+
+
+def sqlite_path(url: str) -> Path | None:
+    if not url.startswith("sqlite:///"):
+        return None
+    path = url[len("sqlite:///"):].split("?", 1)[0]
+    return None if path in ("", ":memory:") else Path(path)
+
+
+def check_url(url: str) -> None:
+    if not isinstance(url, str) or "://" not in url:
+        raise ConfigError(f"--storage = {mask_url(str(url))!r} is not a database URL; valid: sqlite:///path.db or "
+                          "postgresql://user:password@host/db")
+    scheme = url.split("://", 1)[0]
+    if not (scheme == "sqlite" or scheme.startswith("postgresql") or scheme.startswith("mysql")):
+        raise ConfigError(f"--storage scheme {scheme!r} is not supported; valid: sqlite, postgresql")
+    if scheme == "sqlite" and sqlite_path(url) is None:
+        raise ConfigError(f"--storage = {url!r} names no file; valid: sqlite:///path.db (an in-memory database "
+                          "would lose the study)")
+
+
+def postgres_driver_url(url: str) -> str:
+    """A bare ``postgresql://`` URL with the DB-API driver that is installed (SQLAlchemy >= 2.1 defaults to
+    psycopg 3; psycopg2 is the common one).  Raises StorageError when there is none."""
+    import importlib.util
+
+    scheme, rest = url.split("://", 1)
+    if scheme != "postgresql":
+        return url
+    for module, dialect in (("psycopg2", "postgresql+psycopg2"), ("psycopg", "postgresql+psycopg")):
+        if importlib.util.find_spec(module) is not None:
+            return f"{dialect}://{rest}"
+    raise StorageError(f"storage {mask_url(url)}: no PostgreSQL driver is installed; valid: pip install "
+                       "psycopg2-binary (or psycopg)")
+
+
+def _sqlite_creator(path: Path) -> Callable[[], Any]:
+    """Connections for a writable SQLite study: WAL (set once on the file) with ``synchronous=NORMAL``.
+
+    SQLite's default ``FULL`` syncs the disk at every commit; a trial commits ~40 times (ask, each
+    ``suggest_*``, each user attribute, each report, tell), which made commits half of the search's own
+    overhead (2.3-2.9 ms each on the CI disk vs 0.04 ms, bench/README.md).  In WAL mode ``NORMAL`` never
+    corrupts the file and a killed driver loses nothing (the WAL is in the OS cache); only a power loss or
+    an OS crash can drop the last commits, which resume then treats like a crashed trial.
+    """
+    import sqlite3
+
+    def connect() -> Any:
+        con = sqlite3.connect(str(path), timeout=60, check_same_thread=False)
+        con.execute("PRAGMA synchronous=NORMAL")
+        return con
+
+    return connect
+
+
+def open_storage(url: str, *, readonly: bool = False, create: bool = True):
+    """An Optuna RDBStorage for ``url``; SQLite gets WAL and a busy timeout.
+
+    ``readonly`` opens an existing SQLite file with ``mode=ro`` and PostgreSQL in read-only transactions
+    (safe beside a running search: nothing can be written through it).  Errors name the (password-masked)
+    URL and what went wrong, in one line.
+    """
+    import optuna
+    from sqlalchemy.exc import SQLAlchemyError
+
+    check_url(url)
+    shown = mask_url(url)
+    path = sqlite_path(url)
+    kwargs: dict[str, Any] = {}
+    target = url
+    if path is not None:
+        if path.is_dir():
+            raise StorageError(f"storage {shown}: {path} is a directory; valid: sqlite:///path/to/file.db")
+        if readonly or not create:
+            if not path.exists():
+                raise StorageError(f"storage {shown}: the file {path} does not exist; valid: the file a nasseg search "
+                                   "wrote (check the path)")
+        else:
+            import sqlite3
+
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                with contextlib.closing(sqlite3.connect(path, timeout=60)) as con:
+                    con.execute("PRAGMA journal_mode=WAL")
+            except (OSError, sqlite3.Error) as e:
+                why = (f"{path} is not a SQLite database; valid: a study file written by nasseg search (or Optuna), "
+                       "or the path of a new one") if "file is not a database" in str(e) else str(e)
+                raise StorageError(f"cannot open storage {shown}: {why}") from None
+        if readonly:
+            target = f"sqlite:///file:{path.resolve()}?mode=ro&uri=true"
+        kwargs["engine_kwargs"] = {"connect_args": {"timeout": 60}}
+        if not readonly:
+            kwargs["engine_kwargs"]["creator"] = _sqlite_creator(path)
+    else:
+        target = postgres_driver_url(url)
+        connect_args: dict[str, Any] = {}
+        if target.startswith("postgresql"):
+            connect_args["connect_timeout"] = 10
+            if readonly:
+                connect_args["options"] = "-c default_transaction_read_only=on"
+        kwargs["engine_kwargs"] = {"pool_pre_ping": True, "connect_args": connect_args}
+        kwargs["heartbeat_interval"] = HEARTBEAT_S
+        kwargs["grace_period"] = GRACE_S
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # heartbeat_interval is "experimental" (stable since Optuna 3)
+            return optuna.storages.RDBStorage(target, **kwargs)
+    except (SQLAlchemyError, OSError, ValueError, RuntimeError, ImportError) as e:
+        text = str(e).strip()
+        text = re.sub(r"\(Background on this error at: [^)]*\)", "", text)
+        msg = " ".join(text.split()) if text else type(e).__name__  # one line
+        if readonly and ("read-only" in msg or "readonly" in msg):
+            msg = "it holds no Optuna study tables (not a study database, or a copy taken before any write)"
+        elif path is not None and "file is not a database" in msg:
+            msg = (f"{path} is not a SQLite database; valid: a study file written by nasseg search (or Optuna), or "
+                   "the path of a new one")
+        raise StorageError(f"cannot open storage {shown}: {scrub(msg, url)[:500]}") from None
+
+
+def study_names(url: str) -> list[str]:
+    import optuna
+
+    return [s.study_name for s in optuna.study.get_all_study_summaries(open_storage(url, readonly=True))]
+
+
+def load_study(url: str, name: str, *, readonly: bool = True):
+    """An existing study; a missing one raises StorageError listing the studies that exist."""
+    import optuna
+
+    storage = open_storage(url, readonly=readonly, create=False)
+    names = [s.study_name for s in optuna.study.get_all_study_summaries(storage)]
+    if name not in names:
+        raise StorageError(f"study {name!r} does not exist in {mask_url(url)}; studies there: "
+                           + (", ".join(names) if names else "(none)"))
+    return optuna.load_study(study_name=name, storage=storage)
+
+
+@contextlib.contextmanager
+def driver_lock(url: str) -> Iterator[None]:
+    """One driver per SQLite file: a second concurrent driver fails fast instead of corrupting or deadlocking."""
+    path = sqlite_path(url)
+    if path is None:
+        yield
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lock_path = path.with_name(path.name + ".lock")
+    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or "another process"
+            raise StorageError(f"{path} is being written by another nasseg driver ({holder}); a SQLite study takes "
+                               "one driver at a time: wait for it to finish, or use a PostgreSQL --storage for "
+                               "several drivers") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()}".encode(), 0)
+        yield
+    finally:
+        os.close(fd)
+
+
+def heartbeat_on(storage: Any) -> bool:
+    """Whether ``storage`` (an RDBStorage, or the _CachedStorage that Study wraps around it) records heartbeats."""
+    return getattr(storage, "get_heartbeat_interval", lambda: None)() is not None
+
+
+def checkpoint(storage: Any) -> None:
+    """SQLite: move the WAL into the main file after each result, so that a copy of the .db file alone (taken
+    while the search runs) holds every told trial.  Passive: never waits for readers."""
+    engine = getattr(getattr(storage, "_backend", storage), "engine", None)
+    if engine is not None and engine.dialect.name == "sqlite":
+        with contextlib.suppress(Exception), engine.connect() as con:
+            con.exec_driver_sql("PRAGMA wal_checkpoint(PASSIVE)")
+
+
+def recover_crashed(study: Any, url: str, log: Callable[[str], None]) -> int:
+    """Trials left RUNNING by a dead driver: mark them failed ('crashed') and re-queue their genomes.
+
+    SQLite studies have one driver (the lock proves the old one is gone), so every RUNNING trial is
+    stale; on PostgreSQL, trials whose heartbeat is older than the grace period are, and so are trials
+    whose driver ran on this host under a process id that no longer exists.
+    """
+    import optuna
+
+    storage = study._storage
+    running = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
+    if sqlite_path(url) is None:
+        stale_ids = set(storage._get_stale_trial_ids(study._study_id)) if heartbeat_on(storage) else set()
+        running = [t for t in running if t._trial_id in stale_ids or _driver_is_dead(t.user_attrs.get("driver"))
+                   or _orphan(t)]
+    n = 0
+    for t in running:
+        faults.point("recover")
+        storage.set_trial_user_attr(t._trial_id, STATUS_KEY, "crashed")
+        storage.set_trial_user_attr(t._trial_id, "reason", "its driver died before telling a result; re-queued")
+        if storage.set_trial_state_values(t._trial_id, optuna.trial.TrialState.FAIL):
+            if t.params:
+                study.enqueue_trial(t.params, user_attrs={"requeued_from": t.number})
+            n += 1
+    if n:
+        log(f"recovered {n} trial(s) left running by a crashed driver; their genomes are re-queued")
+    return n
+
+
+def _orphan(trial: Any) -> bool:
+    """A RUNNING trial that no driver ever claimed (its driver died inside ``ask``, before it could write its
+    ``driver`` attribute or a heartbeat), started more than the grace period ago."""
+    import datetime
+
+    start = trial.datetime_start
+    return "driver" not in trial.user_attrs and start is not None and \
+        (datetime.datetime.now() - start).total_seconds() > GRACE_S
+
+
+def _driver_is_dead(driver: Any) -> bool:
+    """True when ``driver`` ("host:pid", a trial's user attr) names a process of this host that is gone."""
+    if not isinstance(driver, str) or ":" not in driver:
+        return False
+    host, _, pid = driver.rpartition(":")
+    if host != socket.gethostname() or not pid.isdigit() or int(pid) == os.getpid():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except OSError:
+        return False
+    return False
+
+
+class Heartbeat:
+    """Records heartbeats for in-flight trials (PostgreSQL studies shared by several drivers).
+
+    ``driver`` is anything with ``inflight`` (number -> a job holding ``trial``) and ``proposing`` (the trial
+    being sampled and measured, or None): the search's and the ablation's drivers.
+    """
+
+    def __init__(self, study: Any, driver: Any):
+        self.study, self.driver = study, driver
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def __enter__(self) -> Heartbeat:
+        storage = self.study._storage
+        if heartbeat_on(storage):
+            self._thread = threading.Thread(target=self._run, daemon=True, name="nasseg-heartbeat")
+            self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        storage = self.study._storage
+        while not self._stop.wait(storage.get_heartbeat_interval() or HEARTBEAT_S):
+            trials = [job.trial for job in list(self.driver.inflight.values())]
+            trials.append(getattr(self.driver, "proposing", None))
+            for trial in trials:
+                if trial is not None:
+                    with contextlib.suppress(Exception):
+                        storage.record_heartbeat(trial._trial_id)
+
+    def __exit__(self, *exc: Any) -> None:
+        self._stop.set()
