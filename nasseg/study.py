@@ -297,8 +297,9 @@ def _driver_is_dead(driver: Any) -> bool:
 class Heartbeat:
     """Records heartbeats for in-flight trials (PostgreSQL studies shared by several drivers).
 
-    ``driver`` is anything with ``inflight`` (number -> a job holding ``trial``) and ``proposing`` (the trial
-    being sampled and measured, or None): the search's and the ablation's drivers.
+    ``driver`` is anything with ``inflight`` (number -> a job holding ``trial``), ``proposing`` (the trial
+    being sampled and measured, or None) and optionally ``waiting`` (genome id -> duplicate trials waiting
+    for an in-flight result): the search's and the ablation's drivers.
     """
 
     def __init__(self, study: Any, driver: Any):
@@ -318,6 +319,8 @@ class Heartbeat:
         while not self._stop.wait(storage.get_heartbeat_interval() or HEARTBEAT_S):
             trials = [job.trial for job in list(self.driver.inflight.values())]
             trials.append(getattr(self.driver, "proposing", None))
+            for waiting in list(getattr(self.driver, "waiting", {}).values()):  # duplicates of in-flight genomes
+                trials.extend(waiting)
             for trial in trials:
                 if trial is not None:
                     with contextlib.suppress(Exception):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -32,6 +33,10 @@ def _cfg(tmp_path: Path, budget: float, **kw) -> S.SearchConfig:
     base = dict(space=TINY, storage=f"sqlite:///{tmp_path / 'study.db'}", study="t", trials=8,
                 latency_budget_ms=budget, latency=S.LatencySpec(resolution=LAT_RES, threads=1, warmup=3),
                 sampler="random", seed=3, recipe=recipe, executor="local", progress=False)
+    steps = kw.pop("steps", None)
+    if steps is not None:
+        recipe = dataclasses.replace(recipe, steps=steps, eval_every=0)
+        base["recipe"] = recipe
     base.update(kw)
     return S.SearchConfig(**base)
 
@@ -81,18 +86,20 @@ def test_search_through_ray_tune_with_sqlite(tmp_path, tiny_budget_ms):
     assert meta["latency_budget_ms"] == tiny_budget_ms and meta["sampler"]["name"] == "random"
 
 
-def test_dedup_reuses_results_and_rejections(tmp_path, tiny_budget_ms):
-    cfg = _cfg(tmp_path, tiny_budget_ms, trials=14)
+def test_dedup_reuses_results_and_duplicates_do_not_take_trials(tmp_path, tiny_budget_ms):
+    cfg = _cfg(tmp_path, tiny_budget_ms, trials=9)
     summary = S.search(cfg, log=lambda s: None)
     study = St.load_study(cfg.storage, "t")
     _check_study(study, tiny_budget_ms)
     c = summary["counts"]
-    assert sum(c.values()) == 14 and c["reused"] + c["rejected"] > 0
+    assert summary["duplicates"] > 0, "9 distinct of the tiny space's 12 architectures take more than 9 random draws"
+    assert sum(c.values()) - summary["duplicates"] == 9 == summary["finished"] and not summary["exhausted"]
     by_id: dict[str, list] = {}
     for t in study.trials:
         by_id.setdefault(t.user_attrs["genome_id"], []).append(t)
+    assert len(by_id) == 9, "--trials counts distinct architectures"
     repeated = [ts for ts in by_id.values() if len(ts) > 1]
-    assert repeated, "14 draws from a space of 10 architectures must repeat one"
+    assert repeated
     for ts in repeated:
         first, *rest = ts
         for t in rest:
@@ -107,7 +114,31 @@ def test_resume_continues_and_counts_done_trials(tmp_path, tiny_budget_ms):
     logs: list[str] = []
     summary = S.search(cfg2, log=logs.append)
     assert summary["finished"] == 6 and any("resuming" in m and "random" in m for m in logs)
-    assert len(St.load_study(cfg.storage, "t").trials) == 6
+    trials = St.load_study(cfg.storage, "t").trials
+    assert len({t.user_attrs["genome_id"] for t in trials}) == 6, "six distinct architectures"
+
+
+def test_a_resumed_sampler_does_not_replay_its_first_proposals(tmp_path, tiny_budget_ms):
+    """Killed (here: stopped) after 3 trials and resumed: the restarted sampler must not propose the first run's
+    genomes again, and a duplicate it does propose never takes one of the --trials slots."""
+    S.search(_cfg(tmp_path, tiny_budget_ms, trials=3), log=lambda s: None)
+    summary = S.search(_cfg(tmp_path, tiny_budget_ms, trials=6, sampler=None), log=lambda s: None)
+    trials = St.load_study(f"sqlite:///{tmp_path / 'study.db'}", "t").trials
+    first = [t.user_attrs["genome_id"] for t in trials[:3]]
+    again = [t.user_attrs["genome_id"] for t in trials[3:6]]
+    assert again != first, "the resumed sampler replayed its seeded start"
+    assert summary["finished"] == 6 and len({t.user_attrs["genome_id"] for t in trials}) == 6
+    assert S.resumed_seed(3, 3) != 3 and S.resumed_seed(3, 3) == S.resumed_seed(3, 3)
+
+
+def test_a_space_smaller_than_trials_ends_with_every_architecture_once(tmp_path, tiny_budget_ms, monkeypatch):
+    from nasseg.search import driver
+
+    monkeypatch.setattr(driver, "MAX_DUPLICATES_IN_A_ROW", 30)
+    logs: list[str] = []
+    summary = S.search(_cfg(tmp_path, tiny_budget_ms, trials=40, steps=1), log=logs.append)
+    assert summary["exhausted"] and summary["finished"] == 12  # 2 widths x 2 depths x (conv, mbconv x 2 expansions)
+    assert any("already evaluated genomes in a row" in m for m in logs)
 
 
 def test_resume_with_other_settings_is_refused(tmp_path, tiny_budget_ms):
@@ -204,8 +235,9 @@ def test_sigkilled_driver_resumes_without_loss_or_duplicates(tmp_path, tiny_budg
     out = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
     assert out.returncode == 0, out.stderr[-2000:]
     study = optuna.load_study(study_name="k", storage=f"sqlite:///{db}")
-    counted = [t for t in study.trials if t.state.is_finished() and t.user_attrs.get(S.STATUS_KEY) != "crashed"]
-    assert len(counted) == 8
+    counted = [t for t in study.trials if t.state.is_finished() and t.user_attrs.get(S.STATUS_KEY) != "crashed"
+               and "reused_from" not in t.user_attrs]
+    assert len(counted) == 8 == len({t.user_attrs["genome_id"] for t in counted})
     for n, (state, values) in finished_before.items():  # nothing told before the kill was lost or changed
         assert study.trials[n].state == state and study.trials[n].values == values
     crashed = [t for t in study.trials if t.user_attrs.get(S.STATUS_KEY) == "crashed"]

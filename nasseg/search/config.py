@@ -134,6 +134,13 @@ def study_meta(cfg: SearchConfig, num_classes: int, sampler: str) -> dict[str, A
 DEFINING = ("space_sha", "mode", "latency_budget_ms", "latency", "dataset", "recipe", "sampler", "asha")
 
 
+def resumed_seed(seed: int, told: int) -> int:
+    """The sampler seed of a resumed study that already holds ``told`` trials: a fresh stream, the same on every
+    machine, so a restarted sampler does not replay the proposals of its first run (which would all be
+    duplicates)."""
+    return (int(seed) * 1_000_003 + int(told) * 7_919 + 1) % 2**31
+
+
 def make_sampler(name: str, seed: int):
     """The study's sampler.  The latency constraint reaches constraint-aware samplers through
     ``trial.set_constraint`` (Optuna >= 5), so it lives in the study, not in sampler settings."""

@@ -23,6 +23,20 @@ from nasseg.search.config import SearchConfig
 from nasseg.search.jobs import Job
 from nasseg.study import STATUS_KEY, checkpoint, heartbeat_on
 
+#: a sampler that proposes this many already evaluated genomes in a row ends the search (a small space)
+MAX_DUPLICATES_IN_A_ROW = 100
+
+
+def counts_towards_trials(t: Any) -> bool:
+    """Whether a trial is one of the distinct evaluations ``--trials`` asks for (see :meth:`Driver.finished`)."""
+    import optuna
+
+    if "reused_from" in t.user_attrs:
+        return False
+    if t.state in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED):
+        return True
+    return t.state == optuna.trial.TrialState.FAIL and t.user_attrs.get(STATUS_KEY) != "crashed"
+
 
 class Driver:
     """Owns the study: asks, samples, measures, rejects, reuses and tells.  The only DB writer."""
@@ -41,6 +55,10 @@ class Driver:
         self.table: Any = None  # nasseg.screen.CostTable when screening
         self.calibration: Any = None
         self.screened = 0  # candidates rejected on a predicted latency
+        self.duplicates = 0  # proposals of genomes already evaluated (told as reused copies; not counted)
+        self.duplicate_streak = 0  # ... of them in a row
+        self.waiting: dict[str, list[Any]] = {}  # genome_id -> duplicate trials waiting for its in-flight job
+        self.exhausted = False  # the sampler proposed MAX_DUPLICATES_IN_A_ROW duplicates: stop proposing
         if cfg.screen is not None and cfg.latency_budget_ms is not None:
             from nasseg.screen import Calibration, CostTable
 
@@ -64,18 +82,14 @@ class Driver:
             self._cache.setdefault(ua["genome_id"], t)
 
     def finished(self) -> int:
-        """Trials that count towards --trials: everything told, except crashed ones (re-queued)."""
-        import optuna
-
-        n = 0
-        for t in self.study.get_trials(deepcopy=False):
-            if t.state in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED):
-                n += 1
-            elif t.state == optuna.trial.TrialState.FAIL and t.user_attrs.get(STATUS_KEY) != "crashed":
-                n += 1
-        return n
+        """Trials that count towards --trials: distinct evaluations told, i.e. everything told except crashed
+        trials (their genomes are re-queued) and a sampler's duplicates (told with the stored result of the
+        same genome, ``reused_from``, so the sampler learns, but they evaluate nothing new)."""
+        return sum(1 for t in self.study.get_trials(deepcopy=False) if counts_towards_trials(t))
 
     def remaining(self) -> int:
+        if self.exhausted:
+            return 0
         return self.cfg.trials - self.finished() - len(self.inflight)
 
     # ------------------------------------------------------------------------------------- proposing
@@ -129,9 +143,20 @@ class Driver:
         trial.set_user_attr("dataset", self.cfg.dataset)
         faults.point("sampled")
         cached = self._cache.get(gid)
-        if cached is not None:
-            self._reuse(trial, cached)
+        training = any(j.genome_id == gid for j in self.inflight.values())
+        if cached is not None or training:
+            if cached is not None:
+                self._reuse(trial, cached)
+            else:  # the same genome is training right now: this trial takes its result when it arrives
+                self.waiting.setdefault(gid, []).append(trial)
+            self.duplicates += 1
+            self.duplicate_streak += 1
+            if self.duplicate_streak >= MAX_DUPLICATES_IN_A_ROW:
+                self.exhausted = True
+                self.log(f"stopping: the sampler proposed {self.duplicate_streak} already evaluated genomes in a row; "
+                         f"the space seems to hold no new architecture ({self.finished()} distinct evaluated)")
             return None
+        self.duplicate_streak = 0
         t0 = time.perf_counter()
         try:
             predicted = self._predict(genome)
@@ -210,13 +235,13 @@ class Driver:
         self.screened += 1
 
     def make_job(self, trial: Any, genome: Any, seed: int) -> Job:
-        from nasseg.genome import to_json
+        from nasseg.genome import genome_id, to_json
 
         device = "cuda" if self.cfg.gpus_per_trial > 0 else "cpu"
         threads = max(1, int(self.cfg.cpus_per_trial))
         weights = str((self.cfg.artifacts_dir() / f"trial_{trial.number:05d}" / "model.pt").resolve())
         return Job(trial.number, to_json(genome), self.cfg.recipe.to_dict(), self.cfg.dataset, seed,
-                   device, threads, weights, trial, time.perf_counter())
+                   device, threads, weights, trial, time.perf_counter(), genome_id(genome))
 
     def _measure(self, genome: Any) -> dict[str, Any]:
         from nasseg.build import build
@@ -268,6 +293,27 @@ class Driver:
             job.trial.report(miou, step)
 
     def complete(self, job: Job, result: dict[str, Any], stopped: bool = False) -> None:
+        """Tell a job's result, then the duplicates of its genome that were proposed while it trained."""
+        self._complete(job, result, stopped)
+        for dup in self.waiting.pop(job.genome_id, []):
+            self._copy_result(dup, job)
+
+    def _copy_result(self, trial: Any, job: Job) -> None:
+        """A duplicate proposed while ``job`` trained its genome: the job's stored result, or its fate."""
+        cached = self._cache.get(job.genome_id)
+        if cached is not None:
+            self._reuse(trial, cached)
+            return
+        src = self.study._storage.get_trial(job.trial._trial_id)  # failed or stopped early: same state
+        status = src.user_attrs.get(STATUS_KEY, "failed")
+        trial.set_user_attr("reused_from", src.number)
+        trial.set_user_attr(STATUS_KEY, status)
+        trial.set_user_attr("reason", f"duplicate of trial {src.number}, proposed while it trained: "
+                                      f"{src.user_attrs.get('reason', status)}")
+        trial.set_user_attr("train_seconds", 0.0)
+        self._tell(trial, "pruned" if status == "stopped" else "fail")
+
+    def _complete(self, job: Job, result: dict[str, Any], stopped: bool = False) -> None:
         faults.point("result")
         self.inflight.pop(job.number, None)
         self._settle()

@@ -28,6 +28,7 @@ class Job:
     weights_path: str | None = None
     trial: Any = None  # the driver's optuna Trial (never sent to workers)
     started: float = 0.0
+    genome_id: str = ""  # the driver's: duplicates proposed while this job trains wait for its result
 
     def payload(self) -> dict[str, Any]:
         return {"number": self.number, "genome": self.genome_json, "recipe": self.recipe, "dataset": self.dataset,

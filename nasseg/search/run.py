@@ -18,7 +18,7 @@ from typing import Any
 
 from nasseg import faults
 from nasseg.errors import ConfigError, StorageError
-from nasseg.search.config import DEFINING, SearchConfig, make_sampler, study_meta
+from nasseg.search.config import DEFINING, SearchConfig, make_sampler, resumed_seed, study_meta
 from nasseg.search.driver import Driver
 from nasseg.search.executors import run_local, run_ray
 from nasseg.study import (
@@ -135,9 +135,10 @@ def search(cfg: SearchConfig, log: Callable[[str], None] | None = None,
                     raise ConfigError(
                         f"study {cfg.study!r} was created with {key} = {json.dumps(meta.get(key))}; this command "
                         f"gives {json.dumps(want[key])}. Resume with the same settings, or choose a new --study")
-            study.sampler = make_sampler(sampler_name, meta["sampler"]["seed"])
-            log(f"resuming study {cfg.study!r} ({len(study.trials)} trials so far; sampler {sampler_name}, "
-                f"seed {meta['sampler']['seed']})")
+            seed0, told = meta["sampler"]["seed"], len(study.trials)
+            study.sampler = make_sampler(sampler_name, resumed_seed(seed0, told))
+            log(f"resuming study {cfg.study!r} ({told} trials so far; sampler {sampler_name}, seed {seed0}, "
+                f"continued as {resumed_seed(seed0, told)} so that it does not replay its first proposals)")
             recover_crashed(study, cfg.storage, log)
         else:
             sampler_name = cfg.sampler or "tpe"
@@ -161,5 +162,6 @@ def search(cfg: SearchConfig, log: Callable[[str], None] | None = None,
         wall = time.perf_counter() - t0
     return {"study": cfg.study, "storage": mask_url(cfg.storage), "wall_seconds": wall,
             "train_seconds": driver.trained_s, "measure_seconds": driver.measure_s, "busy_seconds": driver.busy_s,
-            "counts": dict(driver.counts), "screened": driver.screened,
+            "counts": dict(driver.counts), "screened": driver.screened, "duplicates": driver.duplicates,
+            "exhausted": driver.exhausted,
             "finished": driver.finished()}

@@ -23,7 +23,7 @@ from nasseg import study as St
 from nasseg.errors import StorageError
 from nasseg.train import Recipe
 from tests.conftest import TINY_SPACE
-from tests.reliability.common import counted, env, finished, search_cmd
+from tests.reliability.common import counted, distinct_evaluated, env, finished, search_cmd
 from tests.reliability.servers import _with_descendants
 
 
@@ -201,6 +201,7 @@ def test_driver_sigkilled_at_many_points_loses_and_duplicates_nothing(storage_ur
     trials = study.get_trials(deepcopy=False)
     assert {k: finished(study)[k] for k in before} == before
     assert counted(study) == total
+    assert distinct_evaluated(study) == total, "a sampler's duplicate took a slot of --trials"
     assert not [t for t in trials if t.state in (optuna.trial.TrialState.RUNNING, optuna.trial.TrialState.WAITING)]
     trained = [t.user_attrs["genome_id"] for t in trials if t.user_attrs.get(S.STATUS_KEY) == "trained"]
     assert len(trained) == len(set(trained)), "a genome was trained twice"
