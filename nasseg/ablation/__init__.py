@@ -653,7 +653,7 @@ def parse_study(text: str, source: str = "<string>", *, build_check: bool = True
 
 def study_files(root: str | Path | None = None) -> list[Path]:
     """The shipped ``studies/*.yaml`` (``root`` defaults to the repository's studies folder)."""
-    root = Path(root) if root is not None else Path(__file__).resolve().parent.parent / "studies"
+    root = Path(root) if root is not None else Path(__file__).resolve().parents[2] / "studies"
     return sorted(root.glob("*.yaml"))
 
 
