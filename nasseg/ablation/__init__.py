@@ -53,24 +53,20 @@ SE = sqrt(s_v^2/n_v + s_r^2/n_r) with s the sample standard deviation over seeds
 or fewer than two seeds on either side is *inconclusive* (never agreement); otherwise the sign of
 Delta *agrees* with the paper's direction (the sign of the paper's own Delta, or the direction its
 text states) or *contradicts* it.
+
+Layout
+------
+One concern per module, imported one way (schema <- stats <- render <- runner):
+:mod:`~nasseg.ablation.schema` (the study file, the change language, loading),
+:mod:`~nasseg.ablation.stats` (rows, verdicts and claim checks as pure functions over records),
+:mod:`~nasseg.ablation.render` (CSV, Markdown and plot files), :mod:`~nasseg.ablation.runner` (costs,
+the driver, :func:`ablate`).  :mod:`~nasseg.ablation.cli` is the ``nasseg ablate`` verb: no module above
+imports it; this package imports it only to register the verb, until it moves to ``nasseg/cli/ablate.py``.
 """
 
-from __future__ import annotations
-
-from collections.abc import Mapping
-from typing import Any
-
-from nasseg.ablation.render import (
-    COLUMNS,
-    plot_report,
-    render_markdown,
-    scaling_rows,
-    stated_rows,
-    table_rows,
-    write_report,
-)
+from nasseg.ablation import cli  # noqa: F401  # registers ``nasseg ablate``; moves to nasseg/cli/ablate.py
+from nasseg.ablation.render import plot_report, render_markdown, write_report
 from nasseg.ablation.runner import (
-    DEFAULT_STORAGE,
     AblationConfig,
     AblationDriver,
     ablate,
@@ -97,100 +93,7 @@ from nasseg.ablation.stats import VERDICT_RULE, VERDICTS, ClaimResult, Row, chec
 
 __all__ = [
     "FIDELITIES", "VERDICTS", "VERDICT_RULE", "AblationConfig", "AblationDriver", "ChangeSpec", "ClaimResult",
-    "Fidelity", "Row", "Study", "StudyFile", "Variant", "ablate", "apply_change", "check_claims",
-    "field_of_view", "load_study", "measure_variant", "parse_paper_number", "parse_per_block", "parse_study",
-    "peak_memory_bytes", "plot_report", "render_markdown", "stated_match", "study_files", "summarize",
-    "verdict", "write_report",
+    "Fidelity", "Row", "Study", "StudyFile", "Variant", "ablate", "apply_change", "check_claims", "field_of_view",
+    "load_study", "measure_variant", "parse_paper_number", "parse_per_block", "parse_study", "peak_memory_bytes",
+    "plot_report", "render_markdown", "stated_match", "study_files", "summarize", "verdict", "write_report",
 ]
-
-
-# =========================================================================================== report
-
-
-
-
-def print_report(study: Study, fid: Fidelity, rows: list[Row], info: Mapping[str, Any], con: Any) -> None:
-    from rich.table import Table
-
-    t = Table(title=f"{study.spec.title} — replay ({fid.name}) vs paper; * = reference")
-    for c in COLUMNS:
-        t.add_column(c, justify="left" if c in ("variant", "paper row", "verdict") else "right", overflow="fold")
-    style = {"agrees": "green", "contradicts": "red", "inconclusive": "yellow"}
-    for r, cells in zip(rows, table_rows(rows)):
-        cells[-1] = f"[{style[r.verdict]}]{cells[-1]}[/]" if r.verdict in style else cells[-1]
-        t.add_row(*cells)
-    con.print(t)
-    header, body = stated_rows(rows, study.spec.cost.macs)
-    if len(header) > 1:
-        t2 = Table(title="stated costs vs ours (exact)")
-        for c in header:
-            t2.add_column(c, justify="right" if c != "variant" else "left")
-        for line in body:
-            t2.add_row(*line)
-        con.print(t2)
-    sh, sb = scaling_rows(rows)
-    if sb:
-        t3 = Table(title="scaling with resolution")
-        for c in sh:
-            t3.add_column(c, justify="right" if c != "variant" else "left")
-        for line in sb:
-            t3.add_row(*line)
-        con.print(t3)
-    for c in info.get("claims") or []:
-        if c.check:
-            colour = {"holds": "green", "fails": "red"}.get(c.result, "yellow")
-            con.print(f"claim check {c.check}: [{colour}]{c.result}[/] {c.detail}".rstrip())
-
-
-# ============================================================================================== CLI
-def _add_args(p: Any) -> None:
-    from nasseg.search import EXECUTORS
-
-    p.add_argument("study", help="study file (studies/*.yaml)")
-    p.add_argument("--storage", default=DEFAULT_STORAGE, help="sqlite:///path.db or postgresql://... "
-                   f"(default {DEFAULT_STORAGE})")
-    p.add_argument("--fidelity", choices=FIDELITIES, default="proxy", help="which recipe of the study file")
-    p.add_argument("--seeds", type=int, default=None, help="seeds 0..N-1 (default: the fidelity's own)")
-    p.add_argument("--executor", choices=EXECUTORS, default="ray", help="ray (default) or local (no Ray)")
-    p.add_argument("--out", default=None, help="folder for the CSV, Markdown and PNG (default "
-                   "runs/ablations/<name>-<fidelity>)")
-    p.add_argument("--dataset", default=None, help="override the fidelity's dataset (synthetic or LAYOUT:PATH)")
-    p.add_argument("--report-only", action="store_true", help="train and measure nothing: report what the "
-                   "study holds")
-    p.add_argument("--ray-address", default=None)
-    p.add_argument("--cpus-per-trial", type=float, default=1.0)
-    p.add_argument("--gpus-per-trial", type=float, default=0.0)
-    p.add_argument("--concurrency", type=int, default=None)
-    p.add_argument("--artifacts", default=None, help="folder for proxy weights (default: beside the SQLite file)")
-    p.add_argument("--no-plot", action="store_true")
-
-
-def _run(a: Any) -> int:
-    from rich.console import Console
-
-    con = Console(stderr=True, highlight=False)
-    cfg = AblationConfig(study=a.study, storage=a.storage, fidelity=a.fidelity, seeds=a.seeds, executor=a.executor,
-                         out=a.out, dataset=a.dataset, report_only=a.report_only, ray_address=a.ray_address,
-                         cpus_per_trial=a.cpus_per_trial, gpus_per_trial=a.gpus_per_trial,
-                         concurrency=a.concurrency, artifacts=a.artifacts, plot=not a.no_plot)
-    res = ablate(cfg, log=lambda s: con.print(s))
-    study = load_study(cfg.study, build_check=False)
-    fid = study.fidelity(cfg.fidelity, cfg.seeds, cfg.dataset)
-    out = Console(highlight=False)
-    out = out if out.is_terminal else Console(highlight=False, width=200)
-    print_report(study, fid, res["rows"], res, out)
-    c = res["counts"]
-    con.print(f"wall {res['wall_seconds']:.1f} s: {c['measured']} variant cost(s) measured "
-              f"({res['measure_seconds']:.1f} s), {c['trained']} run(s) trained ({res['train_seconds']:.1f} "
-              f"worker-seconds), {c['reused_runs']} already finished, {c['failed']} failed")
-    con.print("wrote " + ", ".join(res["paths"].values()))
-    return 0
-
-
-def _register_cli() -> None:
-    from nasseg.cli import COMMANDS
-
-    COMMANDS["ablate"] = (_add_args, _run, "replay a paper's ablation table (studies/*.yaml)")
-
-
-_register_cli()
