@@ -44,9 +44,6 @@ and cast to the requested type.
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Any
-
 from nasseg.errors import NassegError  # noqa: F401  (tests read it here until the split is done)
 from nasseg.export.bundle import export
 from nasseg.export.deploy import load
@@ -61,7 +58,6 @@ from nasseg.export.front import (  # noqa: F401  (tests read the private names h
     trial_record,
 )
 from nasseg.export.onnx import ONNX_OPSET, ONNX_TOLERANCE, _onnx_symbolics, export_onnx  # noqa: F401  (tests)
-from nasseg.export.render import _fmt
 
 __all__ = [
     "ONNX_OPSET",
@@ -76,47 +72,4 @@ __all__ = [
     "export",
 ]
 
-
-# =============================================================================================== CLI
-def _add_export_args(p: Any) -> None:
-    p.add_argument("--storage", required=True, help="sqlite:///path.db or postgresql://... (opened read-only)")
-    p.add_argument("--study", required=True, help="study name")
-    p.add_argument("--out", required=True, help="output folder (created; must not exist or be empty)")
-    p.add_argument("--top", type=int, default=None, metavar="K",
-                   help="export only the K best-mIoU members of the front")
-    p.add_argument("--remeasure", action="store_true", help="re-measure each exported model's latency here too")
-    p.add_argument("--retrain-steps", type=int, default=None, metavar="N",
-                   help="when a trial's weights file is gone, retrain its proxy for N steps (study recipe)")
-    p.add_argument("--device", default=None, help="device for --remeasure (default: the study's latency device, "
-                   "or cpu when it is not available here)")
-    p.add_argument("--overwrite", action="store_true", help="replace a previous nasseg export in --out")
-    p.add_argument("--no-progress", action="store_true")
-
-
-def _run_export(a: Any) -> int:
-    from rich.console import Console
-
-    con = Console(stderr=True, highlight=False, soft_wrap=True)
-    s = export(a.storage, a.study, a.out, top=a.top, remeasure=a.remeasure, retrain_steps=a.retrain_steps,
-               device=a.device, overwrite=a.overwrite, progress=not a.no_progress)
-    out = Console(highlight=False, soft_wrap=True)
-    out.print(f"exported {s['exported']} of {s['front_size']} front architecture(s) of study {a.study!r} to "
-              f"{s['out']} in {s['wall_seconds']:.1f} s; max ONNX diff {_fmt(s['max_onnx_diff'], '.3g')}")
-    for i in s["members"]:
-        out.print(f"  {i['folder']}: trial {i['trial']}, mIoU {i['miou']:.4f}, {i['latency_ms']:.3f} ms"
-                  + (" [INCOMPLETE]" if i["problems"] else ""))
-    out.print(f"index: {Path(s['out']) / 'report.md'}")
-    if s["incomplete"]:
-        con.print(f"nasseg: {len(s['incomplete'])} architecture(s) exported without weights or ONNX: "
-                  + "; ".join(f"{i['folder']}: {i['problems'][0]}" for i in s["incomplete"]))
-        return 1
-    return 0
-
-
-def _register_cli() -> None:
-    from nasseg.cli import COMMANDS
-
-    COMMANDS["export"] = (_add_export_args, _run_export, "export a study's Pareto front (weights, ONNX, cards)")
-
-
-_register_cli()
+from nasseg.export import cli as _cli  # noqa: E402, F401  registers ``nasseg export`` (until it moves to nasseg/cli/)
