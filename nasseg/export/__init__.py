@@ -32,32 +32,31 @@ Exit codes of ``nasseg export``: 0 = every chosen architecture exported and chec
 incomplete (missing weights, weights that do not fit, a failed ONNX check: each is named on stderr, in
 its card and in ``report.md``); 2 = nothing written (no such study, no qualifying trial, bad option).
 
-Divergences and limits: the ONNX graph uses the legacy TorchScript exporter (``dynamo=False``): the
-dynamo exporter needs ``onnxscript``, which is not a dependency.  Two of its operator translations are
-replaced while exporting (and only then): ``adaptive_avg_pool2d``, which it refuses when the output
-size does not divide the input size (PPM's 3x3 and 6x6 bins on a 16x32 map, SPPM's 4x4 bins on a 2x4
-map), is written as two constant pooling matrices applied with MatMul (the same average over the same,
-possibly overlapping, windows); ``linspace``, whose ``dtype`` it drops (computing in float64, so a
-sampling grid reaches GridSample as float64, which onnxruntime cannot run), is computed in float32
-and cast to the requested type.
+The ONNX graph's divergences and limits (legacy TorchScript exporter, two replaced operator translations)
+are described in :mod:`nasseg.export.onnx`.
+
+Layout, one concern per module (this package re-exports the public names):
+
+* :mod:`nasseg.export.front`: the front and the classification of trials, pure functions over plain
+  trial records (no I/O, no torch, no Optuna);
+* :mod:`nasseg.export.deploy`: :func:`load`;
+* :mod:`nasseg.export.onnx`: :func:`export_onnx` and its operator translations;
+* :mod:`nasseg.export.bundle`: :func:`export`, the orchestration (open the study, one folder per member,
+  weights, re-measuring, the temporary folder and its rename);
+* :mod:`nasseg.export.render`: the model card, ``pareto.csv``, ``pareto.png`` and ``report.md``;
+* :mod:`nasseg.export.cli`: ``nasseg export`` (arguments, the call, the printed summary), registered in
+  ``nasseg.cli.COMMANDS`` when this package is imported.  No other module here imports it.
+
+No module here imports torch, onnx, onnxruntime, pandas, matplotlib or Optuna at import time (the functions
+that need them do), so ``from nasseg.export import load`` stays light (tests/test_export.py checks it).
 """
 
 from __future__ import annotations
 
-from nasseg.errors import NassegError  # noqa: F401  (tests read it here until the split is done)
 from nasseg.export.bundle import export
 from nasseg.export.deploy import load
-from nasseg.export.front import (  # noqa: F401  (tests read the private names here until the split is done)
-    _META_KEY,
-    _STATUS_KEY,
-    QUALIFYING_STATUSES,
-    FrontMember,
-    classify_trials,
-    disqualification,
-    pareto_front,
-    trial_record,
-)
-from nasseg.export.onnx import ONNX_OPSET, ONNX_TOLERANCE, _onnx_symbolics, export_onnx  # noqa: F401  (tests)
+from nasseg.export.front import FrontMember, classify_trials, disqualification, pareto_front, trial_record
+from nasseg.export.onnx import ONNX_OPSET, ONNX_TOLERANCE, export_onnx
 
 __all__ = [
     "ONNX_OPSET",
