@@ -31,6 +31,9 @@ from nasseg import study as St
 from nasseg.build import build
 from nasseg.cli import main
 from nasseg.cost import count_params
+from nasseg.errors import NassegError
+from nasseg.export.front import _META_KEY, _STATUS_KEY, QUALIFYING_STATUSES
+from nasseg.export.onnx import _onnx_symbolics
 from nasseg.genome import from_json, genome_id, parse, to_json, to_string
 from nasseg.space import load_space
 from nasseg.train import Recipe
@@ -110,8 +113,8 @@ def test_front_collapses_exact_ties_of_distinct_genomes():
 
 
 def test_status_keys_match_the_search():
-    assert E._STATUS_KEY == S.STATUS_KEY and E._META_KEY == S.META_KEY
-    assert set(E.QUALIFYING_STATUSES) <= {"trained", "reused", "rejected", "stopped", "failed", "crashed"}
+    assert _STATUS_KEY == S.STATUS_KEY and _META_KEY == S.META_KEY
+    assert set(QUALIFYING_STATUSES) <= {"trained", "reused", "rejected", "stopped", "failed", "crashed"}
 
 
 # ======================================================================================= ONNX helpers
@@ -153,7 +156,7 @@ class _Warp(nn.Module):
 def test_linspace_keeps_its_dtype_so_grid_sample_runs(tmp_path):
     """With static shapes the stock exporter folds the grid to a float64 constant: no GridSample kernel."""
     net, x = _Warp().eval(), torch.randn(1, 3, 9, 14)
-    with E._onnx_symbolics(), torch.no_grad(), warnings.catch_warnings():
+    with _onnx_symbolics(), torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         torch.onnx.export(net, (x,), str(tmp_path / "w.onnx"), dynamo=False, opset_version=E.ONNX_OPSET,
                           input_names=["x"])
@@ -272,7 +275,7 @@ def test_load_needs_nothing_from_the_search_machinery(exported):
     out = subprocess.run([sys.executable, "-c", code, str(folder)], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip() == "[]"
-    with pytest.raises(E.NassegError, match="architecture folders in it: 01_"):
+    with pytest.raises(NassegError, match="architecture folders in it: 01_"):
         E.load(exported[0])  # the top folder is not an architecture
 
 
@@ -400,7 +403,7 @@ def test_missing_weights_are_reported_and_retrained_on_request(tmp_path, capsys)
     assert (third / "model.onnx").is_file() and json.loads((third / "model.json").read_text())["problems"] == []
     report = (out / "report.md").read_text()
     assert "## Incomplete" in report and first.name in report and second.name in report
-    with pytest.raises(E.NassegError, match="model.pt is missing"):
+    with pytest.raises(NassegError, match="model.pt is missing"):
         E.load(first)
     # --retrain-steps: the proxy is retrained with the study's recipe for N steps; --overwrite replaces the export
     assert main(["export", "--storage", url, "--study", "c", "--out", str(out), "--no-progress", "--overwrite",
@@ -523,7 +526,7 @@ def test_every_registered_module_exports_to_onnx(entry, example, tmp_path):
     inputs = tuple(t[:1] for t in (inputs[0] if entry.kind == "decoder" else inputs))
     names = [f"x{i}" for i in range(len(inputs))]
     path = tmp_path / "m.onnx"
-    with E._onnx_symbolics(), torch.no_grad(), warnings.catch_warnings():
+    with _onnx_symbolics(), torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # tracer warnings; the onnxruntime comparison below is the check
         torch.onnx.export(module, inputs, str(path), dynamo=False, opset_version=E.ONNX_OPSET, input_names=names)
     sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])

@@ -1,0 +1,403 @@
+"""Export the front of a search study: one self-contained folder per architecture (:func:`export`).
+
+Opens the study read-only, computes the front (:mod:`nasseg.export.front`), and per chosen member writes
+``genome.json``, ``genome.txt``, ``model.pt`` (copied, or retrained with ``retrain_steps``), ``model.onnx``
+(:mod:`nasseg.export.onnx`), ``model.json`` and the card; then ``pareto.csv``, ``pareto.png``, ``report.md``
+(:mod:`nasseg.export.render`) and ``export.json``.  The folder is assembled under a temporary name and
+renamed at the end.  The layout of the bundle is described in the :mod:`nasseg.export` docstring.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import os
+import shutil
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from nasseg.errors import ConfigError, NassegError
+from nasseg.export.deploy import load
+from nasseg.export.front import _META_KEY, _STATUS_KEY, FrontMember, _state, classify_trials, pareto_front, trial_record
+from nasseg.export.onnx import export_onnx
+from nasseg.export.render import _plot, _write_card, _write_csv, _write_report
+
+__all__ = ["export"]
+
+FORMAT = "nasseg-export"
+FORMAT_VERSION = 1
+
+
+@dataclass
+class _Study:
+    name: str
+    storage_masked: str
+    sqlite_path: Path | None
+    meta: dict[str, Any]
+    records: list[dict[str, Any]]
+
+
+def _open(storage: str, study: str) -> _Study:
+    from nasseg import study as S
+
+    st = S.load_study(storage, study, readonly=True)
+    meta = dict(st.user_attrs.get(S.META_KEY) or {})
+    if meta.get("kind") != "search":
+        raise NassegError(f"study {study!r} in {S.mask_url(storage)} was not created by nasseg search (no "
+                          f"'{S.META_KEY}' study attribute); nothing to export")
+    records = [trial_record(t) for t in st.get_trials(deepcopy=False)]
+    return _Study(study, S.mask_url(storage), S.sqlite_path(storage), meta, records)
+
+
+def _class_names(dataset: str, n: int) -> list[str]:
+    names: Sequence[str] | None = None
+    with contextlib.suppress(Exception):
+        from nasseg.data import describe_spec, open_dataset
+
+        names = describe_spec(dataset).class_names or open_dataset(dataset, "val").class_names
+    names = list(names or [])
+    return names[:n] + [f"class {i}" for i in range(len(names), n)]
+
+
+def _counts(records: Sequence[Mapping[str, Any]]) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for r in records:
+        s = (r.get("user_attrs") or {}).get(_STATUS_KEY) or _state(r).lower()
+        out[s] = out.get(s, 0) + 1
+    return dict(sorted(out.items()))
+
+
+def _weights_candidates(member: FrontMember, study: _Study) -> list[Path]:
+    out = []
+    stored = member.record["user_attrs"].get("weights_path")
+    if stored:
+        out.append(Path(stored))
+    src = member.record["user_attrs"].get("reused_from")
+    n = member.number if src is None else int(src)
+    if study.sqlite_path is not None:  # a DB moved together with its artifacts folder
+        out.append(study.sqlite_path.parent / f"{study.sqlite_path.stem}_artifacts" / study.name
+                   / f"trial_{n:05d}" / "model.pt")
+    return out
+
+
+class _Reporter:
+    """Rich progress on stderr (or nothing), plus log lines."""
+
+    def __init__(self, enabled: bool, log: Callable[[str], None] | None):
+        from rich.console import Console
+
+        self._log = log
+        self.progress = None
+        self.console = Console(stderr=True, highlight=False, soft_wrap=True)
+        if enabled:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+            self.progress = Progress(TextColumn("[bold]export"), BarColumn(), MofNCompleteColumn(),
+                                     TextColumn("{task.description}"), TimeElapsedColumn(), console=self.console,
+                                     transient=False)
+
+    def log(self, msg: str) -> None:
+        if self._log is not None:
+            from rich.text import Text
+
+            self._log(Text.from_markup(msg).plain)
+        else:  # through the progress bar's console, so lines print above the live bar
+            self.console.print(msg)
+
+    def __enter__(self) -> _Reporter:
+        if self.progress is not None:
+            self.progress.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.progress is not None:
+            self.progress.stop()
+
+
+def _fresh_dir(out: Path) -> None:
+    """Refuse to write over anything but nothing, an empty folder or a previous nasseg export."""
+    if not out.exists():
+        return
+    if not out.is_dir():
+        raise ConfigError(f"--out {out} exists and is not a folder")
+    if any(out.iterdir()):
+        raise ConfigError(f"--out {out} exists and is not empty; choose another folder, or pass --overwrite to "
+                          "replace a previous nasseg export there")
+
+
+def _is_export(out: Path) -> bool:
+    try:
+        return json.loads((out / "export.json").read_text(encoding="utf-8")).get("format") == FORMAT
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def export(storage: str, study: str, out: str | os.PathLike, *, top: int | None = None, remeasure: bool = False,
+           retrain_steps: int | None = None, device: str | None = None, overwrite: bool = False,
+           progress: bool = True, log: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Export the front of ``study`` in ``storage`` to ``out`` (see the :mod:`nasseg.export` docstring).
+
+    Returns a summary: ``{"out", "front_size", "exported", "incomplete", "max_onnx_diff", "wall_seconds",
+    "members": [...]}``.  Raises :class:`NassegError` (nothing written) for a missing study, a study
+    with no qualifying trial, or a bad option.  An architecture whose weights cannot be found (and
+    ``retrain_steps`` is None), whose weights do not fit, or whose ONNX check fails is listed in
+    ``incomplete`` with the reason; its folder keeps the genome and the card.
+    """
+    import torch
+
+    t_start = time.perf_counter()
+    if top is not None and (isinstance(top, bool) or not isinstance(top, int) or top < 1):
+        raise ConfigError(f"--top = {top!r} must be a positive integer")
+    if retrain_steps is not None and (isinstance(retrain_steps, bool) or not isinstance(retrain_steps, int)
+                                      or retrain_steps < 1):
+        raise ConfigError(f"--retrain-steps = {retrain_steps!r} must be a positive integer")
+    out = Path(out)
+    if overwrite and out.exists() and any(out.iterdir()) and not _is_export(out):
+        raise ConfigError(f"--out {out} holds something other than a nasseg export; --overwrite only replaces a "
+                          "previous export (export.json); choose another folder")
+    if not overwrite:
+        _fresh_dir(out)
+
+    st = _open(storage, study)
+    meta = st.meta
+    budget = meta.get("latency_budget_ms")
+    front = pareto_front(st.records, budget)
+    labels = classify_trials(st.records, budget, front)
+    counts = _counts(st.records)
+    if not front:
+        what = ", ".join(f"{k} {v}" for k, v in counts.items()) or "no trials"
+        raise NassegError(f"study {study!r} in {st.storage_masked} has no complete, feasible, full-fidelity trial "
+                          f"({len(st.records)} trials: {what}"
+                          + (f"; budget {budget:g} ms" if budget is not None else "") + "); nothing exported")
+    chosen = front[:top] if top else list(front)
+    lat_spec = dict(meta.get("latency") or {})
+    h, w = (int(v) for v in lat_spec.get("resolution", (512, 1024)))
+    batch = int(lat_spec.get("batch", 1))
+    if not isinstance(meta.get("num_classes"), int):
+        raise NassegError(f"study {study!r}: its '{_META_KEY}' attribute records no num_classes; cannot build models")
+    num_classes = int(meta["num_classes"])
+    dataset = str(meta.get("dataset", "synthetic"))
+    class_names = _class_names(dataset, num_classes)
+    dev = device or str(lat_spec.get("device", "cpu"))
+    if remeasure and dev.startswith("cuda") and not torch.cuda.is_available():
+        if device is not None:
+            raise ConfigError(f"--device = {device!r} is not available here (torch.cuda.is_available() is False); "
+                              "valid: cpu")
+        dev = "cpu"  # the study measured on a GPU this machine lacks: "the current device" is the CPU
+
+    tmp = out.parent / f".{out.name}.partial-{os.getpid()}"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
+    members: list[dict[str, Any]] = []
+    try:
+        with _Reporter(progress, log) as rep:
+            task = rep.progress.add_task("", total=len(chosen)) if rep.progress is not None else None
+            pad = max(2, len(str(len(front))))
+            for m in chosen:
+                folder = tmp / f"{m.rank:0{pad}d}_{m.genome_id}"
+
+                def step(text: str, m: FrontMember = m) -> None:
+                    if rep.progress is not None:
+                        rep.progress.update(task, description=f"#{m.rank} trial {m.number}: {text}")
+
+                try:
+                    info = _export_member(m, folder, st, num_classes, class_names, (batch, 3, h, w), dev,
+                                          remeasure, retrain_steps, step, rep.log)
+                except (RuntimeError, ValueError, OSError, MemoryError) as e:  # e.g. out of memory: keep going
+                    why = f"export failed: {type(e).__name__}: {(str(e).splitlines() or [''])[0][:300]}"
+                    rep.log(f"[red]trial {m.number} ({folder.name}): {why}[/red]")
+                    info = {"folder": folder.name, "rank": m.rank, "trial": m.number, "genome_id": m.genome_id,
+                            "miou": m.miou, "latency_ms": m.latency_ms, "problems": [why], "onnx": None,
+                            "genome": m.record["user_attrs"].get("genome")}
+                members.append(info)
+                if rep.progress is not None:
+                    rep.progress.advance(task)
+            if rep.progress is not None:
+                rep.progress.update(task, description="pareto.csv, pareto.png, report.md")
+            _write_csv(tmp / "pareto.csv", st, labels, {i["trial"]: i for i in members})
+            _plot(tmp / "pareto.png", st, labels, front, budget)
+            summary = {
+                "format": FORMAT, "format_version": FORMAT_VERSION, "study": study, "storage": st.storage_masked,
+                "mode": meta.get("mode"), "latency_budget_ms": budget, "latency": lat_spec, "dataset": dataset,
+                "num_classes": num_classes, "recipe": meta.get("recipe"), "trials": len(st.records),
+                "counts": counts, "front_size": len(front), "exported": len(members), "top": top,
+                "incomplete": [{"folder": i["folder"], "trial": i["trial"], "problems": i["problems"]}
+                               for i in members if i["problems"]],
+                "max_onnx_diff": max((i["onnx"]["max_abs_diff"] for i in members if i.get("onnx")), default=None),
+                "members": members,
+            }
+            summary["wall_seconds"] = round(time.perf_counter() - t_start, 3)
+            _write_report(tmp / "report.md", summary, front, chosen)
+            (tmp / "export.json").write_text(json.dumps(summary, indent=1, sort_keys=True, allow_nan=False) + "\n",
+                                             encoding="utf-8")
+        if out.exists():
+            if overwrite:
+                shutil.rmtree(out)
+            else:
+                out.rmdir()  # empty (checked above)
+        os.replace(tmp, out)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    summary["out"] = str(out)
+    return summary
+
+
+def _export_member(m: FrontMember, folder: Path, st: _Study, num_classes: int, class_names: list[str],
+                   input_shape: tuple[int, int, int, int], device: str, remeasure: bool, retrain_steps: int | None,
+                   step: Callable[[str], None], log: Callable[[str], None]) -> dict[str, Any]:
+    import torch
+
+    from nasseg.build import build
+    from nasseg.cost import count_params
+    from nasseg.genome import from_json, genome_id, to_json, to_string
+
+    ua = m.record["user_attrs"]
+    folder.mkdir(parents=True)
+    problems: list[str] = []
+    info: dict[str, Any] = {"folder": folder.name, "rank": m.rank, "trial": m.number, "genome_id": m.genome_id,
+                            "duplicates": list(m.duplicates), "ties": list(m.ties), "miou": m.miou,
+                            "latency_ms": m.latency_ms, "problems": problems}
+
+    step("genome")
+    genome, gjson, gtext = None, ua["genome_json"], ua.get("genome", "")
+    try:
+        genome = from_json(ua["genome_json"])
+        gtext = to_string(genome)
+        if genome_id(genome) == m.genome_id:
+            gjson = to_json(genome)
+        else:
+            problems.append(f"the stored genome JSON re-encodes to id {genome_id(genome)}, not {m.genome_id} (a "
+                            "registry default changed since the search); genome.json holds the stored form")
+    except NassegError as e:  # a module renamed or removed since the search
+        problems.append(f"this nasseg cannot read the stored genome: {e}")
+    (folder / "genome.json").write_text(gjson + "\n", encoding="utf-8")
+    (folder / "genome.txt").write_text(gtext + "\n", encoding="utf-8")
+    model_json: dict[str, Any] = {
+        "format": FORMAT, "format_version": FORMAT_VERSION, "num_classes": num_classes, "in_channels": 3,
+        "class_names": class_names, "genome_id": m.genome_id,
+        "input": {"shape": list(input_shape), "layout": "NCHW, RGB, float32 (x / 255 - mean) / std",
+                  "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]},
+        "study": st.name, "storage": st.storage_masked, "trial": m.number, "duplicates": list(m.duplicates),
+        "ties": list(m.ties), "params": ua.get("params"), "macs": ua.get("macs"),
+        "macs_resolution": list(input_shape[2:]), "latency": ua.get("latency"), "latency_ms": m.latency_ms,
+        "miou": m.miou, "metrics": ua.get("metrics"), "fidelity": ua.get("fidelity"),
+        "recipe": json.loads(ua["recipe_json"]) if ua.get("recipe_json") else st.meta.get("recipe"),
+        "dataset": ua.get("dataset", st.meta.get("dataset")), "seed": ua.get("seed"),
+    }
+    _write_json(folder / "model.json", model_json)  # written early: load() and the card need it
+
+    step("weights")
+    weights: dict[str, Any] | None = None
+    source = None
+    unusable: list[str] = []  # candidate files that exist but cannot be used
+    for cand in _weights_candidates(m, st) if genome is not None else []:
+        if not cand.is_file():
+            continue
+        try:
+            state = torch.load(cand, map_location="cpu", weights_only=True)
+        except Exception as e:  # torch raises several types for a corrupt or unsafe file
+            unusable.append(f"{cand}: not a loadable state_dict ({type(e).__name__}: {str(e)[:200]})")
+            continue
+        if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+            unusable.append(f"{cand}: not a state_dict (a dict of tensors)")
+            continue
+        try:
+            build(genome, num_classes).load_state_dict(state, strict=True)
+        except RuntimeError as e:
+            unusable.append(f"{cand}: the weights do not fit the genome: {str(e)[:300]}")
+            continue
+        weights, source = state, {"kind": "copied", "path": str(cand)}
+        shutil.copyfile(cand, folder / "model.pt")
+        break
+    if weights is None and retrain_steps is not None and genome is not None:
+        weights, source = _retrain(m, st, retrain_steps, folder / "model.pt", step, log)
+    if weights is None and genome is not None:
+        problems.extend(unusable)
+        where = ", ".join(str(c) for c in _weights_candidates(m, st)) or "(the trial records no weights_path)"
+        problems.append(f"no usable proxy weights for trial {m.number} (looked in {where}); rerun with "
+                        "--retrain-steps N to retrain the proxy for N steps")
+        log(f"[yellow]trial {m.number} ({folder.name}): {problems[-1]}[/yellow]")
+    model_json["weights"] = source
+    if weights is not None:
+        step("rebuild check")
+        reference = build(genome, num_classes)
+        reference.load_state_dict(weights, strict=True)
+    if weights is not None:
+        reference.eval()
+        rebuilt = load(folder)
+        x = torch.randn(input_shape, generator=torch.Generator().manual_seed(1))
+        with torch.no_grad():
+            same = float((reference(x) - rebuilt(x)).abs().max())
+        params = count_params(rebuilt)
+        model_json["rebuild_check"] = {"max_abs_diff": same, "strict_load": True, "params": params,
+                                       "params_match_study": params == ua.get("params")}
+        if same != 0.0 or (ua.get("params") is not None and params != ua["params"]):
+            problems.append(f"the model rebuilt from genome.json differs (max abs diff {same:g}, params {params} "
+                            f"vs {ua.get('params')} in the study)")
+        step("ONNX export + onnxruntime check")
+        try:
+            meta = {"nasseg_genome": to_string(genome), "nasseg_genome_id": m.genome_id,
+                    "nasseg_num_classes": str(num_classes), "nasseg_study": st.name, "nasseg_trial": str(m.number),
+                    "nasseg_input": "NCHW RGB float32, (x/255 - [0.485,0.456,0.406]) / [0.229,0.224,0.225]"}
+            model_json["onnx"] = export_onnx(rebuilt, folder / "model.onnx", input_shape, metadata=meta)
+        except NassegError as e:
+            problems.append(str(e))
+            (folder / "model.onnx").unlink(missing_ok=True)
+        if remeasure:
+            step("re-measuring latency")
+            model_json["latency_remeasured"] = _remeasure(rebuilt, input_shape, device, st.meta.get("latency") or {})
+    info["onnx"] = model_json.get("onnx")
+    info["latency_remeasured_ms"] = (model_json.get("latency_remeasured") or {}).get("median_ms")
+    info["weights"] = source
+    info["params"], info["macs"] = ua.get("params"), ua.get("macs")
+    info["genome"] = ua.get("genome")
+    model_json["problems"] = problems
+    _write_json(folder / "model.json", model_json)
+    step("model card")
+    _write_card(folder / "README.md", m, model_json, st, gtext)
+    return info
+
+
+def _write_json(path: Path, obj: Any) -> None:
+    path.write_text(json.dumps(obj, indent=1, sort_keys=True, default=str) + "\n", encoding="utf-8")
+
+
+def _retrain(m: FrontMember, st: _Study, steps: int, dest: Path, step: Callable[[str], None],
+             log: Callable[[str], None]) -> tuple[dict[str, Any], dict[str, Any]]:
+    import torch
+
+    from nasseg.genome import from_json
+    from nasseg.train import Recipe, proxy_train
+
+    ua = m.record["user_attrs"]
+    base = Recipe.from_dict(json.loads(ua["recipe_json"]) if ua.get("recipe_json") else st.meta["recipe"])
+    recipe = dataclasses.replace(base, steps=steps, warmup_steps=min(base.warmup_steps, steps - 1),
+                                 eval_every=0, amp=base.amp and torch.cuda.is_available())
+    seed = int(ua.get("seed", (st.meta.get("sampler") or {}).get("seed", 0)))
+    dataset = ua.get("dataset", st.meta.get("dataset", "synthetic"))
+    step(f"retraining {steps} steps on {dataset}")
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    metrics = proxy_train(from_json(ua["genome_json"]), recipe, dataset, seed, device=device, weights_path=dest)
+    log(f"trial {m.number}: weights missing, retrained {steps} steps ({dataset}, seed {seed}): mIoU "
+        f"{metrics.miou:.4f} (the study's {base.steps}-step proxy: "
+        f"{m.miou:.4f})")
+    weights = torch.load(dest, map_location="cpu", weights_only=True)
+    return weights, {"kind": "retrained", "steps": steps, "planned_steps": base.steps, "seed": seed,
+                     "device": device, "dataset": dataset, "recipe": recipe.to_dict(), "metrics": metrics.to_dict()}
+
+
+def _remeasure(module: Any, input_shape: tuple[int, ...], device: str, spec: Mapping[str, Any]) -> dict[str, Any]:
+    from nasseg.cost import MIN_RUNS, measure_latency
+
+    rec = measure_latency(module, input_shape, device=device, warmup=max(1, int(spec.get("warmup", 10))),
+                          runs=max(MIN_RUNS, int(spec.get("runs", 30))), threads=spec.get("threads"),
+                          dtype=str(spec.get("dtype", "float32")))
+    d = rec.to_dict()
+    d["isolation"] = "measured by nasseg export (--remeasure), one model at a time"
+    return d

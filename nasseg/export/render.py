@@ -1,0 +1,287 @@
+"""The documents of an export: the model card (``README.md``), ``pareto.csv``, ``pareto.png`` and
+``report.md``, and their formatting helpers.
+
+Each writer takes plain values (front members, trial labels from :mod:`nasseg.export.front`, the summary
+dicts that :mod:`nasseg.export.bundle` assembles) and writes one file; pandas and matplotlib are imported
+when called.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from nasseg.export.front import _STATUS_KEY, FrontMember, _finite, _miou, _state
+from nasseg.export.onnx import ONNX_TOLERANCE
+
+if TYPE_CHECKING:
+    from nasseg.export.bundle import _Study
+
+
+def _fmt(v: Any, spec: str = ".4f", none: str = "-") -> str:
+    return none if v is None or (isinstance(v, float) and not math.isfinite(v)) else format(v, spec)
+
+
+def _md_escape(text: str) -> str:
+    return str(text).replace("|", "\\|")
+
+
+def _threads_label(lat_spec: dict[str, Any]) -> Any:
+    """The thread count the latency records used: nasseg.cost measures on 1 CPU thread unless told otherwise."""
+    threads = lat_spec.get("threads")
+    if threads:
+        return threads
+    return 1 if str(lat_spec.get("device", "cpu")).startswith("cpu") else "default"
+
+
+def _latency_lines(rec: Mapping[str, Any] | None) -> list[str]:
+    if not rec:
+        return ["- (no latency record)"]
+    res = rec.get("resolution") or ["?", "?"]
+    return [
+        f"- median **{_fmt(rec.get('median_ms'), '.3f')} ms**, p90 {_fmt(rec.get('p90_ms'), '.3f')} ms, "
+        f"CV {_fmt(rec.get('cv'), '.3f')} (mean {_fmt(rec.get('mean_ms'), '.3f')}, min {_fmt(rec.get('min_ms'), '.3f')}"
+        f" ms; {rec.get('runs')} timed runs after {rec.get('warmup')} warm-up)",
+        f"- input {rec.get('batch')}x3x{res[0]}x{res[1]}, {rec.get('dtype')}"
+        + (", channels-last" if rec.get("channels_last") else "") + (", torch.compile" if rec.get("compile") else ""),
+        f"- device `{rec.get('device')}` ({rec.get('device_name')}), {rec.get('threads')} thread(s); torch "
+        f"{rec.get('torch_version')}" + (f", CUDA {rec['cuda_version']}" if rec.get("cuda_version") else "")
+        + f"; nasseg {rec.get('nasseg_version')}",
+        f"- measured {rec.get('date_utc')} on host `{rec.get('hostname')}`"
+        + (f"; {rec['isolation']}" if rec.get("isolation") else ""),
+    ]
+
+
+def _write_card(path: Path, m: FrontMember, mj: Mapping[str, Any], st: _Study, genome_text: str) -> None:
+    metrics = mj.get("metrics") or {}
+    per_class = metrics.get("per_class_iou") or []
+    names = mj["class_names"]
+    res = mj["input"]["shape"]
+    L = [f"# {m.genome_id}: rank {m.rank} on the front of study `{st.name}`", ""]
+    if mj.get("problems"):
+        L += ["> **Incomplete export.**", ""] + [f"> - {_md_escape(p)}" for p in mj["problems"]] + [""]
+    L += ["```", genome_text, "```", "",
+          "| | |", "|---|---|",
+          f"| proxy mIoU | **{_fmt(m.miou)}** (pixel acc. {_fmt(metrics.get('pixel_acc'))}) |",
+          f"| latency (median) | **{_fmt(m.latency_ms, '.3f')} ms** at {res[0]}x{res[1]}x{res[2]}x{res[3]} |",
+          f"| params (inference) | {_fmt(mj.get('params'), ',d')} |",
+          f"| MACs (conv + linear) | {_fmt(mj.get('macs'), ',d')} at {res[2]}x{res[3]} "
+          f"({_fmt((mj.get('macs') or 0) / 1e9, '.4f')} G) |",
+          f"| classes | {mj['num_classes']} ({_md_escape(str(mj.get('dataset')))}) |",
+          f"| study / trial | `{st.name}` / {m.number}"
+          + (f" (same genome: trials {', '.join(map(str, m.duplicates))})" if m.duplicates else "")
+          + (f" (ties: trials {', '.join(map(str, m.ties))})" if m.ties else "") + " |",
+          f"| storage | `{st.storage_masked}` |",
+          f"| genome id | `{m.genome_id}` |", ""]
+    L += ["## Latency (as measured by the search, before training)", ""] + _latency_lines(mj.get("latency")) + [""]
+    if mj.get("latency_remeasured"):
+        r = mj["latency_remeasured"]
+        L += ["## Latency re-measured at export (`--remeasure`)", ""] + _latency_lines(r)
+        L += [f"- vs the study: {_fmt(r['median_ms'], '.3f')} ms / {_fmt(m.latency_ms, '.3f')} ms = "
+              f"{r['median_ms'] / m.latency_ms:.2f}x", ""]
+    fid = mj.get("fidelity") or {}
+    L += ["## Proxy accuracy", "",
+          f"Proxy training: {fid.get('steps')} of {fid.get('planned_steps')} steps at "
+          f"{'x'.join(map(str, fid.get('resolution') or []))}, seed {mj.get('seed')}, on "
+          f"`{_md_escape(str(mj.get('dataset')))}`; mIoU is a fraction in [0, 1] on the validation split at the proxy "
+          "resolution (a class absent from prediction and ground truth is left out).", "",
+          "| class | IoU |", "|---|---|"]
+    for i, name in enumerate(names):
+        v = per_class[i] if i < len(per_class) else None
+        L.append(f"| {i} {_md_escape(name)} | {_fmt(v, '.4f', 'n/a (absent)')} |")
+    items = sorted((mj.get("recipe") or {}).items())
+    half = (len(items) + 1) // 2
+    L += ["", "## Recipe (proxy training)", "", "| field | value | field | value |", "|---|---|---|---|"]
+    for (k1, v1), right in zip(items[:half], [*items[half:], None]):
+        k2, v2 = right if right else ("", "")
+        L.append(f"| {k1} | `{json.dumps(v1)}` | {k2} | " + (f"`{json.dumps(v2)}` |" if right else " |"))
+    L.append("")
+    w = mj.get("weights") or {}
+    L += ["## Files", "",
+          "- `genome.json`: canonical genome JSON (what the study stores); `genome.txt`: compact string",
+          "- `model.json`: classes, input layout, checks and records (machine-readable)"]
+    if w.get("kind") == "copied":
+        L.append(f"- `model.pt`: the proxy's `state_dict`, copied from `{w['path']}`")
+    elif w.get("kind") == "retrained":
+        wm = w.get("metrics") or {}
+        L.append(f"- `model.pt`: **retrained** at export for {w['steps']} steps (the study trained "
+                 f"{w['planned_steps']}; seed {w['seed']}, {w['device']}): mIoU {_fmt(wm.get('miou'))}, not the "
+                 f"study's {_fmt(m.miou)}")
+    else:
+        L.append("- `model.pt`: **missing** (see above)")
+    rc = mj.get("rebuild_check")
+    if rc:
+        L.append(f"- rebuilt from `genome.json` with `load_state_dict(strict=True)`: max abs output difference "
+                 f"{rc['max_abs_diff']:g}; {rc['params']:,} params"
+                 + (" (= the study's count)" if rc["params_match_study"] else " (**differs from the study's count**)"))
+    ox = mj.get("onnx")
+    if ox:
+        L.append(f"- `model.onnx`: opset {ox['opset']}, input `image` {'x'.join(map(str, ox['input_shape']))} "
+                 f"(batch dynamic), output `logits`; {ox['runtime']} vs PyTorch on a random input, batches "
+                 f"{', '.join(map(str, ox['checked_batches']))}: max abs diff **{ox['max_abs_diff']:.3g}** "
+                 f"(<= {ONNX_TOLERANCE:g})")
+    L += ["", "## Use", "", "```python", "from nasseg.export import load",
+          f"net = load('path/to/{path.parent.name}')  # nn.Module in eval mode, weights loaded",
+          f"logits = net(x)  # x: N x 3 x H x W, {mj['input']['layout']}; logits N x {mj['num_classes']} x H x W",
+          "```", "",
+          f"ONNX: `onnxruntime.InferenceSession('model.onnx').run(None, {{'image': x}})` with x of shape "
+          f"N x 3 x {res[2]} x {res[3]} (the exported resolution).", ""]
+    path.write_text("\n".join(L), encoding="utf-8")
+
+
+def _write_csv(path: Path, st: _Study, labels: Mapping[int, Mapping[str, Any]],
+               exported: Mapping[int, Mapping[str, Any]]) -> None:
+    import pandas as pd
+
+    rows = []
+    for r in st.records:
+        ua = r["user_attrs"]
+        lat = ua.get("latency") or {}
+        lab = labels[int(r["number"])]
+        ex = exported.get(int(r["number"])) or {}
+        rows.append({
+            "trial": r["number"], "state": _state(r), "status": ua.get(_STATUS_KEY, ""),
+            "front_status": lab["front_status"], "on_front": lab["on_front"], "front_rank": lab["front_rank"],
+            "same_as": lab["same_as"], "exported_folder": ex.get("folder"),
+            "miou": _miou(r) if _finite(_miou(r)) else None, "latency_ms": ua.get("latency_ms"),
+            "latency_p90_ms": lat.get("p90_ms"), "latency_cv": lat.get("cv"),
+            "latency_remeasured_ms": ex.get("latency_remeasured_ms"),
+            "params": ua.get("params"), "macs": ua.get("macs"),
+            "fidelity_full": (ua.get("fidelity") or {}).get("full"),
+            "fidelity_steps": (ua.get("fidelity") or {}).get("steps"), "train_seconds": ua.get("train_seconds"),
+            "onnx_max_abs_diff": (ex.get("onnx") or {}).get("max_abs_diff"),
+            "genome_id": ua.get("genome_id", ""), "reused_from": ua.get("reused_from"),
+            "genome": ua.get("genome", ""), "reason": ua.get("reason", ""),
+        })
+    df = pd.DataFrame(rows)
+    for col in ("front_rank", "same_as", "params", "macs", "fidelity_steps", "reused_from"):
+        df[col] = pd.array([None if v is None or (isinstance(v, float) and math.isnan(v)) else int(v)
+                            for v in df[col]], dtype="Int64")
+    df.to_csv(path, index=False, quoting=csv.QUOTE_MINIMAL)
+
+
+def _plot(path: Path, st: _Study, labels: Mapping[int, Mapping[str, Any]], front: Sequence[FrontMember],
+          budget: float | None) -> None:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg  # Agg, without touching pyplot's global backend
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
+    lat_spec = st.meta.get("latency") or {}
+    res = lat_spec.get("resolution") or ["?", "?"]
+    groups: dict[str, list[tuple[float, float, int]]] = {}
+    strip: dict[str, list[tuple[float, int]]] = {}
+    for r in st.records:
+        ua, n = r["user_attrs"], int(r["number"])
+        lat, miou, lab = ua.get("latency_ms"), _miou(r), labels[n]["front_status"]
+        if not _finite(lat):
+            continue
+        if _finite(miou) and lab != "front":
+            key = {"dominated": "dominated", "duplicate": "dominated", "tie": "dominated",
+                   "over budget": "over budget (trained)"}.get(lab, "stopped early / partial fidelity")
+            groups.setdefault(key, []).append((lat, miou, n))
+        elif not _finite(miou):
+            key = "rejected: over budget, never trained" if lab == "rejected" else "failed / crashed"
+            strip.setdefault(key, []).append((lat, n))
+    xs = [v for pts in groups.values() for v, _, _ in pts] + [v for pts in strip.values() for v, _ in pts]
+    xs += [m.latency_ms for m in front] + ([budget] if budget else [])
+    logx = min(xs) > 0 and max(xs) / min(xs) > 20
+
+    fig = Figure(figsize=(10, 6.8), dpi=120, layout="constrained")
+    FigureCanvasAgg(fig)
+    if strip:  # a thin panel below for trials measured but never given an mIoU
+        ax, ax2 = fig.subplots(2, 1, sharex=True, gridspec_kw={"height_ratios": [5, 1]})
+    else:
+        ax, ax2 = fig.subplots(1, 1), None
+    style = {"dominated": dict(marker="o", color="#8c8c8c", s=36, alpha=0.8),
+             "over budget (trained)": dict(marker="s", color="#d62728", s=36, alpha=0.6),
+             "stopped early / partial fidelity": dict(marker="^", facecolors="none", edgecolors="#ff7f0e", s=48)}
+    for key in ("dominated", "stopped early / partial fidelity", "over budget (trained)"):
+        pts = groups.get(key)
+        if pts:
+            ax.scatter([p[0] for p in pts], [p[1] for p in pts], label=f"{key} ({len(pts)})", zorder=2, **style[key])
+    fr = sorted(front, key=lambda m: m.latency_ms)
+    ax.plot([m.latency_ms for m in fr], [m.miou for m in fr], drawstyle="steps-post", color="#1f77b4", lw=1.8,
+            zorder=3)
+    ax.scatter([m.latency_ms for m in fr], [m.miou for m in fr], marker="*", s=220, color="#1f77b4",
+               edgecolors="black", linewidths=0.6, zorder=4, label=f"Pareto front ({len(fr)})")
+    for m in fr:
+        ax.annotate(f"#{m.rank} (t{m.number})", (m.latency_ms, m.miou), textcoords="offset points", xytext=(6, 6),
+                    fontsize=9, zorder=5)
+    sstyle = {"rejected: over budget, never trained": dict(marker="x", color="#d62728", s=44),
+              "failed / crashed": dict(marker="D", facecolors="none", edgecolors="black", s=36)}
+    for i, (key, pts) in enumerate(sorted(strip.items())):
+        ax2.scatter([p[0] for p in pts], [i] * len(pts), label=f"{key} ({len(pts)})", zorder=2, **sstyle[key])
+    if ax2 is not None:
+        ax2.set_yticks(range(len(strip)), [k.split(":")[0] for k in sorted(strip)])
+        ax2.set_ylim(-0.7, len(strip) - 0.3)
+        ax2.set_title("measured, no mIoU", fontsize=9, loc="left")
+    lo, hi = min(xs), max(xs)
+    left, right = (lo / 1.3, hi * 1.3) if logx else (lo - 0.06 * (hi - lo + 1e-9), hi + 0.06 * (hi - lo + 1e-9))
+    axes = [ax] if ax2 is None else [ax, ax2]
+    for a in axes:
+        if budget:
+            a.axvline(budget, color="#d62728", ls="--", lw=1.3, zorder=1,
+                      label=f"latency budget {budget:g} ms" if a is ax else None)
+            a.axvspan(budget, max(right, budget * 1.05), color="#d62728", alpha=0.06, zorder=0, lw=0)
+        a.grid(True, which="both", alpha=0.3)
+        if logx:
+            a.set_xscale("log")
+            a.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+            a.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+            a.xaxis.set_minor_formatter(NullFormatter())
+    ax.set_xlim(left, right)
+    ax.set_ylabel("proxy mIoU (fraction of 1, validation split)")
+    axes[-1].set_xlabel(f"latency, ms (median of {lat_spec.get('runs', '?')} runs; {lat_spec.get('batch', 1)}x3x"
+                        f"{res[0]}x{res[1]}, {lat_spec.get('device', '?')}, {_threads_label(lat_spec)} "
+                        f"thread(s), {lat_spec.get('dtype', 'float32')})" + (", log scale" if logx else ""))
+    handles, names = ax.get_legend_handles_labels()
+    if ax2 is not None:
+        h2, n2 = ax2.get_legend_handles_labels()
+        handles, names = handles + h2, names + n2
+    ax.legend(handles, names, loc="best", fontsize=9, framealpha=0.9)
+    n_trials = len(st.records)
+    fig.suptitle(f"study {st.name!r}: proxy mIoU vs measured latency — {n_trials} trials, front of {len(front)} "
+                 f"({st.meta.get('mode', '?')} mode" + (f", budget {budget:g} ms" if budget else "") + ")",
+                 fontsize=11)
+    fig.savefig(path)
+
+
+def _write_report(path: Path, s: Mapping[str, Any], front: Sequence[FrontMember],
+                  chosen: Sequence[FrontMember]) -> None:
+    lat = s.get("latency") or {}
+    res = lat.get("resolution") or ["?", "?"]
+    recipe = s.get("recipe") or {}
+    L = [f"# Pareto front of study `{s['study']}`", "",
+         f"- storage: `{s['storage']}`",
+         f"- mode: {s.get('mode')}; latency budget: "
+         + (f"{s['latency_budget_ms']:g} ms" if s.get("latency_budget_ms") is not None else "none"),
+         f"- latency: {lat.get('batch', 1)}x3x{res[0]}x{res[1]} on `{lat.get('device')}`, {lat.get('threads')} "
+         f"thread(s), {lat.get('dtype')}, median of {lat.get('runs')} runs",
+         f"- dataset: `{s.get('dataset')}` ({s.get('num_classes')} classes); proxy: {recipe.get('steps')} steps at "
+         f"{'x'.join(map(str, recipe.get('resolution') or []))}, batch {recipe.get('batch_size')}",
+         f"- trials: {s['trials']} (" + ", ".join(f"{k} {v}" for k, v in s["counts"].items()) + ")",
+         f"- front: {len(front)} architecture(s) over complete, feasible, full-fidelity trials; exported "
+         f"{len(chosen)}" + (f" (--top {s['top']})" if s.get("top") else ""),
+         f"- max ONNX |onnxruntime - PyTorch|: {_fmt(s.get('max_onnx_diff'), '.3g')} (tolerance {ONNX_TOLERANCE:g}); "
+         f"export took {s.get('wall_seconds', 0):.1f} s", "",
+         "![Pareto front](pareto.png)", "",
+         "| rank | trial | mIoU | latency ms | re-measured ms | params | GMACs | ONNX diff | folder | genome |",
+         "|---:|---:|---:|---:|---:|---:|---:|---:|---|---|"]
+    for i in s["members"]:
+        ox = i.get("onnx") or {}
+        L.append(f"| {i['rank']} | {i['trial']} | {_fmt(i['miou'])} | {_fmt(i['latency_ms'], '.3f')} | "
+                 f"{_fmt(i.get('latency_remeasured_ms'), '.3f')} | "
+                 f"{_fmt(i.get('params'), ',d')} | {_fmt((i.get('macs') or 0) / 1e9, '.4f')} | "
+                 f"{_fmt(ox.get('max_abs_diff'), '.2g')} | [{i['folder']}]({i['folder']}/README.md) | "
+                 f"`{_md_escape(i.get('genome') or '')}` |")
+    if s.get("incomplete"):
+        L += ["", "## Incomplete", ""]
+        for i in s["incomplete"]:
+            L += [f"- `{i['folder']}` (trial {i['trial']}): " + "; ".join(_md_escape(p) for p in i["problems"])]
+    L += ["", "Every trial with its front status: [pareto.csv](pareto.csv). Load an architecture with "
+          "`nasseg.export.load('<folder>')`.", ""]
+    path.write_text("\n".join(L), encoding="utf-8")
