@@ -9,9 +9,11 @@ This is the only module that imports fvcore.  Three quantities, each with its un
   group/layer/instance norm and grid sampling: the number RegSeg's own ``calculate_flops`` prints
   (reference section 0, "fvcore-all").  Operators fvcore has no handler for (additions, activations ...)
   are counted in neither and listed in ``skipped_ops``.
-* latency -- wall-clock milliseconds of a forward pass in eval mode under ``torch.inference_mode``,
-  recorded with its spread (median, p90, mean, std, CV, min, every sample) and its provenance (device,
-  threads, precision, resolution, batch, versions, date, host) in a :class:`LatencyRecord`.
+* latency -- milliseconds of a forward pass in eval mode under ``torch.inference_mode``, recorded with
+  its spread (median, p90, mean, std, CV, min, every sample) and its provenance (device, threads,
+  precision, resolution, batch, timer, versions, date, host) in a :class:`LatencyRecord`.  Timed by the
+  host's clock around a synchronised pass (``perf_counter``, the default on every device) or, on CUDA,
+  by CUDA events recorded on the stream around it (``cuda_event``).
 
 Nothing here changes the module it is given: MACs are counted in eval mode and the previous mode is
 restored; latency is measured on a deep copy moved to the device, dtype and memory format asked for (or,
@@ -44,6 +46,7 @@ from nasseg.errors import ConfigError
 __all__ = [
     "MIN_RUNS",
     "DTYPES",
+    "TIMERS",
     "MacCount",
     "LatencyRecord",
     "Cost",
@@ -62,6 +65,11 @@ DTYPES: dict[str, torch.dtype] = {
     "float16": torch.float16,
     "bfloat16": torch.bfloat16,
 }
+
+#: How :func:`measure_latency` may time a pass, by the name recorded in a :class:`LatencyRecord`:
+#: ``perf_counter`` (host clock; on CUDA the device is synchronised before and after each pass) or
+#: ``cuda_event`` (CUDA only: the GPU time between two ``torch.cuda.Event`` recorded on the stream).
+TIMERS: tuple[str, ...] = ("perf_counter", "cuda_event")
 
 # fvcore's operator names (as ``by_operator()`` keys them) whose counts make up ``macs``: convolution
 # (transposed too) and the matrix products.  Everything else fvcore counts goes only into ``macs_all``.
@@ -245,6 +253,8 @@ class LatencyRecord:
     ``samples_ms`` holds every timed run in order; the statistics are derived from it: ``median_ms``,
     ``p90_ms`` (linear interpolation, as numpy's default), ``mean_ms``, ``std_ms`` (sample standard
     deviation), ``cv`` = std / mean, ``min_ms``.  ``resolution`` is (H, W) and ``batch`` N of the input.
+    ``timer`` is one of :data:`TIMERS`; a record written before it was recorded loads as
+    ``perf_counter``, the only timer there was.
     """
 
     median_ms: float
@@ -269,6 +279,7 @@ class LatencyRecord:
     date_utc: str
     hostname: str
     nasseg_version: str
+    timer: str = "perf_counter"
 
     def to_dict(self) -> dict:
         """Plain JSON-safe dict (tuples become lists)."""
@@ -280,6 +291,7 @@ class LatencyRecord:
     @classmethod
     def from_dict(cls, d: dict) -> LatencyRecord:
         names = {f.name for f in dataclasses.fields(cls)}
+        d = {"timer": "perf_counter", **d}  # records from before the field: the host clock was the only timer
         unknown, missing = sorted(set(d) - names), sorted(names - set(d))
         if unknown or missing:
             raise ConfigError(f"latency record: unknown keys {unknown}, missing keys {missing}")
@@ -334,6 +346,7 @@ def measure_latency(
     channels_last: bool = False,
     compile: bool = False,
     observe_warmup: Callable[[nn.Module], contextlib.AbstractContextManager] | None = None,
+    timer: str = "perf_counter",
 ) -> LatencyRecord:
     """Time ``runs`` forward passes of ``module`` on a random input of ``input_shape`` (N, C, H, W).
 
@@ -343,9 +356,11 @@ def measure_latency(
     no channels-last, no compile), the module itself is timed in eval mode and every submodule's mode
     is restored afterwards: the deep copy alone took 70-240 ms for 4-11 M-parameter candidates, 3-5 %
     of a 256x512 CPU measurement (bench/README.md).  ``warmup`` untimed passes come first (they also
-    absorb compilation and cuDNN autotuning).  Each pass is timed with
-    ``time.perf_counter_ns`` under ``torch.inference_mode``; on CUDA the device is synchronised before
-    and after each pass, so a sample is the end-to-end time of one forward.
+    absorb compilation and cuDNN autotuning).  Each pass runs under ``torch.inference_mode`` and is timed
+    by ``timer`` (see :func:`time_calls`): ``"perf_counter"`` (default) reads ``time.perf_counter_ns``
+    around it, on CUDA with the device synchronised before and after, so a sample is the end-to-end time
+    of one forward as the host sees it, launch overhead included; ``"cuda_event"`` (CUDA only) is the
+    GPU time between two CUDA events recorded on the stream before and after the pass.
 
     ``threads`` is the intra-op thread count during the measurement.  It defaults to 1 on CPU: a fixed
     count that every machine can honour (CI has 2 cores, and Ray trials share a node), so records from
@@ -356,8 +371,8 @@ def measure_latency(
     ``observe_warmup(model)``, when given, returns a context manager entered around the warm-up passes of
     the model actually timed (:mod:`nasseg.screen` times its units there); the timed runs are untouched.
 
-    Raises ``ConfigError`` for fewer than ``MIN_RUNS`` runs, fewer than 1 warm-up pass, an unknown dtype,
-    a bad input shape, or an unavailable device.
+    Raises ``ConfigError`` for fewer than ``MIN_RUNS`` runs, fewer than 1 warm-up pass, an unknown dtype
+    or timer, ``cuda_event`` on a CPU device, a bad input shape, or an unavailable device.
     """
     shape = _check_input_shape(input_shape)
     dev = _device(device)
@@ -371,6 +386,10 @@ def measure_latency(
         _positive_int("threads", threads, 1)
     if dtype not in DTYPES:
         raise ConfigError(f"dtype = {dtype!r} is not allowed; valid: {', '.join(map(repr, DTYPES))}")
+    if timer not in TIMERS:
+        raise ConfigError(f"timer = {timer!r} is not allowed; valid: {', '.join(map(repr, TIMERS))}")
+    if timer == "cuda_event" and dev.type != "cuda":
+        raise ConfigError(f"timer = 'cuda_event' needs a CUDA device, not {str(dev)!r}; valid on CPU: 'perf_counter'")
 
     if threads is None:
         threads = 1 if dev.type == "cpu" else torch.get_num_threads()
@@ -390,7 +409,8 @@ def measure_latency(
 
     with mode:
         samples = time_calls(lambda: model(x), dev, warmup=warmup, runs=runs, threads=threads,
-                             warmup_context=observe_warmup(model) if observe_warmup is not None else None)
+                             warmup_context=observe_warmup(model) if observe_warmup is not None else None,
+                             timer=timer)
 
     ordered = sorted(samples)
     mean = statistics.fmean(samples)
@@ -418,19 +438,25 @@ def measure_latency(
         date_utc=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         hostname=platform.node(),
         nasseg_version=__version__,
+        timer=timer,
     )
 
 
 def time_calls(call: Callable[[], object], device: torch.device, *, warmup: int, runs: int,
-               threads: int, warmup_context: contextlib.AbstractContextManager | None = None) -> list[float]:
+               threads: int, warmup_context: contextlib.AbstractContextManager | None = None,
+               timer: str = "perf_counter") -> list[float]:
     """Milliseconds of each of ``runs`` calls of ``call()`` after ``warmup`` untimed ones.
 
     The timing loop of :func:`measure_latency` (which checks its arguments; this does not): under
     ``torch.inference_mode`` with ``threads`` intra-op threads (restored afterwards), garbage collection
-    off, each call between two ``time.perf_counter_ns`` readings, on CUDA with the device synchronised
-    before and after each call.  ``warmup_context`` is entered around the warm-up calls only.
+    off.  ``timer="perf_counter"``: each call between two ``time.perf_counter_ns`` readings, on CUDA with
+    the device synchronised before and after each call.  ``timer="cuda_event"`` (``device`` must be a
+    CUDA device): ``torch.cuda.Event(enable_timing=True)`` recorded on the device's current stream before
+    and after each call, the host waiting for the second one; the sample is ``elapsed_time`` between
+    them.  ``warmup_context`` is entered around the warm-up calls only.
     """
-    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda *a: None)
+    cuda = device.type == "cuda"
+    sync = torch.cuda.synchronize if cuda else (lambda *a: None)
     samples: list[float] = []
     previous_threads = torch.get_num_threads()
     torch.set_num_threads(threads)
@@ -442,11 +468,21 @@ def time_calls(call: Callable[[], object], device: torch.device, *, warmup: int,
                 for _ in range(warmup):
                     call()
             sync(device)
-            for _ in range(runs):
-                t0 = time.perf_counter_ns()
-                call()
-                sync(device)
-                samples.append((time.perf_counter_ns() - t0) / 1e6)
+            if timer == "cuda_event":
+                with torch.cuda.device(device):  # the events go on the stream the call launches on
+                    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+                    for _ in range(runs):
+                        start.record()
+                        call()
+                        end.record()
+                        end.synchronize()
+                        samples.append(start.elapsed_time(end))
+            else:
+                for _ in range(runs):
+                    t0 = time.perf_counter_ns()
+                    call()
+                    sync(device)
+                    samples.append((time.perf_counter_ns() - t0) / 1e6)
     finally:
         torch.set_num_threads(previous_threads)
         if gc_was_enabled:
@@ -504,7 +540,7 @@ def measure(
     """Parameters, MACs and (when ``latency``) measured latency of ``module`` for ``input_shape``.
 
     ``latency_kw`` goes to :func:`measure_latency` (``warmup``, ``runs``, ``threads``, ``dtype``,
-    ``channels_last``, ``compile``); an unknown keyword raises ``TypeError`` there, and giving any with
+    ``channels_last``, ``compile``, ``timer``); an unknown keyword raises ``TypeError`` there, and giving any with
     ``latency=False`` raises ``ConfigError`` rather than being ignored.
     """
     if not latency and latency_kw:

@@ -109,6 +109,7 @@ def test_latency_record_statistics_and_provenance():
     assert r.min_ms == s[0] <= r.median_ms <= r.p90_ms <= s[-1]
     assert math.isclose(r.cv, r.std_ms / r.mean_ms)
     assert (r.device, r.threads, r.dtype, r.resolution, r.batch) == ("cpu", 1, "float32", (16, 16), 1)
+    assert r.timer == "perf_counter"
     assert r.torch_version == torch.__version__ and r.device_name and r.hostname and r.date_utc.endswith("+00:00")
 
 
@@ -117,6 +118,12 @@ def test_latency_record_json_round_trip():
     text = r.to_json()
     assert LatencyRecord.from_json(text) == r
     assert text == LatencyRecord.from_json(text).to_json()
+
+
+def test_latency_record_from_before_the_timer_field_loads_as_perf_counter():
+    d = _record().to_dict()
+    del d["timer"]
+    assert LatencyRecord.from_dict(d).timer == "perf_counter"
 
 
 def test_latency_restores_thread_count_and_leaves_module_alone():
@@ -132,6 +139,8 @@ def test_latency_restores_thread_count_and_leaves_module_alone():
     ({"warmup": 0}, "warmup"),
     ({"threads": 0}, "threads"),
     ({"dtype": "float64"}, "dtype"),
+    ({"timer": "wall"}, "timer"),
+    ({"timer": "cuda_event"}, "needs a CUDA device"),
 ])
 def test_latency_bad_options_raise(kw, needle):
     with pytest.raises(ConfigError, match=needle):
@@ -170,3 +179,16 @@ def test_cuda_latency_and_macs():
     assert r.device.startswith("cuda") and r.cuda_version and r.batch == 2 and r.median_ms > 0
     assert next(m.parameters()).device.type == "cpu"
     assert count_macs(m, (1, 3, 32, 32), "cuda").macs == count_macs(m, (1, 3, 32, 32)).macs
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_event_timer_agrees_with_the_host_clock():
+    net = SmallNet().cuda()
+    kw = dict(warmup=5, runs=MIN_RUNS)
+    events = measure_latency(net, (1, 3, 128, 128), "cuda", timer="cuda_event", **kw)
+    host = measure_latency(net, (1, 3, 128, 128), "cuda", **kw)
+    assert events.timer == "cuda_event" and host.timer == "perf_counter"
+    assert all(v > 0 for v in events.samples_ms)
+    # the events see the GPU's work only; the host clock adds launch and synchronisation overhead
+    assert events.median_ms <= 1.5 * host.median_ms
