@@ -191,11 +191,10 @@ def _fasternet(embed: int, act: str) -> Genome:
 
 
 def _presets() -> dict[str, Preset]:
-    ref = "shared/reference/blocks.md"
     items = [
         Preset("stdc1_seg", "STDC1-Seg", "Fan et al., Rethinking BiSeNet for Real-time Semantic Segmentation, "
                "CVPR 2021", lambda: _stdc_seg((2, 2, 2)), 19, (512, 1024), 8_275_104, 16_860_000_000,
-               f"{ref} §1.7 (official MichaelFan01/STDC-Seg: 8.275 M, 16.86 GMACs @512x1024); the exact integer is the "
+               "official MichaelFan01/STDC-Seg (8.275 M, 16.86 GMACs @512x1024); the exact integer is the "
                "sum of the official parts each run beside ours: STDCNet813 features 5,318,304 + ContextPath and FFM "
                "2,361,600 + BiSeNetOutput(256, 256, 19) 595,200",
                {"miou_val": "72.2 (Seg50, README)", "fps": "250.4 (1080Ti, TensorRT, 512x1024)"}),
@@ -206,17 +205,18 @@ def _presets() -> dict[str, Preset]:
                {"miou_val": "74.2 (Seg50, README)", "fps": "188.6"}),
         Preset("ppliteseg_t", "PP-LiteSeg-T", "Peng et al., PP-LiteSeg, arXiv 2204.02681", lambda: _ppliteseg_t(), 19,
                (512, 1024), 8_028_320, 11_420_000_000,
-               f"{ref} §8.2 (8.03 M, 11.42 GMACs: PaddleSeg modules on the official STDC1 backbone); exact integer: "
+               "official PaddlePaddle/PaddleSeg PP-LiteSeg-T (8.03 M, 11.42 GMACs: PaddleSeg's modules on the official "
+               "STDC1 backbone); exact integer: "
                "STDC1 features 5,318,304 + SPPM 542,208 + three UAFMs 2,157,920 (PaddleSeg's own modules run beside "
                "ours; Paddle adds 3 frozen scalars) + seg head 9,888",
                {"miou_val": "73.1 (T1, 512x1024)", "fps": "273.6 (1080Ti, TensorRT)"}),
         Preset("regseg", "RegSeg (exp48_decoder26)", "Gao, Rethinking Dilated Convolution for Real-time Semantic "
                "Segmentation, arXiv 2111.09957", lambda: _regseg(), 19, (1024, 2048), 3_334_951, 38_350_000_000,
-               f"{ref} §2.5 (official RolandGao/RegSeg: 3,334,951 params, 38.35 conv GMACs @1024x2048)",
+               "official RolandGao/RegSeg (3,334,951 params, 38.35 conv GMACs @1024x2048)",
                {"params": "3.34 M", "miou_test": "78.3", "fps": "30 (T4, AMP)"}),
         Preset("lednet", "LEDNet", "Wang et al., LEDNet, ICIP 2019", _lednet, 20, (512, 1024), 923_083,
                11_210_000_000,
-               f"{ref} §6.4 (official xiaoyufenfei/LEDNet: 925,534 incl. an unused 2,451-param encoder output "
+               "official xiaoyufenfei/LEDNet (925,534 incl. an unused 2,451-param encoder output "
                "conv, so 923,083 at inference; 11.21 GMACs @512x1024)",
                {"params": "< 1 M (README), 0.94 M [3rd]", "miou_test": "70.6"}),
         Preset("erfnet", "ERFNet", "Romera et al., ERFNet, T-ITS 2018", _erfnet, 20, (512, 1024), 2_064_256,
@@ -235,15 +235,17 @@ def _presets() -> dict[str, Preset]:
         Preset("fasternet_t0", "FasterNet-T0 (ImageNet)", "Chen et al., Run, Don't Walk: Chasing Higher FLOPS for "
                "Faster Neural Networks, CVPR 2023", lambda: _fasternet(40, "gelu"), 1000, (224, 224),
                3_905_500, 335_000_000,
-               f"{ref} §4.4 (official JierunChen/FasterNet: 3,905,500 params, 0.335 GMACs @224)",
+               "official JierunChen/FasterNet (3,905,500 params, 0.335 GMACs @224)",
                {"params": "3.9 M", "flops": "0.34 G", "top1": "71.9"}),
         Preset("fasternet_t1", "FasterNet-T1 (ImageNet)", "Chen et al., CVPR 2023",
                lambda: _fasternet(64, "gelu"), 1000,
-               (224, 224), 7_595_368, None, "official JierunChen/FasterNet models/fasternet.py run beside ours",
+               (224, 224), 7_595_368, 850_000_000, "official JierunChen/FasterNet models/fasternet.py run beside ours; "
+               "MACs: the paper's and the official README's 0.85 G at 224x224",
                {"params": "7.6 M", "flops": "0.85 G", "top1": "76.2"}),
         Preset("fasternet_t2", "FasterNet-T2 (ImageNet)", "Chen et al., CVPR 2023",
                lambda: _fasternet(96, "relu"), 1000,
-               (224, 224), 14_982_888, None, "official JierunChen/FasterNet models/fasternet.py run beside ours",
+               (224, 224), 14_982_888, 1_900_000_000, "official JierunChen/FasterNet models/fasternet.py run beside "
+               "ours; MACs: the paper's and the official README's 1.90 G at 224x224",
                {"params": "15.0 M", "flops": "1.90 G", "top1": "78.9"}),
     ]
     return {p.name: p for p in items}

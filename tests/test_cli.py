@@ -129,3 +129,47 @@ def test_argument_errors_exit_2_with_one_line(capsys, argv, needle):
         main(argv)
     assert e.value.code == 2
     _assert_one_line_error(capsys.readouterr().err, needle)
+
+
+def test_every_option_of_every_verb_has_help_that_shows_its_default():
+    import argparse
+
+    from nasseg.cli import COMMANDS
+    from nasseg.cli.common import Parser
+
+    for name, (add, _run, _help) in COMMANDS.items():
+        p = Parser(prog=f"nasseg {name}")
+        add(p)
+        text = " ".join(p.format_help().split())
+        for a in p._actions:
+            if isinstance(a, argparse._HelpAction):
+                continue
+            assert a.help, f"nasseg {name} {a.option_strings or a.dest}: no help text"
+            if a.option_strings and a.default not in (None, False, argparse.SUPPRESS):
+                assert "default" in p._get_formatter()._get_help_string(a).lower(), (name, a.option_strings)
+        assert "default: " in text or name in ("show", "presets")  # verbs whose options are all flags
+
+
+def test_version():
+    out = subprocess.run([sys.executable, "-m", "nasseg", "--version"], capture_output=True, text=True)
+    from nasseg import __version__
+
+    assert out.returncode == 0 and out.stdout.strip() == f"nasseg {__version__}"
+
+
+def test_presets_table_reads_at_80_columns():
+    from nasseg import presets
+
+    out = subprocess.run([sys.executable, "-m", "nasseg", "presets", "--no-macs"], capture_output=True, text=True,
+                         env={**os.environ, "COLUMNS": "80"})
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert max(len(line) for line in lines[1:]) <= 80
+    for name in presets.names():  # every name whole, never cut to a shared prefix
+        assert any(line.split()[:1] == [name] for line in lines), name
+    assert "0.85" in out.stdout and "1.90" in out.stdout  # FasterNet-T1/T2's official GMACs
+
+
+def test_show_cites_the_official_source_not_a_file_outside_the_repository():
+    out = subprocess.run([sys.executable, "-m", "nasseg", "show", "regseg"], capture_output=True, text=True, env=WIDE)
+    assert out.returncode == 0 and "RolandGao/RegSeg" in out.stdout and "shared/" not in out.stdout

@@ -180,7 +180,8 @@ def test_failed_proxy_becomes_failed_trial_with_reason(tmp_path, tiny_budget_ms)
     driver.complete(job, res)
     t = study.trials[job.number]
     assert t.state == optuna.trial.TrialState.FAIL and "DatasetError" in t.user_attrs["reason"]
-    assert driver.finished() == sum(t.state.is_finished() for t in study.trials)  # failed trials count as done
+    assert driver.finished() == sum(t.state.is_finished() and "reused_from" not in t.user_attrs
+                                    for t in study.trials)  # failed trials count as done; duplicates do not
     assert driver.remaining() == 5 - driver.finished()
 
 

@@ -37,6 +37,9 @@ for _name in VERBS:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = Parser(prog="nasseg", description="Neural-architecture search and ablation replay for real-time "
                     "semantic segmentation.")
+    from nasseg import __version__
+
+    parser.add_argument("--version", action="version", version=f"nasseg {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
     for name, (add, _run, help_) in COMMANDS.items():
         add(sub.add_parser(name, help=help_, description=help_))

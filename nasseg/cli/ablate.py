@@ -61,12 +61,14 @@ def add_arguments(p: Any) -> None:
     p.add_argument("--dataset", default=None, help="override the fidelity's dataset (synthetic or LAYOUT:PATH)")
     p.add_argument("--report-only", action="store_true", help="train and measure nothing: report what the "
                    "study holds")
-    p.add_argument("--ray-address", default=None)
-    p.add_argument("--cpus-per-trial", type=float, default=1.0)
-    p.add_argument("--gpus-per-trial", type=float, default=0.0)
-    p.add_argument("--concurrency", type=int, default=None)
+    p.add_argument("--ray-address", default=None, help="join an existing Ray cluster (else RAY_ADDRESS or "
+                   "local)")
+    p.add_argument("--cpus-per-trial", type=float, default=1.0, help="CPUs each proxy uses")
+    p.add_argument("--gpus-per-trial", type=float, default=0.0, help="GPUs each proxy uses (fractions allowed)")
+    p.add_argument("--concurrency", type=int, default=None, help="proxies training at once (default: as "
+                   "resources allow)")
     p.add_argument("--artifacts", default=None, help="folder for proxy weights (default: beside the SQLite file)")
-    p.add_argument("--no-plot", action="store_true")
+    p.add_argument("--no-plot", action="store_true", help="write no PNG plot")
 
 
 def run(a: Any) -> int:

@@ -30,7 +30,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default=None, help="device for --remeasure (default: the study's latency device, "
                    "or cpu when it is not available here)")
     p.add_argument("--overwrite", action="store_true", help="replace a previous nasseg export in --out")
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--no-progress", action="store_true", help="no progress lines while exporting")
 
 
 def run(a: argparse.Namespace) -> int:

@@ -20,7 +20,7 @@ def add_arguments(p: Any) -> None:
     p.add_argument("--latency-budget-ms", type=float, default=None, help="latency budget (ms) on the target device")
     p.add_argument("--latency-device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
     p.add_argument("--latency-resolution", default="512x1024", help="HxW of the latency measurement")
-    p.add_argument("--latency-batch", type=int, default=1)
+    p.add_argument("--latency-batch", type=int, default=1, help="images per timed forward pass")
     p.add_argument("--latency-threads", type=int, default=None, help="CPU threads for the measurement "
                    "(default: 1 on CPU, so that records compare across machines; always recorded)")
     p.add_argument("--latency-runs", type=int, default=30, help="timed runs per candidate (>= 30)")
@@ -30,17 +30,21 @@ def add_arguments(p: Any) -> None:
     p.add_argument("--dataset", default="synthetic", help="synthetic or LAYOUT:PATH (cityscapes, camvid, ade20k, "
                    "voc, folder)")
     p.add_argument("--proxy-resolution", default="128x256", help="HxW of proxy training")
-    p.add_argument("--proxy-steps", type=int, default=300)
-    p.add_argument("--proxy-batch", type=int, default=8)
-    p.add_argument("--proxy-lr", type=float, default=None)
+    p.add_argument("--proxy-steps", type=int, default=300, help="optimizer steps of each proxy training")
+    p.add_argument("--proxy-batch", type=int, default=8, help="images per proxy training step")
+    p.add_argument("--proxy-lr", type=float, default=None, help="peak learning rate of the proxy (default: the "
+                   "recipe's, 0.01)")
     p.add_argument("--eval-every", type=int, default=None, help="steps between intermediate evaluations")
-    p.add_argument("--mode", choices=MODES, default="constrained")
+    p.add_argument("--mode", choices=MODES, default="constrained", help="constrained: best mIoU under the budget; "
+                   "pareto: mIoU against latency")
     p.add_argument("--sampler", choices=SAMPLERS, default=None, help="default: the study's own, tpe for a new one")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="sampler seed (a resumed study keeps its own)")
     p.add_argument("--executor", choices=EXECUTORS, default="ray", help="ray (default) or local (no Ray)")
     p.add_argument("--ray-address", default=None, help="join an existing Ray cluster (else RAY_ADDRESS or local)")
-    p.add_argument("--cpus-per-trial", type=float, default=1.0)
-    p.add_argument("--gpus-per-trial", type=float, default=0.0)
+    p.add_argument("--cpus-per-trial", type=float, default=1.0, help="CPUs each proxy uses (Ray resources; "
+                   "also its torch threads)")
+    p.add_argument("--gpus-per-trial", type=float, default=0.0, help="GPUs each proxy uses, fractions allowed "
+                   "(> 0 trains on CUDA with AMP)")
     p.add_argument("--concurrency", type=int, default=None, help="proxies training at once (default: as resources "
                    "allow)")
     p.add_argument("--asha", action="store_true", help="stop weak proxies early (ASHA on intermediate mIoU)")
@@ -50,7 +54,8 @@ def add_arguments(p: Any) -> None:
                    "candidates far over the budget on a latency predicted from a table of measured units)")
     p.add_argument("--screen-margin", type=float, default=0.15, help="a predicted latency must exceed the budget by "
                    "this fraction (or the prediction's worst error so far, if larger) to reject (default 0.15)")
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--no-progress", action="store_true", help="no live table (a line per finished trial "
+                   "still goes to a log)")
 
 
 def config_from_args(a: Any) -> SearchConfig:

@@ -12,7 +12,8 @@ HELP = "a study's trials (read-only)"
 
 def add_arguments(p: Any) -> None:
     p.add_argument("--storage", required=True, help="sqlite:///path.db or postgresql://...")
-    p.add_argument("--study", required=True)
+    p.add_argument("--study", required=True, help="study name ('optuna studies --storage URL' lists "
+                   "them)")
     p.add_argument("--csv", default=None, help="also write the full table to this CSV file")
     p.add_argument("--limit", type=int, default=40, help="rows to print (best first)")
 

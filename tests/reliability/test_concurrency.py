@@ -127,5 +127,5 @@ def test_second_driver_on_a_sqlite_file_fails_fast_and_leaves_the_first_intact(t
     with sqlite3.connect(db) as con:
         assert con.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
     study = St.load_study(f"sqlite:///{db}", "one")
-    assert sum(t.state.is_finished() for t in study.trials) == 5
+    assert sum(t.state.is_finished() and "reused_from" not in t.user_attrs for t in study.trials) == 5  # distinct
     assert not [t for t in study.trials if t.state == optuna.trial.TrialState.RUNNING]
