@@ -202,27 +202,60 @@ def load_study(url: str, name: str, *, readonly: bool = True):
 
 @contextlib.contextmanager
 def driver_lock(url: str) -> Iterator[None]:
-    """One driver per SQLite file: a second concurrent driver fails fast instead of corrupting or deadlocking."""
+    """One driver per SQLite file: a second concurrent driver fails fast instead of corrupting or deadlocking.
+
+    The lock file (``<db>.lock``, naming its holder) is removed when the driver ends; a driver that takes the
+    lock checks that the file it locked is still the one at that path (another driver may have removed it in
+    between), so two drivers can never both hold it.
+    """
     path = sqlite_path(url)
     if path is None:
         yield
         return
     path.parent.mkdir(parents=True, exist_ok=True)
     lock_path = path.with_name(path.name + ".lock")
-    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
+    while True:
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or "another process"
+            os.close(fd)
             raise StorageError(f"{path} is being written by another nasseg driver ({holder}); a SQLite study takes "
                                "one driver at a time: wait for it to finish, or use a PostgreSQL --storage for "
                                "several drivers") from None
+        try:
+            same = os.stat(lock_path).st_ino == os.fstat(fd).st_ino
+        except FileNotFoundError:
+            same = False
+        if same:
+            break
+        os.close(fd)  # locked a file its previous holder had just removed: take the new one
+    try:
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()}".encode(), 0)
         yield
     finally:
+        with contextlib.suppress(OSError):
+            os.unlink(lock_path)  # still holding the lock: nobody else can have it
         os.close(fd)
+
+
+def close_storage(storage: Any) -> None:
+    """Close a storage's pooled connections.  A SQLite study leaves WAL mode (the next writer turns it on again),
+    so the finished study is one self-contained file: no ``-wal`` or ``-shm`` beside it, and read-only readers
+    (status, export) create none.  While a reader has the file open the switch waits for a later driver."""
+    engine = getattr(getattr(storage, "_backend", storage), "engine", None)
+    if engine is None:
+        return
+    path = engine.url.database if engine.dialect.name == "sqlite" else None
+    engine.dispose()
+    if path and "mode=ro" not in str(engine.url):
+        import sqlite3
+
+        with contextlib.suppress(sqlite3.Error), contextlib.closing(sqlite3.connect(path, timeout=5)) as con:
+            con.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            con.execute("PRAGMA journal_mode=DELETE")
 
 
 def heartbeat_on(storage: Any) -> bool:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import os
+from pathlib import Path
 from typing import Any
 
 from nasseg.errors import NassegError
@@ -42,6 +43,29 @@ def wide_console() -> Any:
 
     con = Console(highlight=False)
     return con if con.is_terminal else Console(highlight=False, width=180)
+
+
+def check_output_path(value: str, option: str, *, folder: bool = False) -> Path:
+    """An output path a verb will write: its parent folder must exist and be writable (a missing or read-only
+    parent is one clear line, exit 2, before any work starts); a folder option may name an existing folder,
+    a file option may not."""
+    from nasseg.errors import ConfigError
+
+    path = Path(value).expanduser()
+    parent = path.resolve().parent
+    what = "a folder in an existing, writable folder" if folder else "a file in an existing, writable folder"
+    if not parent.exists():
+        raise ConfigError(f"{option} {value}: the folder {parent} does not exist; valid: {what}")
+    if not parent.is_dir():
+        raise ConfigError(f"{option} {value}: {parent} is not a folder; valid: {what}")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise ConfigError(f"{option} {value}: the folder {parent} is not writable; valid: {what}")
+    if path.exists() and path.is_dir() != folder:
+        kind = "a folder" if path.is_dir() else "a file"
+        raise ConfigError(f"{option} {value}: is {kind}; valid: {what}")
+    if path.exists() and not os.access(path, os.W_OK):
+        raise ConfigError(f"{option} {value}: is not writable; valid: {what}")
+    return path
 
 
 def parse_resolution(text: str, option: str) -> tuple[int, int]:

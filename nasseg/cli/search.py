@@ -8,7 +8,7 @@ import sys
 import time
 from typing import Any
 
-from nasseg.cli.common import parse_resolution, wide_console
+from nasseg.cli.common import check_output_path, parse_resolution, wide_console
 from nasseg.errors import ConfigError
 from nasseg.search.config import EXECUTORS, MODES, SAMPLERS, LatencySpec, ScreenSpec, SearchConfig
 
@@ -54,12 +54,16 @@ def add_arguments(p: Any) -> None:
                    "candidates far over the budget on a latency predicted from a table of measured units)")
     p.add_argument("--screen-margin", type=float, default=0.15, help="a predicted latency must exceed the budget by "
                    "this fraction (or the prediction's worst error so far, if larger) to reject (default 0.15)")
+    p.add_argument("--verbose", action="store_true", help="show Ray's own console output and start its dashboard")
     p.add_argument("--no-progress", action="store_true", help="no live table (a line per finished trial "
                    "still goes to a log)")
 
 
 def config_from_args(a: Any) -> SearchConfig:
     from nasseg.train import Recipe
+
+    if a.artifacts:
+        check_output_path(a.artifacts, "--artifacts", folder=True)
 
     steps = a.proxy_steps
     if steps < 1:
@@ -84,7 +88,27 @@ def config_from_args(a: Any) -> SearchConfig:
                         seed=a.seed, dataset=a.dataset, recipe=Recipe(**recipe_kw), executor=a.executor,
                         ray_address=a.ray_address, cpus_per_trial=a.cpus_per_trial, gpus_per_trial=a.gpus_per_trial,
                         concurrency=a.concurrency, asha=a.asha, progress=not a.no_progress, artifacts=a.artifacts,
-                        screen=None if a.no_screen else ScreenSpec(margin=a.screen_margin))
+                        screen=None if a.no_screen else ScreenSpec(margin=a.screen_margin), verbose=a.verbose)
+
+
+def banner(cfg: SearchConfig) -> str:
+    """What a search is about to do, in a few lines: nasseg speaks first."""
+    from nasseg.study import mask_url
+
+    lat = cfg.latency
+    budget = f"{cfg.latency_budget_ms:g} ms" if cfg.latency_budget_ms is not None else "none (pareto)"
+    r = cfg.recipe
+    runner = (f"Ray ({cfg.ray_address or 'local'}), {cfg.cpus_per_trial:g} CPU"
+              + (f" + {cfg.gpus_per_trial:g} GPU" if cfg.gpus_per_trial else "") + " per proxy"
+              if cfg.executor == "ray" else "in this process (--executor local)")
+    return "\n".join([
+        f"nasseg search: study {cfg.study!r} in {mask_url(cfg.storage)}, {cfg.trials} trials, space {cfg.space}",
+        f"  latency budget {budget} on {lat.device} ({lat.threads or 1 if lat.device == 'cpu' else 'default'} "
+        f"thread(s)) at {lat.resolution[0]}x{lat.resolution[1]}, batch {lat.batch}; mode {cfg.mode}",
+        f"  proxy: {cfg.dataset} at {r.resolution[0]}x{r.resolution[1]}, {r.steps} steps, batch {r.batch_size}, "
+        f"lr {r.lr:g}; trained {runner}",
+        f"  results: the study database; proxy weights in {cfg.artifacts_dir()}",
+    ])
 
 
 def run(a: Any) -> int:
@@ -94,27 +118,37 @@ def run(a: Any) -> int:
     from nasseg.study import load_study
 
     cfg = config_from_args(a)
-    con = Console(stderr=True, highlight=False)
+    con = Console(stderr=True, highlight=False, soft_wrap=True)
+    con.print(banner(cfg))
     summary = search(cfg, log=lambda s: con.print(s), progress=lambda driver: Progress(driver, cfg))
     study = load_study(cfg.storage, cfg.study)
     print_study(study, wide_console())
     c = summary["counts"]
     wall, train = summary["wall_seconds"], summary["train_seconds"]
-    con.print(f"\n{summary['finished']} finished trials in study {cfg.study!r} at {summary['storage']}: "
-              f"{c['trained']} trained, {c['reused']} reused, {c['rejected']} rejected over budget, "
-              f"{c['stopped']} stopped early, {c['failed']} failed (this run).")
-    if cfg.screen is not None and cfg.latency_budget_ms is not None:
-        con.print(f"screening: {summary['screened']} of the {c['rejected']} rejections on a predicted latency "
-                  "(sum of measured units, calibrated on candidates measured end to end); every trained candidate "
-                  "was measured end to end")
-    if wall > 0:
+    if not summary["ran"]:
+        con.print(f"\nstudy {cfg.study!r} already has its {summary['finished']} of {cfg.trials} trials: nothing ran "
+                  "(raise --trials to search further)")
+    else:
+        con.print(f"\n{summary['finished']} of {cfg.trials} trials in study {cfg.study!r} at {summary['storage']}; "
+                  f"this run: {c['trained']} trained, {c['rejected']} rejected over budget, {c['stopped']} stopped "
+                  f"early, {c['failed']} failed; {summary['duplicates']} duplicate proposal(s) skipped (the sampler "
+                  "proposed an architecture already evaluated: its stored result was reused, not counted)")
+        if summary["exhausted"]:
+            con.print("the search ended early: the sampler kept proposing architectures already evaluated (the space "
+                      "seems to hold fewer distinct architectures than --trials)")
+        if cfg.screen is not None and cfg.latency_budget_ms is not None:
+            con.print(f"screening: {summary['screened']} of the {c['rejected']} rejections on a predicted latency "
+                      "(sum of measured units, calibrated on candidates measured end to end); every trained "
+                      "candidate was measured end to end")
         busy, meas = summary["busy_seconds"], summary["measure_seconds"]
         other = max(0.0, wall - busy - meas)
         con.print(f"wall {wall:.1f} s = proxies in flight {busy:.1f} s ({100 * busy / wall:.0f} %; {train:.1f} "
                   f"worker-seconds of training inside them) + latency measurement {meas:.1f} s "
                   f"({100 * meas / wall:.0f} %) + start-up and orchestration {other:.1f} s "
                   f"({100 * other / wall:.0f} %)")
-    con.print(f"inspect: nasseg status --storage {summary['storage']} --study {cfg.study}")
+    out = f"runs/{cfg.study}-export"
+    con.print(f"next:\n  nasseg status --storage {summary['storage']} --study {cfg.study}\n"
+              f"  nasseg export --storage {summary['storage']} --study {cfg.study} --out {out}")
     return 0
 
 
@@ -185,7 +219,7 @@ class Progress:
             if done != self._told:
                 self._told = done
                 c = d.counts
-                print(f"[nasseg] {done}/{self.cfg.trials} finished: {c['trained']} trained, {c['reused']} reused, "
+                print(f"[nasseg] {done}/{self.cfg.trials} finished: {c['trained']} trained, {c['reused']} duplicates, "
                       f"{c['rejected']} rejected, {c['stopped']} stopped, {c['failed']} failed; "
                       f"{len(d.inflight)} in flight", file=sys.stderr, flush=True)
 
@@ -200,7 +234,7 @@ class Progress:
             if feas:
                 best = max(t.values[0] for t in feas)
         t = Table(title=f"nasseg search — study {self.cfg.study}", show_header=True)
-        for col in ("finished", "of", "in flight", "trained", "reused", "rejected", "stopped", "failed",
+        for col in ("finished", "of", "in flight", "trained", "duplicates", "rejected", "stopped", "failed",
                     "best mIoU", "front size"):
             t.add_column(col, justify="right")
         front = 0

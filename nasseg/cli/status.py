@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from nasseg.cli.common import wide_console
+from nasseg.cli.common import check_output_path, wide_console
 from nasseg.cli.search import print_study
+from nasseg.errors import ConfigError
 
 HELP = "a study's trials (read-only)"
 
@@ -22,8 +23,13 @@ def run(a: Any) -> int:
     from nasseg.search.results import trials_frame
     from nasseg.study import load_study
 
+    if a.csv:
+        check_output_path(a.csv, "--csv")
     study = load_study(a.storage, a.study, readonly=True)
     print_study(study, wide_console(), a.limit)
     if a.csv:
-        trials_frame(study).to_csv(a.csv, index=False)
+        try:
+            trials_frame(study).to_csv(a.csv, index=False)
+        except OSError as e:
+            raise ConfigError(f"--csv {a.csv}: cannot write it ({e.strerror or e})") from None
     return 0

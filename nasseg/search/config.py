@@ -73,6 +73,7 @@ class SearchConfig:
     progress: bool = True
     artifacts: str | None = None  # where workers save proxy weights (default: beside a SQLite file, else runs/)
     screen: ScreenSpec | None = None  # None: every candidate is measured end to end (the CLI screens by default)
+    verbose: bool = False  # Ray's own console output (its experiment box, TensorBoard hint) and dashboard
 
     def artifacts_dir(self) -> Path:
         """Per-study folder for trained weights; on a multi-node cluster it must be a shared path."""

@@ -281,11 +281,10 @@ class Driver:
         if status == "trained":
             trial.set_user_attr(STATUS_KEY, "reused")
             self._tell(trial, "complete", values=src.values)
-            self.counts["reused"] += 1
         else:
             trial.set_user_attr(STATUS_KEY, "rejected")
             self._tell(trial, "pruned")
-            self.counts["rejected"] += 1
+        self.counts["reused"] += 1  # a duplicate's copy (of a trained or a rejected genome): not an evaluation
 
     # ------------------------------------------------------------------------------------- results
     def intermediate(self, job: Job, step: int, miou: float) -> None:
@@ -312,6 +311,7 @@ class Driver:
                                       f"{src.user_attrs.get('reason', status)}")
         trial.set_user_attr("train_seconds", 0.0)
         self._tell(trial, "pruned" if status == "stopped" else "fail")
+        self.counts["reused"] += 1
 
     def _complete(self, job: Job, result: dict[str, Any], stopped: bool = False) -> None:
         faults.point("result")

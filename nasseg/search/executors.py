@@ -5,6 +5,8 @@ through its module, so a stand-in patched there (``bench/orchestration.py``) is 
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import math
 import os
@@ -14,6 +16,7 @@ from typing import Any
 
 from nasseg.errors import NassegError
 from nasseg.search import jobs as _jobs
+from nasseg.search import ray_session
 from nasseg.search.config import SearchConfig
 from nasseg.search.driver import Driver
 from nasseg.search.jobs import Job
@@ -119,17 +122,30 @@ def run_ray(driver: Driver, cfg: SearchConfig, progress: Callable[[], None], wor
     MeasureFirstSearcher = _searcher_class()
     address = cfg.ray_address or os.environ.get("RAY_ADDRESS")
     started_here = False
+    record = None
+    quiet = (lambda: contextlib.nullcontext()) if cfg.verbose else (lambda: contextlib.redirect_stdout(io.StringIO()))
     if not ray.is_initialized():
+        level = "INFO" if cfg.verbose else "ERROR"
         try:
-            if address:
-                ray.init(address=address, log_to_driver=False, logging_level="ERROR")
-            else:
-                ray.init(num_cpus=max(1, os.cpu_count() or 1), include_dashboard=False, log_to_driver=False,
-                         logging_level="ERROR", configure_logging=True)
+            with quiet():
+                if address:
+                    ctx = ray.init(address=address, log_to_driver=cfg.verbose, logging_level=level)
+                else:
+                    ctx = ray.init(num_cpus=max(1, os.cpu_count() or 1), include_dashboard=cfg.verbose,
+                                   log_to_driver=cfg.verbose, logging_level=level, configure_logging=True)
         except Exception as e:
             raise NassegError(f"cannot start or join Ray ({'address ' + address if address else 'local'}): "
                               f"{str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
         started_here = True
+        session = ray_session.session_dir()
+        if not address and session:
+            record = ray_session.record(workdir, session)
+        res = ray.cluster_resources()
+        dashboard = getattr(ctx, "dashboard_url", None)
+        driver.log(("Ray: joined the cluster at " + address if address else "Ray: started on this machine")
+                   + f", {res.get('CPU', 0):g} CPU(s), {res.get('GPU', 0):g} GPU(s); dashboard "
+                   + (f"at http://{dashboard}" if dashboard else "off (--verbose starts it)")
+                   + ("" if cfg.verbose else "; Ray's own console output only with --verbose"))
     cluster = ray.cluster_resources()
     per_trial = max(cfg.cpus_per_trial, 1e-3)
     concurrency = cfg.concurrency or max(1, int(cluster.get("CPU", 1) // per_trial))
@@ -156,7 +172,10 @@ def run_ray(driver: Driver, cfg: SearchConfig, progress: Callable[[], None], wor
                                   checkpoint_config=tune.CheckpointConfig(checkpoint_at_end=False)),
     )
     try:
-        tuner.fit()
+        with quiet():
+            tuner.fit()
     finally:
         if started_here:
-            ray.shutdown()
+            with quiet():
+                ray.shutdown()
+            ray_session.forget(record)

@@ -18,6 +18,7 @@ from typing import Any
 
 from nasseg import faults
 from nasseg.errors import ConfigError, StorageError
+from nasseg.search import ray_session
 from nasseg.search.config import DEFINING, SearchConfig, make_sampler, resumed_seed, study_meta
 from nasseg.search.driver import Driver
 from nasseg.search.executors import run_local, run_ray
@@ -25,12 +26,18 @@ from nasseg.study import (
     META_KEY,
     Heartbeat,
     checkpoint,
+    close_storage,
     driver_lock,
     mask_url,
     open_storage,
     recover_crashed,
     sqlite_path,
 )
+
+
+def ray_workdir(cfg: SearchConfig) -> Path:
+    """Ray Tune's results folder (and the record of the Ray instance a driver started): beside a SQLite study."""
+    return (sqlite_path(cfg.storage) or Path("runs/x")).parent / "ray_results"
 
 
 class _NoProgress:
@@ -108,6 +115,11 @@ def search(cfg: SearchConfig, log: Callable[[str], None] | None = None,
     space = load_space(cfg.space)
     num_classes = dataset_classes(cfg.dataset, log)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    if cfg.executor == "ray":  # a killed driver's Ray processes, whatever this run then does
+        ray_session.reap(ray_workdir(cfg), log)
+    db = sqlite_path(cfg.storage)
+    if db is not None and not db.parent.exists():
+        log(f"creating the folder {db.parent} for the study database")
     with driver_lock(cfg.storage), warnings.catch_warnings():
         # ask/tell with a heart-beating storage is what nasseg does on purpose (see nasseg.study.Heartbeat)
         warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used")
@@ -152,16 +164,17 @@ def search(cfg: SearchConfig, log: Callable[[str], None] | None = None,
         driver = Driver(cfg, study, space, num_classes, log)
         t0 = time.perf_counter()
         prog_cm = progress(driver) if progress is not None and cfg.progress else _NoProgress()
+        ran = driver.remaining() > 0
         with prog_cm as prog, Heartbeat(study, driver):
-            if driver.remaining() > 0:
+            if ran:
                 if cfg.executor == "local":
                     run_local(driver, prog.update)
                 else:
-                    workdir = (sqlite_path(cfg.storage) or Path("runs/x")).parent / "ray_results"
-                    run_ray(driver, cfg, prog.update, workdir)
+                    run_ray(driver, cfg, prog.update, ray_workdir(cfg))
         wall = time.perf_counter() - t0
+        finished = driver.finished()
+        close_storage(storage)
     return {"study": cfg.study, "storage": mask_url(cfg.storage), "wall_seconds": wall,
             "train_seconds": driver.trained_s, "measure_seconds": driver.measure_s, "busy_seconds": driver.busy_s,
             "counts": dict(driver.counts), "screened": driver.screened, "duplicates": driver.duplicates,
-            "exhausted": driver.exhausted,
-            "finished": driver.finished()}
+            "exhausted": driver.exhausted, "ran": ran, "trials": cfg.trials, "finished": finished}
