@@ -192,3 +192,42 @@ def test_cuda_event_timer_agrees_with_the_host_clock():
     assert all(v > 0 for v in events.samples_ms)
     # the events see the GPU's work only; the host clock adds launch and synchronisation overhead
     assert events.median_ms <= 1.5 * host.median_ms
+
+
+class _Sleeper(torch.nn.Module):
+    """A 'network' whose forward sleeps: alternately 1 and 12 ms (noisy), or always 3 ms (steady)."""
+
+    def __init__(self, noisy: bool):
+        super().__init__()
+        self.noisy, self.calls = noisy, 0
+        self.w = torch.nn.Parameter(torch.zeros(1))
+
+    def forward(self, x):
+        import time as _t
+
+        self.calls += 1
+        _t.sleep((0.001 if self.calls % 2 else 0.012) if self.noisy else 0.003)
+        return x
+
+
+def test_noisy_latency_is_remeasured_a_bounded_number_of_times_then_flagged():
+    from nasseg.cost import measure_latency_checked
+
+    d = measure_latency_checked(_Sleeper(True), (1, 3, 8, 8), "cpu", warmup=1, runs=30, retries=2,
+                                noisy_load_per_cpu=1e9)
+    assert d["attempts"] == 3 and len(d["attempt_cvs"]) == 3 and all(cv > 0.1 for cv in d["attempt_cvs"])
+    assert d["noisy"] is True and "CV" in d["warning"] and "noisy latency after 3 measurement(s)" in d["warning"]
+    assert d["load_avg_before"] is None or len(d["load_avg_before"]) == 3
+    steady = measure_latency_checked(_Sleeper(False), (1, 3, 8, 8), "cpu", warmup=1, runs=30, retries=2,
+                                     noisy_load_per_cpu=1e9, noisy_cv=0.5)
+    assert steady["attempts"] == 1 and "noisy" not in steady and "warning" not in steady
+
+
+def test_a_loaded_machine_makes_a_record_noisy(monkeypatch):
+    from nasseg import cost
+
+    monkeypatch.setattr(cost.os, "getloadavg", lambda: (64.0, 60.0, 50.0))
+    d = cost.measure_latency_checked(_Sleeper(False), (1, 3, 8, 8), "cpu", warmup=1, runs=30, retries=1,
+                                     noisy_cv=10.0)
+    assert d["attempts"] == 2 and d["noisy"] and "load average 64.0" in d["warning"]
+    assert d["load_avg_before"] == [64.0, 60.0, 50.0] and d["cpus"] >= 1

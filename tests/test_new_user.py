@@ -125,3 +125,30 @@ def test_ray_is_quiet_and_a_killed_drivers_ray_is_gone_after_the_next_run(tmp_pa
     text = (tmp_path / "first.log").read_text() + out.stderr + out.stdout
     assert "Number of trials" not in text and "tensorboard" not in text.lower()
     assert "Ray: started on this machine" in (tmp_path / "first.log").read_text()
+
+
+def test_a_noisy_latency_is_flagged_on_the_trial_and_in_status(tmp_path, monkeypatch, capsys):
+    from nasseg import cost
+    from nasseg import search as S
+    from nasseg.cli import main
+    from nasseg.train import Recipe
+
+    monkeypatch.setattr(cost, "NOISY_CV", -1.0)  # every record counts as noisy: re-measured, then flagged
+    monkeypatch.setattr(cost, "NOISE_RETRIES", 1)
+    recipe = Recipe(resolution=(32, 64), steps=2, batch_size=2, eval_every=0, warmup_steps=0, amp=False,
+                    train_length=8, val_length=4, log_every=1)
+    cfg = S.SearchConfig(space=TINY_SPACE, storage=f"sqlite:///{tmp_path / 's.db'}", study="s", trials=2,
+                         latency_budget_ms=None, mode="pareto", latency=S.LatencySpec(resolution=(32, 64)),
+                         sampler="random", seed=1, recipe=recipe, executor="local", progress=False)
+    logs: list[str] = []
+    S.search(cfg, log=logs.append)
+    from nasseg.study import load_study
+
+    for t in load_study(cfg.storage, "s").trials:
+        lat = t.user_attrs["latency"]
+        assert lat["noisy"] and lat["attempts"] == 2 and t.user_attrs["latency_warning"] == lat["warning"]
+        assert "load_avg_before" in lat
+    assert any("noisy latency" in m for m in logs)
+    assert main(["status", "--storage", cfg.storage, "--study", "s"]) == 0
+    out = capsys.readouterr().out
+    assert "! = noisy latency (2 trial(s)" in out

@@ -178,11 +178,17 @@ def print_study(study: Any, con: Any, limit: int = 40) -> None:
         return "-" if v is None or (isinstance(v, float) and pd.isna(v)) else format(v, fmt)
 
     for r in shown.itertuples():
-        latency = ("~" if r.latency_method == "predicted" else "") + f(r.latency_ms, ".2f")
+        latency = ("~" if r.latency_method == "predicted" else "") + f(r.latency_ms, ".2f") + \
+            ("!" if r.latency_noisy else "")
         t.add_row(f"{r.trial}{'*' if r.trial in best else ''}", r.status or r.state, f(r.miou, ".4f"),
                   latency, f(r.latency_cv, ".3f"), f(r.params_M, ".3f"), f(r.GMACs, ".2f"),
                   f(r.train_s, ".1f"), r.genome_id, r.genome)
     con.print(t)
+    noisy = df[df.latency_noisy]
+    if len(noisy):
+        con.print(f"! = noisy latency ({len(noisy)} trial(s): the CV or the machine's load stayed high after "
+                  "re-measuring; the trial's latency_warning says which): trials "
+                  + ", ".join(str(t) for t in noisy.trial))
     con.print("full genome strings: nasseg status --csv FILE, or nasseg show <genome>")
     counts = df.status.replace("", "running").value_counts().to_dict()
     con.print("statuses: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))

@@ -190,6 +190,8 @@ class Driver:
         constraint = (lat - budget,) if budget is not None else (0.0,)
         for k, v in cost.items():
             trial.set_user_attr(k, v)
+        if cost["latency"].get("warning"):
+            trial.set_user_attr("latency_warning", cost["latency"]["warning"])
         trial.set_user_attr("latency_ms", lat)
         trial.set_user_attr("constraint", constraint)
         if budget is not None:  # <= 0 is feasible; constraint-aware samplers and best_trials read it
@@ -245,7 +247,8 @@ class Driver:
 
     def _measure(self, genome: Any) -> dict[str, Any]:
         from nasseg.build import build
-        from nasseg.cost import count_macs, count_params, measure_latency
+        from nasseg.cost import count_macs, count_params, measure_latency_checked
+        from nasseg.genome import genome_id
         from nasseg.screen import units
 
         net = build(genome, self.num_classes)
@@ -257,9 +260,10 @@ class Driver:
         harvest = self.table is not None and self.table.harvests  # time every unit during the warm-up passes
         macs = count_macs(net, (1, 3, h, w), submodules=[p for p, _ in units(net)] if harvest else ())
         observe = (lambda m: self.table.observe(m, macs.by_module, ls.batch)) if harvest else None
-        rec = measure_latency(net, (ls.batch, 3, h, w), device=ls.device, warmup=ls.warmup, runs=ls.runs,
-                              threads=ls.threads, dtype=ls.dtype, observe_warmup=observe)
-        d = rec.to_dict()
+        d = measure_latency_checked(net, (ls.batch, 3, h, w), device=ls.device, warmup=ls.warmup, runs=ls.runs,
+                                    threads=ls.threads, dtype=ls.dtype, observe_warmup=observe)
+        if d.get("noisy"):
+            self.log(f"latency of {genome_id(genome)}: {d['warning']}")
         d["method"] = "measured"
         d["isolation"] = "exclusive: measured by the driver while no proxy was training"
         return {"params": count_params(net), "macs": macs.macs, "macs_skipped_ops": macs.skipped_ops,

@@ -19,6 +19,7 @@ def trials_frame(study: Any):
             "trial": t.number, "state": t.state.name, "status": ua.get(STATUS_KEY, ""),
             "miou": ua.get("miou"), "latency_ms": ua.get("latency_ms"), "latency_cv": lat.get("cv"),
             "latency_method": lat.get("method", "measured" if lat else ""),
+            "latency_noisy": bool(lat.get("noisy", False)),
             "params_M": (ua["params"] / 1e6) if "params" in ua else None,
             "GMACs": (ua["macs"] / 1e9) if "macs" in ua else None,
             "train_s": ua.get("train_seconds"), "genome_id": ua.get("genome_id", ""),
