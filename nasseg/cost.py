@@ -445,9 +445,20 @@ def measure_latency(
 
 #: a latency record whose CV exceeds this is measured again (bounded by ``NOISE_RETRIES``)
 NOISY_CV = 0.10
-#: ... and so is one taken while the 1-minute load average exceeded this many runnable tasks per core
+#: ... and so is one taken while other tasks than the measuring one were runnable, more than this many per core
+#: (the instantaneous count of ``/proc/loadavg``; the 1-minute load average where that is missing)
 NOISY_LOAD_PER_CPU = 1.0
 NOISE_RETRIES = 2
+
+
+def runnable_tasks() -> int | None:
+    """Tasks runnable on this host right now (Linux ``/proc/loadavg``), the caller included; None elsewhere.
+    Unlike the load averages it does not lag: a search's own proxies that finished a second ago do not count."""
+    try:
+        with open("/proc/loadavg", encoding="ascii") as f:
+            return int(f.read().split()[3].split("/")[0])
+    except (OSError, ValueError, IndexError):
+        return None
 
 
 def load_average() -> list[float] | None:
@@ -464,10 +475,10 @@ def measure_latency_checked(module: nn.Module, input_shape: Sequence[int], devic
                             observe_warmup: Callable[[nn.Module], contextlib.AbstractContextManager] | None = None,
                             **kwargs: object) -> dict:
     """:func:`measure_latency`, re-measured (at most ``retries`` more times) while the record is noisy: its CV
-    above ``noisy_cv``, or the host's 1-minute load average per core above ``noisy_load_per_cpu`` before or
+    above ``noisy_cv``, or more other runnable tasks per core than ``noisy_load_per_cpu`` just before or just
     after it (defaults: the module's ``NOISE_RETRIES``, ``NOISY_CV``, ``NOISY_LOAD_PER_CPU``).  Returns the least
-    noisy record's dict with its provenance: ``load_avg_before`` /
-    ``load_avg_after`` (1, 5, 15 min), ``cpus``, ``attempts``, ``attempt_cvs``, and, when even the last
+    noisy record's dict with its provenance: ``load_avg_before`` / ``load_avg_after`` (1, 5, 15 min),
+    ``runnable_before`` / ``runnable_after``, ``cpus``, ``attempts``, ``attempt_cvs``, and, when even the last
     attempt was noisy, ``noisy: True`` and a one-line ``warning`` that the search shows on the trial, in
     ``nasseg status`` and on the export card.  ``observe_warmup`` applies to the first attempt only.
     """
@@ -477,15 +488,20 @@ def measure_latency_checked(module: nn.Module, input_shape: Sequence[int], devic
     cpus = os.cpu_count() or 1
     attempts: list[tuple[float, dict, list[str]]] = []
     for attempt in range(1 + max(0, int(retries))):
-        before = load_average()
+        before, run_before = load_average(), runnable_tasks()
         rec = measure_latency(module, input_shape, device, observe_warmup=observe_warmup if attempt == 0 else None,
                               **kwargs)  # type: ignore[arg-type]
-        after = load_average()
+        after, run_after = load_average(), runnable_tasks()
         d = rec.to_dict()
-        d.update(load_avg_before=before, load_avg_after=after, cpus=cpus)
-        load = max((before or [0.0])[0], (after or [0.0])[0]) / cpus
+        d.update(load_avg_before=before, load_avg_after=after, runnable_before=run_before, runnable_after=run_after,
+                 cpus=cpus)
+        if run_before is not None and run_after is not None:  # others than this process, now
+            busy, what = max(run_before, run_after) - 1, "other runnable task(s)"
+        else:
+            busy, what = max((before or [0.0])[0], (after or [0.0])[0]), "1-minute load average"
+        load = busy / cpus
         reasons = ([f"CV {rec.cv:.2f} > {noisy_cv:g}"] if rec.cv > noisy_cv else []) + \
-                  ([f"load average {load * cpus:.1f} on {cpus} core(s)"] if load > noisy_load_per_cpu else [])
+                  ([f"{what} {busy:g} on {cpus} core(s)"] if load > noisy_load_per_cpu else [])
         attempts.append((rec.cv + max(0.0, load - noisy_load_per_cpu), d, reasons))
         if not reasons:
             break

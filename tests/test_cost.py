@@ -227,7 +227,19 @@ def test_a_loaded_machine_makes_a_record_noisy(monkeypatch):
     from nasseg import cost
 
     monkeypatch.setattr(cost.os, "getloadavg", lambda: (64.0, 60.0, 50.0))
+    monkeypatch.setattr(cost, "runnable_tasks", lambda: None)  # as on an OS without /proc/loadavg
     d = cost.measure_latency_checked(_Sleeper(False), (1, 3, 8, 8), "cpu", warmup=1, runs=30, retries=1,
                                      noisy_cv=10.0)
-    assert d["attempts"] == 2 and d["noisy"] and "load average 64.0" in d["warning"]
+    assert d["attempts"] == 2 and d["noisy"] and "1-minute load average 64" in d["warning"]
     assert d["load_avg_before"] == [64.0, 60.0, 50.0] and d["cpus"] >= 1
+
+
+def test_runnable_tasks_make_a_record_noisy(monkeypatch):
+    from nasseg import cost
+
+    monkeypatch.setattr(cost, "runnable_tasks", lambda: 1 + 8 * (cost.os.cpu_count() or 1))
+    d = cost.measure_latency_checked(_Sleeper(False), (1, 3, 8, 8), "cpu", warmup=1, runs=30, retries=0,
+                                     noisy_cv=10.0)
+    assert d["noisy"] and "other runnable task(s)" in d["warning"] and d["runnable_before"] > 1
+    monkeypatch.undo()
+    assert cost.runnable_tasks() is None or cost.runnable_tasks() >= 1  # this process itself runs (Linux)
