@@ -46,6 +46,8 @@ re-reports.  Costs (params and MACs at the paper's resolution and class count, l
 device / resolution, the field-of-view, optional scaling over several resolutions with peak memory)
 are measured once per variant, before any proxy trains, and kept in the study's user attributes.
 
+Proxy weights are not written unless asked (``keep_weights`` / ``--keep-weights``): an ablation reads the mIoU.
+
 The verdict rule
 ----------------
 See :data:`VERDICT_RULE`: Delta = variant mean - reference mean of the per-seed proxy mIoU;

@@ -153,12 +153,22 @@ class AblationDriver(Driver):
     """
 
     def __init__(self, cfg: SearchConfig, study: Any, runs: list[Run], costs: dict[str, dict[str, Any]],
-                 ablation: str, fidelity: str, num_classes: int, log: Callable[[str], None]):
+                 ablation: str, fidelity: str, num_classes: int, log: Callable[[str], None], *,
+                 keep_weights: bool = False):
         self.queue = list(runs)
         self.planned = len(runs)
         self.costs, self.ablation, self.fidelity_name = costs, ablation, fidelity
+        self.keep_weights = keep_weights
         self.done_here = 0
         super().__init__(cfg, study, None, num_classes, log)
+
+    def make_job(self, trial: Any, genome: Any, seed: int) -> Job:
+        """The search's job, without a weights path unless ``keep_weights``: an ablation reads the mIoU, and its
+        proxies' weights (hundreds of MB for a study) are written only when asked (``--keep-weights``)."""
+        job = super().make_job(trial, genome, seed)
+        if not self.keep_weights:
+            job.weights_path = None
+        return job
 
     def _remember(self, t: Any) -> None:
         ua = t.user_attrs
@@ -226,6 +236,7 @@ class AblationConfig:
     concurrency: int | None = None
     artifacts: str | None = None
     plot: bool = True
+    keep_weights: bool = False  # write each proxy's weights (off: no weights on disk)
 
 
 def optuna_study_name(study: Study, fidelity: str) -> str:
@@ -344,7 +355,7 @@ def ablate(cfg: AblationConfig, log: Callable[[str], None] | None = None) -> dic
                                     gpus_per_trial=cfg.gpus_per_trial, concurrency=cfg.concurrency,
                                     progress=False, artifacts=cfg.artifacts)
                 driver = AblationDriver(scfg, study, runs, costs, study_def.name, fid.name,
-                                        _dataset_classes(fid.dataset), log)
+                                        _dataset_classes(fid.dataset), log, keep_weights=cfg.keep_weights)
                 with Heartbeat(study, driver):  # PostgreSQL: lets a later driver tell a dead one's trials
                     if cfg.executor == "local":
                         run_local(driver, lambda: None)
@@ -369,7 +380,7 @@ def ablate(cfg: AblationConfig, log: Callable[[str], None] | None = None) -> dic
     info = {"study": name, "storage": mask_url(cfg.storage), "fidelity": fid.name, "seeds": list(fid.seeds),
             "dataset": fid.dataset, "recipe": fid.recipe.to_dict(), "latency": fid.latency.to_dict(),
             "wall_seconds": wall, "measure_seconds": measure_s, "train_seconds": train_s, "counts": counts,
-            "executor": cfg.executor, "history": history}
+            "executor": cfg.executor, "history": history, "keep_weights": cfg.keep_weights}
     out_dir = Path(cfg.out) if cfg.out else Path("runs") / "ablations" / f"{study_def.name}-{fid.name}"
     paths = write_report(study_def, fid, rows, claims, info, out_dir, plot=cfg.plot)
     return {**info, "rows": rows, "claims": claims, "paths": paths}

@@ -65,7 +65,10 @@ def add_arguments(p: Any) -> None:
     p.add_argument("--cpus-per-trial", type=float, default=1.0)
     p.add_argument("--gpus-per-trial", type=float, default=0.0)
     p.add_argument("--concurrency", type=int, default=None)
-    p.add_argument("--artifacts", default=None, help="folder for proxy weights (default: beside the SQLite file)")
+    p.add_argument("--keep-weights", action="store_true", help="write every proxy's weights to disk (default: "
+                   "none are written; an ablation reads only the mIoU)")
+    p.add_argument("--artifacts", default=None, help="folder for proxy weights with --keep-weights (default: beside "
+                   "the SQLite file)")
     p.add_argument("--no-plot", action="store_true")
 
 
@@ -76,7 +79,8 @@ def run(a: Any) -> int:
     cfg = AblationConfig(study=a.study, storage=a.storage, fidelity=a.fidelity, seeds=a.seeds, executor=a.executor,
                          out=a.out, dataset=a.dataset, report_only=a.report_only, ray_address=a.ray_address,
                          cpus_per_trial=a.cpus_per_trial, gpus_per_trial=a.gpus_per_trial,
-                         concurrency=a.concurrency, artifacts=a.artifacts, plot=not a.no_plot)
+                         concurrency=a.concurrency, artifacts=a.artifacts, plot=not a.no_plot,
+                         keep_weights=a.keep_weights)
     res = ablate(cfg, log=lambda s: con.print(s))
     study = load_study(cfg.study, build_check=False)
     fid = study.fidelity(cfg.fidelity, cfg.seeds, cfg.dataset)
