@@ -21,7 +21,7 @@ from typing import Any
 from nasseg import __version__
 from nasseg.ablation.render import write_report
 from nasseg.ablation.schema import CostFile, Study, Variant, load_study
-from nasseg.ablation.stats import cfg_res, check_claims, summarize
+from nasseg.ablation.stats import ALPHA, MAX_SEEDS, POWER, POWER_RULE, cfg_res, check_claims, summarize
 from nasseg.errors import ConfigError, NassegError, StorageError
 from nasseg.search import STATUS_KEY, Driver, Job, LatencySpec, SearchConfig
 from nasseg.study import META_KEY
@@ -380,7 +380,8 @@ def ablate(cfg: AblationConfig, log: Callable[[str], None] | None = None) -> dic
     info = {"study": name, "storage": mask_url(cfg.storage), "fidelity": fid.name, "seeds": list(fid.seeds),
             "dataset": fid.dataset, "recipe": fid.recipe.to_dict(), "latency": fid.latency.to_dict(),
             "wall_seconds": wall, "measure_seconds": measure_s, "train_seconds": train_s, "counts": counts,
-            "executor": cfg.executor, "history": history, "keep_weights": cfg.keep_weights}
+            "executor": cfg.executor, "history": history, "keep_weights": cfg.keep_weights,
+            "power": {"alpha": ALPHA, "power": POWER, "max_seeds": MAX_SEEDS, "rule": POWER_RULE}}
     out_dir = Path(cfg.out) if cfg.out else Path("runs") / "ablations" / f"{study_def.name}-{fid.name}"
     paths = write_report(study_def, fid, rows, claims, info, out_dir, plot=cfg.plot)
     return {**info, "rows": rows, "claims": claims, "paths": paths}

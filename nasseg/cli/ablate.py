@@ -22,7 +22,8 @@ def print_report(study: Study, fid: Fidelity, rows: list[Row], info: Mapping[str
         t.add_column(c, justify="left" if c in ("variant", "paper row", "verdict") else "right", overflow="fold")
     style = {"agrees": "green", "contradicts": "red", "inconclusive": "yellow"}
     for r, cells in zip(rows, table_rows(rows)):
-        cells[-1] = f"[{style[r.verdict]}]{cells[-1]}[/]" if r.verdict in style else cells[-1]
+        kind = r.verdict_kind
+        cells[-1] = f"[{style[kind]}]{cells[-1]}[/]" if kind in style else cells[-1]
         t.add_row(*cells)
     con.print(t)
     header, body = stated_rows(rows, study.spec.cost.macs)
