@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from nasseg import __version__
+from nasseg.ablation.plan import ASSUMPTIONS, hours
 from nasseg.ablation.schema import Fidelity, Study
 from nasseg.ablation.stats import POWER_RULE, VERDICT_RULE, ClaimResult, Row, cfg_res
 
@@ -152,6 +153,9 @@ def render_markdown(study: Study, fid: Fidelity, rows: list[Row], claims: list[C
              "these seeds detect (two-sided 5 %, power 80 %); seeds for paper Δ = seeds per arm the paper's own Δ "
              "needs at the pooled seed sd of the variant and the reference (see the power rule below).",
              "", _md_table(list(COLUMNS), table_rows(rows)), ""]
+    plan = info.get("plan")
+    if plan:
+        lines += ["## Plan (--fidelity auto)", "", _plan_text(plan), ""]
     header, body = stated_rows(rows, spec.cost.macs)
     if len(header) > 1:
         lines += ["## Costs the paper (or the official code) states, compared exactly", "",
@@ -184,6 +188,21 @@ def render_markdown(study: Study, fid: Fidelity, rows: list[Row], claims: list[C
                   f"training, from {h['first_start']} to {h['last_complete']} (local time of the driver).", ""]
     lines += ["Genomes:", ""] + [f"* `{r.variant}` ({r.genome_id}): `{r.genome}`" for r in rows] + [""]
     return "\n".join(lines)
+
+
+def _plan_text(plan: Mapping[str, Any]) -> str:
+    p = plan["pilot"]
+    sd = f"{plan['sd']:.3f} pp" if plan.get("sd") is not None else "unknown"
+    rungs = ", ".join(f"{s} steps: {hours(c)}" for s, c in plan.get("fits") or ())
+    return (f"Target: the paper's largest effect, `{plan['effect_variant']}` {plan['effect']:+.2f} pp to the "
+            f"reference.  Pilot: {p['runs']} run(s) of the reference and `{plan['effect_variant']}` at {p['steps']} "
+            f"steps of the `{plan.get('base_fidelity', '?')}` recipe ({p['trained_now']} trained by this command, "
+            f"the rest stored earlier): {p['seconds_per_step']:.4g} s per step, {p['overhead_s']:.3g} s per run "
+            f"outside the steps, pooled seed sd {sd}.  Chosen: **{plan['seeds']} seeds x {plan['steps']} steps** "
+            f"per variant (ladder {list(plan['ladder'])}), MDD {plan['mdd']:.3f} pp <= {abs(plan['effect']):.2f} pp; "
+            f"{plan['runs']} run(s) to train, estimated {hours(plan['estimate_s'])} of the "
+            f"{hours(plan['budget_s'])} left of the {plan['max_hours']:g} h budget when planning (cost of the runs "
+            f"to train per rung: {rungs}).  Assumptions: {ASSUMPTIONS}.")
 
 
 def write_report(study: Study, fid: Fidelity, rows: list[Row], claims: list[ClaimResult], info: Mapping[str, Any],

@@ -20,6 +20,12 @@ def print_report(study: Study, fid: Fidelity, rows: list[Row], info: Mapping[str
     t = Table(title=f"{study.spec.title} — replay ({fid.name}) vs paper; * = reference")
     for c in COLUMNS:
         t.add_column(c, justify="left" if c in ("variant", "paper row", "verdict") else "right", overflow="fold")
+    plan = info.get("plan")
+    if plan:
+        con.print(f"plan (--fidelity auto, {plan['max_hours']:g} h): {plan['seeds']} seeds x {plan['steps']} steps of "
+                  f"the {plan.get('base_fidelity')} recipe to resolve {plan['effect_variant']} {plan['effect']:+.2f} "
+                  f"pp (MDD {plan['mdd']:.3f} pp at the pilot's seed sd {plan['sd']:.3f} pp, measured at "
+                  f"{plan['pilot']['steps']} steps and assumed at {plan['steps']})")
     style = {"agrees": "green", "contradicts": "red", "inconclusive": "yellow"}
     for r, cells in zip(rows, table_rows(rows)):
         kind = r.verdict_kind
@@ -54,7 +60,11 @@ def add_arguments(p: Any) -> None:
     p.add_argument("study", help="study file (studies/*.yaml)")
     p.add_argument("--storage", default=DEFAULT_STORAGE, help="sqlite:///path.db or postgresql://... "
                    f"(default {DEFAULT_STORAGE})")
-    p.add_argument("--fidelity", choices=FIDELITIES, default="proxy", help="which recipe of the study file")
+    p.add_argument("--fidelity", choices=(*FIDELITIES, "auto"), default="proxy", help="which recipe of the study "
+                   "file; auto: plan seeds and steps of the study's replay recipe (proxy) that resolve the paper's "
+                   "largest effect within --max-hours, after a short pilot (or say up front, exit 2, that none can)")
+    p.add_argument("--max-hours", type=float, default=None, metavar="H",
+                   help="--fidelity auto: the time budget in hours (> 0)")
     p.add_argument("--seeds", type=int, default=None, help="seeds 0..N-1 (default: the fidelity's own)")
     p.add_argument("--executor", choices=EXECUTORS, default="ray", help="ray (default) or local (no Ray)")
     p.add_argument("--out", default=None, help="folder for the CSV, Markdown and PNG (default "
@@ -81,10 +91,10 @@ def run(a: Any) -> int:
                          out=a.out, dataset=a.dataset, report_only=a.report_only, ray_address=a.ray_address,
                          cpus_per_trial=a.cpus_per_trial, gpus_per_trial=a.gpus_per_trial,
                          concurrency=a.concurrency, artifacts=a.artifacts, plot=not a.no_plot,
-                         keep_weights=a.keep_weights)
+                         max_hours=a.max_hours, keep_weights=a.keep_weights)
     res = ablate(cfg, log=lambda s: con.print(s))
     study = load_study(cfg.study, build_check=False)
-    fid = study.fidelity(cfg.fidelity, cfg.seeds, cfg.dataset)
+    fid = res["fidelity_spec"]
     out = Console(highlight=False)
     out = out if out.is_terminal else Console(highlight=False, width=200)
     print_report(study, fid, res["rows"], res, out)
