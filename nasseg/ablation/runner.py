@@ -2,7 +2,9 @@
 count, latency, field-of-view, optional scaling over resolutions with peak memory) are measured once, before
 any proxy trains, and kept in the Optuna study's user attributes; the planned (variant, seed) runs go through
 the search's driver (:class:`AblationDriver`) and executors.  :func:`ablate` runs or resumes a replay, then
-summarizes (:mod:`nasseg.ablation.stats`) and writes the report (:mod:`nasseg.ablation.render`)."""
+summarizes (:mod:`nasseg.ablation.stats`) and writes the report (:mod:`nasseg.ablation.render`).  With
+``fidelity="auto"`` it first runs a timing probe and a pilot and plans seeds and steps within ``max_hours``
+(:mod:`nasseg.ablation.plan`)."""
 
 from __future__ import annotations
 
@@ -160,9 +162,11 @@ class Run:
 class AblationDriver(Driver):
     """The search's driver, proposing the planned (variant, seed) runs instead of sampling a space.
 
-    Everything else is inherited: jobs (:meth:`make_job`, weights per trial), telling results
-    (:meth:`complete`: metrics, mIoU, seed, fidelity, COMPLETE / FAIL), so an ablation trial carries
-    the same user attributes as a search trial, plus ``ablation``, ``variant`` and ``fidelity_name``.
+    Everything else is inherited: jobs (:meth:`make_job`, except that a job gets no weights path unless
+    ``keep_weights``), telling results (:meth:`complete`: metrics, mIoU, seed, fidelity, COMPLETE / FAIL), so
+    an ablation trial carries the same user attributes as a search trial, plus ``ablation``, ``variant``,
+    ``fidelity_name`` and ``run_seconds`` (the worker's seconds for the whole run, which ``--fidelity auto``
+    costs runs with).
     A finished run is one COMPLETE trial with status trained/reused and the same recipe and dataset,
     keyed by (genome_id, seed).
     """
