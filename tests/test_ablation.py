@@ -266,8 +266,9 @@ def test_runner_trains_every_variant_and_seed_then_resumes_and_rereports(tmp_pat
     assert seen == {(v, s) for v in ("base", "wider", "deeper") for s in (0, 1)}
     t0 = trials[0].user_attrs
     for key in ("genome_id", "genome_json", "recipe_json", "dataset", "params", "macs", "latency", "metrics", "miou",
-                "fidelity", "weights_path", "ablation", "macs_resolution", "fov"):
+                "fidelity", "ablation", "macs_resolution", "fov", "run_seconds"):
         assert key in t0, key
+    assert "weights_path" not in t0  # no weights without --keep-weights (tests/test_ablation_power.py)
     assert t0["macs_resolution"] == [64, 128] and t0["cost_num_classes"] == 11 and t0["latency"]["runs"] == 30
     assert study.user_attrs["nasseg"]["kind"] == "ablation"
     paths = res["paths"]

@@ -46,23 +46,37 @@ re-reports.  Costs (params and MACs at the paper's resolution and class count, l
 device / resolution, the field-of-view, optional scaling over several resolutions with peak memory)
 are measured once per variant, before any proxy trains, and kept in the study's user attributes.
 
+Proxy weights are not written unless asked (``keep_weights`` / ``--keep-weights``): an ablation reads the mIoU.
+
 The verdict rule
 ----------------
 See :data:`VERDICT_RULE`: Delta = variant mean - reference mean of the per-seed proxy mIoU;
 SE = sqrt(s_v^2/n_v + s_r^2/n_r) with s the sample standard deviation over seeds.  ``|Delta| < 2 SE``
 or fewer than two seeds on either side is *inconclusive* (never agreement); otherwise the sign of
 Delta *agrees* with the paper's direction (the sign of the paper's own Delta, or the direction its
-text states) or *contradicts* it.
+text states) or *contradicts* it.  An inconclusive verdict says what would resolve it, e.g.
+``inconclusive (needs >= 7 seeds)``.
+
+Power
+-----
+See :data:`POWER_RULE` (normal approximation of :mod:`nasseg.fidelity_stats`, two-sided 5 %, power 80 %,
+z = z_0.975 + z_0.8): every variant reports its seed sd, the minimum detectable difference to the reference
+at its seeds, MDD = z sqrt(s_v^2/n_v + s_r^2/n_r), and, where the paper gives its Delta, the seeds per arm
+that Delta needs, the least n >= 2 with z s_p sqrt(2/n) <= |Delta| (s_p the pooled seed sd of the variant
+and the reference).  ``--fidelity auto --max-hours H`` (:mod:`~nasseg.ablation.plan`) runs a pilot and
+chooses seeds and steps that resolve the paper's largest effect within H hours, or says up front that none can.
 
 Layout
 ------
-One concern per module, imported one way (schema <- stats <- render <- runner):
+One concern per module, imported one way (schema <- stats <- plan <- render <- runner):
 :mod:`~nasseg.ablation.schema` (the study file, the change language, loading),
-:mod:`~nasseg.ablation.stats` (rows, verdicts and claim checks as pure functions over records),
+:mod:`~nasseg.ablation.stats` (rows, verdicts, power and claim checks as pure functions over records),
+:mod:`~nasseg.ablation.plan` (``--fidelity auto``: the pilot's numbers and the plan, pure functions),
 :mod:`~nasseg.ablation.render` (CSV, Markdown and plot files), :mod:`~nasseg.ablation.runner` (costs,
 the driver, :func:`ablate`).  The ``nasseg ablate`` verb is :mod:`nasseg.cli.ablate`.
 """
 
+from nasseg.ablation.plan import Pilot, Plan, largest_effect, measure_pilot, plan_replay
 from nasseg.ablation.render import plot_report, render_markdown, write_report
 from nasseg.ablation.runner import (
     AblationConfig,
@@ -87,11 +101,25 @@ from nasseg.ablation.schema import (
     stated_match,
     study_files,
 )
-from nasseg.ablation.stats import VERDICT_RULE, VERDICTS, ClaimResult, Row, check_claims, summarize, verdict
+from nasseg.ablation.stats import (
+    POWER_RULE,
+    VERDICT_RULE,
+    VERDICTS,
+    ClaimResult,
+    Row,
+    check_claims,
+    mdd,
+    pooled_sd,
+    seeds_for_effect,
+    summarize,
+    verdict,
+)
 
 __all__ = [
-    "FIDELITIES", "VERDICTS", "VERDICT_RULE", "AblationConfig", "AblationDriver", "ChangeSpec", "ClaimResult",
-    "Fidelity", "Row", "Study", "StudyFile", "Variant", "ablate", "apply_change", "check_claims", "field_of_view",
-    "load_study", "measure_variant", "parse_paper_number", "parse_per_block", "parse_study", "peak_memory_bytes",
-    "plot_report", "render_markdown", "stated_match", "study_files", "summarize", "verdict", "write_report",
+    "FIDELITIES", "POWER_RULE", "VERDICTS", "VERDICT_RULE", "AblationConfig", "AblationDriver", "ChangeSpec",
+    "ClaimResult", "Fidelity", "Pilot", "Plan", "Row", "Study", "StudyFile", "Variant", "ablate", "apply_change",
+    "check_claims", "field_of_view", "largest_effect", "load_study", "mdd", "measure_pilot", "measure_variant",
+    "parse_paper_number", "parse_per_block", "parse_study", "peak_memory_bytes", "plan_replay", "plot_report",
+    "pooled_sd", "render_markdown", "seeds_for_effect", "stated_match", "study_files", "summarize", "verdict",
+    "write_report",
 ]

@@ -11,18 +11,37 @@ from pathlib import Path
 from typing import Any
 
 from nasseg import __version__
+from nasseg.ablation.plan import ASSUMPTIONS, hours
 from nasseg.ablation.schema import Fidelity, Study
-from nasseg.ablation.stats import VERDICT_RULE, ClaimResult, Row, cfg_res
+from nasseg.ablation.stats import POWER_RULE, VERDICT_RULE, ClaimResult, Row, cfg_res
 
 
 def _f(v: Any, fmt: str, none: str = "-") -> str:
     return none if v is None or (isinstance(v, float) and math.isnan(v)) else format(v, fmt)
 
 
-def _mean_std(r: Row) -> str:
-    if r.mean is None:
-        return "-"
-    return f"{r.mean:.2f} ± {r.std:.2f} (n={len(r.mious)})" if r.std is not None else f"{r.mean:.2f} (n=1)"
+def _mean_n(r: Row) -> str:
+    return "-" if r.mean is None else f"{r.mean:.2f} (n={len(r.mious)})"
+
+
+def _sd_text(r: Row) -> str:
+    if r.std is not None:
+        return f"{r.std:.2f}"
+    return "unknown (1 seed)" if len(r.mious) == 1 else "-"
+
+
+def _mdd_text(r: Row) -> str:
+    if r.is_reference:
+        return "ref"
+    if r.mdd is not None:
+        return f"{r.mdd:.2f}"
+    return "unknown (< 2 seeds)" if r.mious else "-"
+
+
+def _seeds_text(r: Row) -> str:
+    if r.is_reference:
+        return "ref"
+    return r.seeds_needed_text or "-"
 
 
 def _diff_text(r: Row) -> str:
@@ -48,8 +67,8 @@ def _stated_text(stated: Any, match: bool | None) -> str:
     return f"{text} ({'match' if match else 'differs'})" if match is not None else text
 
 
-COLUMNS = ("variant", "paper row", "params M", "GMACs", "latency ms", "fov", "replay mIoU % (mean ± sd)",
-            "Δ replay pp (± 2SE)", "paper mIoU", "Δ paper", "verdict")
+COLUMNS = ("variant", "paper row", "params M", "GMACs", "latency ms", "fov", "replay mIoU % (mean)", "seed sd pp",
+            "Δ replay pp (± 2SE)", "MDD pp", "paper mIoU", "Δ paper", "seeds for paper Δ", "verdict")
 
 
 def table_rows(rows: list[Row]) -> list[list[str]]:
@@ -57,8 +76,9 @@ def table_rows(rows: list[Row]) -> list[list[str]]:
     for r in rows:
         out.append([r.variant + (" *" if r.is_reference else ""), r.label or "-",
                     _f(r.params and r.params / 1e6, ".3f"), _f(r.macs and r.macs / 1e9, ".2f"),
-                    _f(r.latency_ms, ".2f"), _f(r.fov, "d"), _mean_std(r),
-                    _diff_text(r), _f(r.paper_miou, ".2f"), _paper_diff_text(r), r.verdict])
+                    _f(r.latency_ms, ".2f"), _f(r.fov, "d"), _mean_n(r), _sd_text(r),
+                    _diff_text(r), _mdd_text(r), _f(r.paper_miou, ".2f"), _paper_diff_text(r), _seeds_text(r),
+                    r.verdict])
     return out
 
 
@@ -128,8 +148,14 @@ def render_markdown(study: Study, fid: Fidelity, rows: list[Row], claims: list[C
              f"of {lat.runs} runs after {lat.warmup} warm-up on {lat.device}, {lat.threads or 'default'} thread(s), "
              f"batch {lat.batch}, {cfg_res(lat.resolution)}, {lat.dtype}."
              + (f"  Paper's speed setting: {spec.latency.note}." if spec.latency.note else ""), "",
-             f"Reference row (*): `{study.reference}`.  Δ replay = variant − reference in percentage points, ± 2 SE.",
+             f"Reference row (*): `{study.reference}`.  Δ replay = variant − reference in percentage points, ± 2 SE.  "
+             "Seed sd = the sample sd of a variant's per-seed mIoU; MDD = the smallest true Δ to the reference "
+             "these seeds detect (two-sided 5 %, power 80 %); seeds for paper Δ = seeds per arm the paper's own Δ "
+             "needs at the pooled seed sd of the variant and the reference (see the power rule below).",
              "", _md_table(list(COLUMNS), table_rows(rows)), ""]
+    plan = info.get("plan")
+    if plan:
+        lines += ["## Plan (--fidelity auto)", "", _plan_text(plan), ""]
     header, body = stated_rows(rows, spec.cost.macs)
     if len(header) > 1:
         lines += ["## Costs the paper (or the official code) states, compared exactly", "",
@@ -147,8 +173,9 @@ def render_markdown(study: Study, fid: Fidelity, rows: list[Row], claims: list[C
         lines.append("")
     counts: dict[str, int] = {}
     for r in rows:
-        counts[r.verdict] = counts.get(r.verdict, 0) + 1
+        counts[r.verdict_kind] = counts.get(r.verdict_kind, 0) + 1
     lines += ["## Verdicts", "", ", ".join(f"{k}: {v}" for k, v in counts.items()), "", f"Rule: {VERDICT_RULE}", "",
+              f"Power rule: {POWER_RULE}", "",
               "## Provenance", "",
               f"Optuna study `{info['study']}` in `{info['storage']}`; executor {info['executor']}; wall "
               f"{info['wall_seconds']:.1f} s (costs {info['measure_seconds']:.1f} s, proxy training "
@@ -161,6 +188,21 @@ def render_markdown(study: Study, fid: Fidelity, rows: list[Row], claims: list[C
                   f"training, from {h['first_start']} to {h['last_complete']} (local time of the driver).", ""]
     lines += ["Genomes:", ""] + [f"* `{r.variant}` ({r.genome_id}): `{r.genome}`" for r in rows] + [""]
     return "\n".join(lines)
+
+
+def _plan_text(plan: Mapping[str, Any]) -> str:
+    p = plan["pilot"]
+    sd = f"{plan['sd']:.3f} pp" if plan.get("sd") is not None else "unknown"
+    rungs = ", ".join(f"{s} steps: {hours(c)}" for s, c in plan.get("fits") or ())
+    return (f"Target: the paper's largest effect, `{plan['effect_variant']}` {plan['effect']:+.2f} pp to the "
+            f"reference.  Pilot: {p['runs']} run(s) of the reference and `{plan['effect_variant']}` at {p['steps']} "
+            f"steps of the `{plan.get('base_fidelity', '?')}` recipe ({p['trained_now']} trained by this command, "
+            f"the rest stored earlier): {p['seconds_per_step']:.4g} s per step, {p['overhead_s']:.3g} s per run "
+            f"outside the steps, pooled seed sd {sd}.  Chosen: **{plan['seeds']} seeds x {plan['steps']} steps** "
+            f"per variant (ladder {list(plan['ladder'])}), MDD {plan['mdd']:.3f} pp <= {abs(plan['effect']):.2f} pp; "
+            f"{plan['runs']} run(s) to train, estimated {hours(plan['estimate_s'])} of the "
+            f"{hours(plan['budget_s'])} left of the {plan['max_hours']:g} h budget when planning (cost of the runs "
+            f"to train per rung: {rungs}).  Assumptions: {ASSUMPTIONS}.")
 
 
 def write_report(study: Study, fid: Fidelity, rows: list[Row], claims: list[ClaimResult], info: Mapping[str, Any],

@@ -1,8 +1,9 @@
 """The replay's statistics, as pure functions over records: one :class:`Row` per variant
-(:func:`summarize`: costs, per-seed mIoU, Delta and SE to the reference, the paper's direction and the
-:func:`verdict` of :data:`VERDICT_RULE`), and the paper's cost claims checked on the measured costs
+(:func:`summarize`: costs, per-seed mIoU, Delta and SE to the reference, the paper's direction, the power of
+the comparison (:data:`POWER_RULE`: seed sd, minimum detectable difference, seeds the paper's effect needs)
+and the :func:`verdict` of :data:`VERDICT_RULE`), and the paper's cost claims checked on the measured costs
 (:func:`check_claims`).  No I/O, no rendering, no torch or optuna: trials are read through their
-``user_attrs`` only."""
+``user_attrs`` only.  The power numbers come from :mod:`nasseg.fidelity_stats` (normal approximation)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from nasseg.ablation.schema import Fidelity, Study, stated_match
+from nasseg.fidelity_stats import min_detectable_difference, seeds_needed
+
+#: the power convention of every replay: two-sided test at ``ALPHA``, power ``POWER``; seed counts above
+#: ``MAX_SEEDS`` are reported as ">1000"
+ALPHA, POWER, MAX_SEEDS = 0.05, 0.8, 1000
 
 VERDICTS = ("reference", "agrees", "contradicts", "inconclusive", "no paper direction", "no runs")
 VERDICT_RULE = (
@@ -24,7 +30,24 @@ VERDICT_RULE = (
     "Delta; it 'agrees' when the paper's direction is the same and 'contradicts' when it is opposite or when the "
     "paper reports no difference. The paper's direction is the sign of its own Delta (paper value of the variant "
     "minus that of the reference; equal values = no difference), or, where the paper gives no number, the "
-    "direction its text states. Neither: 'no paper direction'."
+    "direction its text states. Neither: 'no paper direction'. An inconclusive verdict says what would resolve it "
+    "(see the power rule): 'inconclusive (needs >= N seeds)' with N the seeds per arm the paper's own Delta needs "
+    "at this fidelity's seed sd (', has n: the replay's |Delta| is below the paper's' when N seeds already ran); "
+    "'(needs >1000 seeds)' when more than 1000 would be needed; '(effect 0 ...)' when the paper's Delta is 0, "
+    "which no number of seeds detects; '(needs >= 2 seeds: seed sd unknown)' when no arm has two seeds; "
+    "'(no paper effect size)' when the paper states its direction in words only."
+)
+POWER_RULE = (
+    "Power, normal approximation (nasseg.fidelity_stats), two-sided alpha = 0.05, power = 0.8, z = z_0.975 + "
+    "z_0.8 = 2.80. Seed sd: the sample sd (n-1) of a variant's per-seed mIoU, unknown with one seed. MDD "
+    "(minimum detectable difference vs the reference at the seeds run) = z * sqrt(s_v^2/n_v + s_r^2/n_r), "
+    "defined when both sides have >= 2 seeds: a true Delta of MDD is found at 2-sided 5 % with probability 80 %. "
+    "Seeds for the paper's Delta = the smallest n >= 2 with z * s_p * sqrt(2/n) <= |paper Delta| (seeds_needed), "
+    "n seeds in each arm, s_p the pooled seed sd of the variant and the reference, sqrt(sum (n_i-1) s_i^2 / "
+    "sum (n_i-1)) over the arms with >= 2 seeds (unknown when neither has two). The paper's Delta (its own "
+    "dataset and schedule) is taken as the effect to detect on the replay's scale, percentage points of mIoU. "
+    "With few seeds the t distribution is wider than the normal, so MDD is a lower bound and N optimistic by a "
+    "seed or two."
 )
 
 
@@ -54,6 +77,10 @@ class Row:
     paper_miou: float | None = None
     paper_diff: float | None = None
     paper_direction: str | None = None
+    pooled_sd: float | None = None  # pooled seed sd of this variant and the reference (power rule)
+    mdd: float | None = None  # minimum detectable difference vs the reference at the seeds run, pp
+    seeds_needed: int | None = None  # seeds per arm the paper's Delta needs at pooled_sd (None: see the text)
+    seeds_needed_text: str = ""  # N, ">1000", "effect 0", "sd unknown"; "" without a paper Delta
     verdict: str = ""
     stated: dict[str, dict[str, Any]] = field(default_factory=dict)  # quantity -> {paper, official, ours, ...}
     scaling: list[dict[str, Any]] = field(default_factory=list)
@@ -72,19 +99,80 @@ class Row:
                     d[f"scaling_{r}_{k}"] = v
         return d
 
+    @property
+    def verdict_kind(self) -> str:
+        """The verdict without its note: one of :data:`VERDICTS`."""
+        return verdict_kind(self.verdict)
+
 
 def _direction(diff: float) -> str:
     return "better" if diff > 0 else "worse" if diff < 0 else "similar"
 
 
-def verdict(diff: float | None, se: float | None, n_v: int, n_r: int, paper_direction: str | None) -> str:
-    """The verdict of one variant (see :data:`VERDICT_RULE`)."""
+def verdict_kind(text: str) -> str:
+    """``"inconclusive (needs >= 7 seeds)"`` -> ``"inconclusive"``."""
+    return text.split(" (", 1)[0]
+
+
+def pooled_sd(*samples: list[float]) -> float | None:
+    """sqrt(sum (n_i - 1) s_i^2 / sum (n_i - 1)) over the samples with >= 2 values (s_i their sample sd);
+    None when no sample has two values."""
+    parts = [(len(x) - 1, statistics.variance(x)) for x in samples if len(x) >= 2]
+    df = sum(d for d, _ in parts)
+    return math.sqrt(sum(d * v for d, v in parts) / df) if df else None
+
+
+def mdd(sd_v: float | None, n_v: int, sd_r: float | None, n_r: int) -> float | None:
+    """Minimum detectable difference (two-sided ALPHA, POWER) of a variant vs the reference at the seeds run,
+    :func:`nasseg.fidelity_stats.min_detectable_difference`; None when either side has fewer than 2 seeds."""
+    if sd_v is None or sd_r is None or n_v < 2 or n_r < 2:
+        return None
+    return min_detectable_difference(sd_v, n_v, sd_r, n_r, alpha=ALPHA, power=POWER)
+
+
+def seeds_for_effect(effect: float | None, sd: float | None) -> tuple[int | None, str]:
+    """(N, text): the seeds per arm that detect ``effect`` at seed sd ``sd``
+    (:func:`nasseg.fidelity_stats.seeds_needed`, ALPHA, POWER, at most MAX_SEEDS).  ``text`` is ``str(N)``,
+    ``">1000"`` (more than MAX_SEEDS), ``"effect 0"`` (no seed count detects no difference), ``"sd unknown"``
+    (``sd`` is None: one seed per arm) or ``""`` (no effect: the paper gives no number)."""
+    if effect is None:
+        return None, ""
+    if effect == 0:
+        return None, "effect 0"
+    if sd is None:
+        return None, "sd unknown"
+    n = seeds_needed(effect, sd, alpha=ALPHA, power=POWER, max_seeds=MAX_SEEDS)
+    return (n, str(n)) if n is not None else (None, f">{MAX_SEEDS}")
+
+
+def _inconclusive_note(needed_text: str, seeds_run: int | None) -> str:
+    if needed_text.isdigit():
+        n = int(needed_text)
+        if seeds_run is not None and seeds_run >= n:
+            return f"needs >= {n} seeds, has {seeds_run}: the replay's |Delta| is below the paper's"
+        return f"needs >= {n} seeds"
+    if needed_text.startswith(">"):
+        return f"needs {needed_text} seeds"
+    if needed_text == "effect 0":
+        return "effect 0: no number of seeds detects it"
+    if needed_text == "sd unknown":
+        return "needs >= 2 seeds: seed sd unknown"
+    return "no paper effect size"
+
+
+def verdict(diff: float | None, se: float | None, n_v: int, n_r: int, paper_direction: str | None, *,
+            seeds_needed_text: str | None = None, seeds_run: int | None = None) -> str:
+    """The verdict of one variant (see :data:`VERDICT_RULE`).  With ``seeds_needed_text`` (from
+    :func:`seeds_for_effect`; ``seeds_run`` = the fewer seeds of the two arms) an inconclusive verdict carries
+    what would resolve it, e.g. ``"inconclusive (needs >= 7 seeds)"``; without, it is bare."""
     if n_v == 0:
         return "no runs"
     if paper_direction is None:
         return "no paper direction"
     if diff is None or se is None or n_v < 2 or n_r < 2 or abs(diff) < 2 * se:
-        return "inconclusive"
+        if seeds_needed_text is None:
+            return "inconclusive"
+        return f"inconclusive ({_inconclusive_note(seeds_needed_text, seeds_run)})"
     replay = _direction(diff)
     return "agrees" if replay == paper_direction else "contradicts"
 
@@ -137,7 +225,11 @@ def summarize(study: Study, fid: Fidelity, costs: Mapping[str, Mapping[str, Any]
             r.paper_direction = _direction(r.paper_diff)
         elif pr is not None and pr.direction is not None:
             r.paper_direction = pr.direction
-        r.verdict = verdict(r.diff, r.se, len(r.mious), len(ref.mious), r.paper_direction)
+        r.pooled_sd = pooled_sd(r.mious, ref.mious)
+        r.mdd = mdd(r.std, len(r.mious), ref.std, len(ref.mious))
+        r.seeds_needed, r.seeds_needed_text = seeds_for_effect(r.paper_diff, r.pooled_sd)
+        r.verdict = verdict(r.diff, r.se, len(r.mious), len(ref.mious), r.paper_direction,
+                            seeds_needed_text=r.seeds_needed_text, seeds_run=min(len(r.mious), len(ref.mious)))
     return rows
 
 

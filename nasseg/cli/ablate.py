@@ -10,6 +10,7 @@ from nasseg.ablation.render import COLUMNS, scaling_rows, stated_rows, table_row
 from nasseg.ablation.runner import DEFAULT_STORAGE, AblationConfig, ablate
 from nasseg.ablation.schema import FIDELITIES, Fidelity, Study, load_study
 from nasseg.ablation.stats import Row
+from nasseg.cli.common import check_output_path
 
 HELP = "replay a paper's ablation table (studies/*.yaml)"
 
@@ -20,9 +21,16 @@ def print_report(study: Study, fid: Fidelity, rows: list[Row], info: Mapping[str
     t = Table(title=f"{study.spec.title} — replay ({fid.name}) vs paper; * = reference")
     for c in COLUMNS:
         t.add_column(c, justify="left" if c in ("variant", "paper row", "verdict") else "right", overflow="fold")
+    plan = info.get("plan")
+    if plan:
+        con.print(f"plan (--fidelity auto, {plan['max_hours']:g} h): {plan['seeds']} seeds x {plan['steps']} steps of "
+                  f"the {plan.get('base_fidelity')} recipe to resolve {plan['effect_variant']} {plan['effect']:+.2f} "
+                  f"pp (MDD {plan['mdd']:.3f} pp at the pilot's seed sd {plan['sd']:.3f} pp, measured at "
+                  f"{plan['pilot']['steps']} steps and assumed at {plan['steps']})")
     style = {"agrees": "green", "contradicts": "red", "inconclusive": "yellow"}
     for r, cells in zip(rows, table_rows(rows)):
-        cells[-1] = f"[{style[r.verdict]}]{cells[-1]}[/]" if r.verdict in style else cells[-1]
+        kind = r.verdict_kind
+        cells[-1] = f"[{style[kind]}]{cells[-1]}[/]" if kind in style else cells[-1]
         t.add_row(*cells)
     con.print(t)
     header, body = stated_rows(rows, study.spec.cost.macs)
@@ -53,7 +61,11 @@ def add_arguments(p: Any) -> None:
     p.add_argument("study", help="study file (studies/*.yaml)")
     p.add_argument("--storage", default=DEFAULT_STORAGE, help="sqlite:///path.db or postgresql://... "
                    f"(default {DEFAULT_STORAGE})")
-    p.add_argument("--fidelity", choices=FIDELITIES, default="proxy", help="which recipe of the study file")
+    p.add_argument("--fidelity", choices=(*FIDELITIES, "auto"), default="proxy", help="which recipe of the study "
+                   "file; auto: plan seeds and steps of the study's replay recipe (proxy) that resolve the paper's "
+                   "largest effect within --max-hours, after a short pilot (or say up front, exit 2, that none can)")
+    p.add_argument("--max-hours", type=float, default=None, metavar="H",
+                   help="--fidelity auto: the time budget in hours (> 0)")
     p.add_argument("--seeds", type=int, default=None, help="seeds 0..N-1 (default: the fidelity's own)")
     p.add_argument("--executor", choices=EXECUTORS, default="ray", help="ray (default) or local (no Ray)")
     p.add_argument("--out", default=None, help="folder for the CSV, Markdown and PNG (default "
@@ -67,21 +79,28 @@ def add_arguments(p: Any) -> None:
     p.add_argument("--gpus-per-trial", type=float, default=0.0, help="GPUs each proxy uses (fractions allowed)")
     p.add_argument("--concurrency", type=int, default=None, help="proxies training at once (default: as "
                    "resources allow)")
-    p.add_argument("--artifacts", default=None, help="folder for proxy weights (default: beside the SQLite file)")
+    p.add_argument("--keep-weights", action="store_true", help="write every proxy's weights to disk (default: "
+                   "none are written; an ablation reads only the mIoU)")
+    p.add_argument("--artifacts", default=None, help="folder for proxy weights with --keep-weights (default: beside "
+                   "the SQLite file)")
     p.add_argument("--no-plot", action="store_true", help="write no PNG plot")
 
 
 def run(a: Any) -> int:
     from rich.console import Console
 
+    for value, option in ((a.out, "--out"), (a.artifacts, "--artifacts")):
+        if value:
+            check_output_path(value, option, folder=True)
     con = Console(stderr=True, highlight=False)
     cfg = AblationConfig(study=a.study, storage=a.storage, fidelity=a.fidelity, seeds=a.seeds, executor=a.executor,
                          out=a.out, dataset=a.dataset, report_only=a.report_only, ray_address=a.ray_address,
                          cpus_per_trial=a.cpus_per_trial, gpus_per_trial=a.gpus_per_trial,
-                         concurrency=a.concurrency, artifacts=a.artifacts, plot=not a.no_plot)
+                         concurrency=a.concurrency, artifacts=a.artifacts, plot=not a.no_plot,
+                         max_hours=a.max_hours, keep_weights=a.keep_weights)
     res = ablate(cfg, log=lambda s: con.print(s))
     study = load_study(cfg.study, build_check=False)
-    fid = study.fidelity(cfg.fidelity, cfg.seeds, cfg.dataset)
+    fid = res["fidelity_spec"]
     out = Console(highlight=False)
     out = out if out.is_terminal else Console(highlight=False, width=200)
     print_report(study, fid, res["rows"], res, out)
