@@ -152,9 +152,10 @@ def select_genomes(cfg: FidelityConfig, space: Any, num_classes: int, log: Calla
     if len(genomes) < k:
         if budget is not None and measured:
             none = "none" if not genomes else f"only {len(genomes)}"
+            fewer = "" if not genomes else f" (or --genomes <= {len(genomes)})"
             raise ConfigError(f"--latency-budget-ms = {budget:g}: {none} of {len(measured)} distinct genomes sampled "
                               f"from {cfg.space} meet it on {_where(cfg)} (fastest {min(measured):.2f} ms); valid: a "
-                              f"budget above {min(measured):.2f} ms, or fewer --genomes")
+                              f"larger budget{fewer}; every genome needs more than {min(measured):.2f} ms here")
         raise ConfigError(f"--genomes = {k}: the space {cfg.space} gave only {len(genomes)} distinct genomes in "
                           f"{draws} draws; valid: --genomes <= {len(genomes)}, or a larger space")
     log(f"sampled {k} genomes from {cfg.space} in {draws} draws (seed {cfg.seed}, stratified over each stage's "
