@@ -109,8 +109,8 @@ class FidelityConfig:
                               "seed noise)")
         res = tuple(self.proxy_resolution)
         if len(res) != 2 or not all(isinstance(v, int) and v >= 16 for v in res):
-            raise ConfigError(f"--proxy-resolution = {self.proxy_resolution!r} is not allowed; valid: HxW with both "
-                              ">= 16, e.g. 128x256")
+            shown = "x".join(map(str, res)) if all(isinstance(v, int) for v in res) else repr(self.proxy_resolution)
+            raise ConfigError(f"--proxy-resolution = {shown} is not allowed; valid: HxW with both >= 16, e.g. 128x256")
         if isinstance(self.proxy_batch, bool) or not isinstance(self.proxy_batch, int) or self.proxy_batch < 2:
             raise ConfigError(f"--proxy-batch = {self.proxy_batch!r} is not allowed; valid: an integer >= 2 (batch "
                               "norm and the zero-cost proxies need two images or more)")
