@@ -9,7 +9,9 @@ code 2, never as a traceback.  Verbs (each module has ``HELP``, ``add_arguments(
 * ``nasseg search ...``: a latency-constrained search (see ``nasseg search --help``);
 * ``nasseg status --storage URL --study NAME``: a study's trials, without running anything;
 * ``nasseg export --storage URL --study NAME --out DIR``: the Pareto front as deployable bundles;
-* ``nasseg ablate STUDY.yaml``: replay a paper's ablation table under one recipe.
+* ``nasseg ablate STUDY.yaml``: replay a paper's ablation table under one recipe;
+* ``nasseg fidelity --space SPACE --storage URL --study NAME --out DIR``: how well short proxies and zero-cost
+  proxies rank genomes like longer training (a rung to recommend).
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from nasseg.errors import NassegError
 __all__ = ["COMMANDS", "VERBS", "main", "parse_resolution", "resolve_genome"]
 
 #: the verbs, in the order ``nasseg --help`` lists them: module ``nasseg.cli.<name>`` each
-VERBS = ("search", "status", "export", "ablate", "presets", "show")
+VERBS = ("search", "status", "export", "ablate", "fidelity", "presets", "show")
 
 #: name -> (add its arguments, run it, one-line help)
 COMMANDS: dict[str, tuple[Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int], str]] = {}
