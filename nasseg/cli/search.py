@@ -54,12 +54,18 @@ def add_arguments(p: Any) -> None:
                    "candidates far over the budget on a latency predicted from a table of measured units)")
     p.add_argument("--screen-margin", type=float, default=0.15, help="a predicted latency must exceed the budget by "
                    "this fraction (or the prediction's worst error so far, if larger) to reject (default 0.15)")
+    p.add_argument("--prefilter", default=None, metavar="NAME:FRACTION", help="train only the candidates a "
+                   "zero-cost proxy ranks in its top FRACTION (e.g. synflow:0.5); needs that proxy's rank agreement "
+                   "stored by nasseg fidelity for this space, dataset and recipe")
+    p.add_argument("--fidelity-storage", default=None, help="where the fidelity study of this space is (default: "
+                   "--storage)")
     p.add_argument("--verbose", action="store_true", help="show Ray's own console output and start its dashboard")
     p.add_argument("--no-progress", action="store_true", help="no live table (a line per finished trial "
                    "still goes to a log)")
 
 
 def config_from_args(a: Any) -> SearchConfig:
+    from nasseg.search.prefilter import parse_spec
     from nasseg.train import Recipe
 
     if a.artifacts:
@@ -88,7 +94,8 @@ def config_from_args(a: Any) -> SearchConfig:
                         seed=a.seed, dataset=a.dataset, recipe=Recipe(**recipe_kw), executor=a.executor,
                         ray_address=a.ray_address, cpus_per_trial=a.cpus_per_trial, gpus_per_trial=a.gpus_per_trial,
                         concurrency=a.concurrency, asha=a.asha, progress=not a.no_progress, artifacts=a.artifacts,
-                        screen=None if a.no_screen else ScreenSpec(margin=a.screen_margin), verbose=a.verbose)
+                        screen=None if a.no_screen else ScreenSpec(margin=a.screen_margin), verbose=a.verbose,
+                        fidelity_storage=a.fidelity_storage, prefilter=parse_spec(a.prefilter) if a.prefilter else None)
 
 
 def banner(cfg: SearchConfig) -> str:
@@ -189,6 +196,9 @@ def print_study(study: Any, con: Any, limit: int = 40) -> None:
         con.print(f"! = noisy latency ({len(noisy)} trial(s): the CV or the machine's load stayed high after "
                   "re-measuring; the trial's latency_warning says which): trials "
                   + ", ".join(str(t) for t in noisy.trial))
+    pf = study.user_attrs.get("proxy_fidelity")
+    con.print("proxy fidelity: " + (pf.get("line", "") if isinstance(pf, dict) else "not recorded (a study from "
+                                    "before nasseg measured it; see nasseg fidelity)"))
     con.print("full genome strings: nasseg status --csv FILE, or nasseg show <genome>")
     counts = df.status.replace("", "running").value_counts().to_dict()
     con.print("statuses: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))

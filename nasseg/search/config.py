@@ -74,6 +74,8 @@ class SearchConfig:
     artifacts: str | None = None  # where workers save proxy weights (default: beside a SQLite file, else runs/)
     screen: ScreenSpec | None = None  # None: every candidate is measured end to end (the CLI screens by default)
     verbose: bool = False  # Ray's own console output (its experiment box, TensorBoard hint) and dashboard
+    fidelity_storage: str | None = None  # where to look for a fidelity study (default: the search's storage)
+    prefilter: tuple[str, float] | None = None  # (zero-cost proxy, fraction kept): see nasseg.search.prefilter
 
     def artifacts_dir(self) -> Path:
         """Per-study folder for trained weights; on a multi-node cluster it must be a shared path."""
@@ -104,6 +106,10 @@ class SearchConfig:
             raise ConfigError(f"--concurrency = {self.concurrency} must be >= 1")
         if not self.study or not isinstance(self.study, str):
             raise ConfigError("--study needs a name")
+        if self.prefilter is not None:
+            from nasseg.search.prefilter import check_spec
+
+            check_spec(self.prefilter)
         if self.screen is not None:
             from nasseg.screen import Calibration
 
@@ -128,11 +134,12 @@ def study_meta(cfg: SearchConfig, num_classes: int, sampler: str) -> dict[str, A
         "mode": cfg.mode, "latency_budget_ms": cfg.latency_budget_ms, "latency": cfg.latency.to_dict(),
         "dataset": cfg.dataset, "num_classes": num_classes, "recipe": cfg.recipe.to_dict(),
         "sampler": {"name": sampler, "seed": cfg.seed}, "asha": cfg.asha,
+        "prefilter": list(cfg.prefilter) if cfg.prefilter else None,
         "nasseg_version": __version__,
     }
 
 
-DEFINING = ("space_sha", "mode", "latency_budget_ms", "latency", "dataset", "recipe", "sampler", "asha")
+DEFINING = ("space_sha", "mode", "latency_budget_ms", "latency", "dataset", "recipe", "sampler", "asha", "prefilter")
 
 
 def resumed_seed(seed: int, told: int) -> int:

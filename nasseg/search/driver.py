@@ -28,10 +28,11 @@ MAX_DUPLICATES_IN_A_ROW = 100
 
 
 def counts_towards_trials(t: Any) -> bool:
-    """Whether a trial is one of the distinct evaluations ``--trials`` asks for (see :meth:`Driver.finished`)."""
+    """Whether a trial is one of the distinct evaluations ``--trials`` asks for (see :meth:`Driver.finished`):
+    neither a sampler's duplicate nor a candidate the zero-cost prefilter skipped."""
     import optuna
 
-    if "reused_from" in t.user_attrs:
+    if "reused_from" in t.user_attrs or t.user_attrs.get(STATUS_KEY) == "prefiltered":
         return False
     if t.state in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED):
         return True
@@ -41,11 +42,14 @@ def counts_towards_trials(t: Any) -> bool:
 class Driver:
     """Owns the study: asks, samples, measures, rejects, reuses and tells.  The only DB writer."""
 
-    def __init__(self, cfg: SearchConfig, study: Any, space: Any, num_classes: int, log: Callable[[str], None]):
+    def __init__(self, cfg: SearchConfig, study: Any, space: Any, num_classes: int, log: Callable[[str], None],
+                 fidelity: dict[str, Any] | None = None):
         self.cfg, self.study, self.space, self.num_classes, self.log = cfg, study, space, num_classes, log
+        # the measured rank agreement of this proxy (nasseg.fidelity.rung_tau entry + where), stored on every trial
+        self.proxy_fidelity = fidelity
         self.recipe_json = cfg.recipe.to_json()
         self.inflight: dict[int, Job] = {}
-        self.counts = {"trained": 0, "reused": 0, "rejected": 0, "stopped": 0, "failed": 0}
+        self.counts = {"trained": 0, "reused": 0, "rejected": 0, "stopped": 0, "failed": 0, "prefiltered": 0}
         self.trained_s = 0.0  # worker-seconds inside proxy training (summed over parallel workers)
         self.measure_s = 0.0  # driver seconds building and measuring candidates
         self.busy_s = 0.0  # wall seconds during which at least one proxy was in flight
@@ -67,6 +71,16 @@ class Driver:
             self.table = CostTable(ls.device, threads=ls.threads, dtype=ls.dtype, warmup=sc.unit_warmup,
                                    runs=sc.unit_runs, engine=getattr(backend, "engine", None))
             self.calibration = Calibration(sc.min_pairs, sc.margin)
+        self.prefilter: Any = None  # nasseg.search.prefilter.Prefilter with --prefilter
+        if cfg.prefilter is not None and space is not None:
+            from nasseg.search.prefilter import Prefilter
+
+            name, fraction = cfg.prefilter
+            old = [t.user_attrs["zero_cost"][name] for t in study.get_trials(deepcopy=False)
+                   if name in (t.user_attrs.get("zero_cost") or {})]
+            self.prefilter = Prefilter(name, fraction, (fidelity or {}).get("prefilter_entry") or {"tau": 1.0},
+                                       num_classes=num_classes, resolution=tuple(cfg.recipe.resolution),
+                                       seed=cfg.seed, scores=old)
         for t in study.get_trials(deepcopy=False):
             self._remember(t)
             if self.calibration is not None and t.user_attrs.get("latency_table_ms") is not None:
@@ -141,6 +155,8 @@ class Driver:
         trial.set_user_attr("genome", to_string(genome))
         trial.set_user_attr("recipe_json", self.recipe_json)
         trial.set_user_attr("dataset", self.cfg.dataset)
+        if self.proxy_fidelity is not None:
+            trial.set_user_attr("proxy_fidelity", self.proxy_fidelity.get("entry"))
         faults.point("sampled")
         cached = self._cache.get(gid)
         training = any(j.genome_id == gid for j in self.inflight.values())
@@ -157,6 +173,8 @@ class Driver:
                          f"the space seems to hold no new architecture ({self.finished()} distinct evaluated)")
             return None
         self.duplicate_streak = 0
+        if self.prefilter is not None and not self._passes_prefilter(trial, genome):
+            return None
         t0 = time.perf_counter()
         try:
             predicted = self._predict(genome)
@@ -183,6 +201,28 @@ class Driver:
                                 f"{self.cfg.latency.resolution[0]}x{self.cfg.latency.resolution[1]}")
             return None
         return self.make_job(trial, genome, self.cfg.seed)
+
+    def _passes_prefilter(self, trial: Any, genome: Any) -> bool:
+        """Score the candidate with the prefilter's zero-cost proxy; below the running quantile it is told PRUNED
+        (status ``prefiltered``), neither measured nor trained, and does not count towards --trials."""
+        pf = self.prefilter
+        try:
+            value = pf.score(genome)
+        except Exception as e:  # noqa: BLE001 - a proxy that cannot score this genome keeps it (measured as usual)
+            self.log(f"prefilter: {pf.name} could not score trial {trial.number} ({type(e).__name__}); kept")
+            return True
+        keep, threshold = pf.judge(value)
+        trial.set_user_attr("zero_cost", {pf.name: value})
+        if keep:
+            return True
+        trial.set_user_attr(STATUS_KEY, "prefiltered")
+        trial.set_user_attr("reason", f"zero-cost {pf.name} = {value:.4g} below the top {pf.fraction:g} of the "
+                                      f"{len(pf.scores)} candidates scored (threshold {pf.sign * threshold:.4g}); "
+                                      "neither measured nor trained")
+        trial.set_user_attr("train_seconds", 0.0)
+        self._tell(trial, "pruned")
+        self.counts["prefiltered"] += 1
+        return False
 
     def _record_cost(self, trial: Any, cost: dict[str, Any], lat: float) -> None:
         """The cost attributes, ``latency_ms`` and the latency constraint of a measured or predicted candidate."""

@@ -35,6 +35,48 @@ from nasseg.study import (
 )
 
 
+def proxy_fidelity(cfg: SearchConfig, log: Callable[[str], None]) -> dict[str, Any]:
+    """How well this search's proxy ranks, from a stored fidelity study (``nasseg fidelity``) of the same space,
+    dataset and recipe: logged once, stored on the study and on every trial.  With ``--prefilter``, the proxy's
+    own measured agreement must exist (else ConfigError, before anything is written)."""
+    from nasseg.fidelity import agreement_line, find_fidelity, rung_tau
+    from nasseg.search.config import _file_sha
+
+    where = cfg.fidelity_storage or cfg.storage
+    record = find_fidelity(where, space_sha=_file_sha(cfg.space), dataset=cfg.dataset,
+                           recipe_dict=cfg.recipe.to_dict())
+    out: dict[str, Any] = {"checked": False, "storage": mask_url(where)}
+    if cfg.prefilter is not None:
+        from nasseg.search.prefilter import require_measured
+
+        out["prefilter_entry"] = require_measured(cfg.prefilter, record, mask_url(where))
+    steps = int(cfg.recipe.steps)
+    entry = rung_tau(record, steps)
+    if record is None:
+        out["line"] = (f"proxy fidelity unchecked: no fidelity study of this space, dataset and recipe in "
+                       f"{mask_url(where)}; how well {steps}-step proxies rank architectures is unknown (measure it: "
+                       f"nasseg fidelity --space {cfg.space} --rungs {steps},{5 * steps} ...)")
+    elif entry is None:
+        out["line"] = (f"proxy fidelity unchecked at {steps} steps: fidelity study {record['study']!r} has rungs "
+                       f"{sorted(record['rungs'])} (top {record['top_rung']}), none at this search's steps")
+    else:
+        out.update(checked=True, line=agreement_line(record, steps),
+                   entry={**entry, "steps": steps, "top_rung": record["top_rung"], "study": record["study"],
+                          "storage": record["storage"], "target_tau": record["target_tau"]})
+    log(out["line"])
+    if cfg.asha:
+        every = max(1, int(cfg.recipe.eval_every) or steps)
+        weak = []
+        for r in range(every, steps, every):
+            e = rung_tau(record, r)
+            if e is None or e.get("tau_low") is None or e["tau_low"] < (record or {}).get("target_tau", 0.6):
+                weak.append(f"{r} ({'unmeasured' if e is None else 'tau ' + format(e['tau'], '.2f')})")
+        if weak:
+            log("warning: --asha stops proxies at step(s) " + ", ".join(weak) + " whose rank agreement with longer "
+                "training is below the target or unmeasured: early stopping there may drop good architectures")
+    return out
+
+
 def ray_workdir(cfg: SearchConfig) -> Path:
     """Ray Tune's results folder (and the record of the Ray instance a driver started): beside a SQLite study."""
     return (sqlite_path(cfg.storage) or Path("runs/x")).parent / "ray_results"
@@ -115,6 +157,7 @@ def search(cfg: SearchConfig, log: Callable[[str], None] | None = None,
     space = load_space(cfg.space)
     num_classes = dataset_classes(cfg.dataset, log)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    fidelity = proxy_fidelity(cfg, log)  # before anything is written: --prefilter may refuse
     if cfg.executor == "ray":  # a killed driver's Ray processes, whatever this run then does
         ray_session.reap(ray_workdir(cfg), log)
     db = sqlite_path(cfg.storage)
@@ -161,7 +204,8 @@ def search(cfg: SearchConfig, log: Callable[[str], None] | None = None,
                 warnings.simplefilter("ignore")  # "experimental" although stable since Optuna 3.2
                 study.set_metric_names(["miou"] if cfg.mode == "constrained" else ["miou", "latency_ms"])
             checkpoint(storage)
-        driver = Driver(cfg, study, space, num_classes, log)
+        study.set_user_attr("proxy_fidelity", {k: v for k, v in fidelity.items() if k != "prefilter_entry"})
+        driver = Driver(cfg, study, space, num_classes, log, fidelity=fidelity)
         t0 = time.perf_counter()
         prog_cm = progress(driver) if progress is not None and cfg.progress else _NoProgress()
         ran = driver.remaining() > 0
@@ -177,4 +221,5 @@ def search(cfg: SearchConfig, log: Callable[[str], None] | None = None,
     return {"study": cfg.study, "storage": mask_url(cfg.storage), "wall_seconds": wall,
             "train_seconds": driver.trained_s, "measure_seconds": driver.measure_s, "busy_seconds": driver.busy_s,
             "counts": dict(driver.counts), "screened": driver.screened, "duplicates": driver.duplicates,
-            "exhausted": driver.exhausted, "ran": ran, "trials": cfg.trials, "finished": finished}
+            "exhausted": driver.exhausted, "ran": ran, "proxy_fidelity": fidelity, "trials": cfg.trials,
+            "finished": finished}
