@@ -36,7 +36,7 @@ def test_clean_exit_leaves_only_the_database_and_a_rerun_says_nothing_ran(tmp_pa
     out = _run(_cmd("sqlite:///new/folder/s.db", 3, "--executor", "local"), tmp_path)
     assert out.returncode == 0, out.stderr[-3000:]
     assert out.stderr.splitlines()[0].startswith("nasseg search: study 's'")  # nasseg speaks first
-    assert "creating the folder new/folder for the study database" in out.stderr
+    assert "created the folder new/folder for the study database" in out.stderr
     assert "next:" in out.stderr and "nasseg export --storage sqlite:///new/folder/s.db --study s" in out.stderr
     files = sorted(p.name for p in (tmp_path / "new" / "folder").iterdir())
     assert files == ["s.db", "s_artifacts"], files  # no -wal, -shm or .lock after a clean exit

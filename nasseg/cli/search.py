@@ -126,8 +126,8 @@ def run(a: Any) -> int:
 
     cfg = config_from_args(a)
     con = Console(stderr=True, highlight=False, soft_wrap=True)
-    con.print(banner(cfg))
-    summary = search(cfg, log=lambda s: con.print(s), progress=lambda driver: Progress(driver, cfg))
+    summary = search(cfg, log=lambda s: con.print(s), progress=lambda driver: Progress(driver, cfg),
+                     started=lambda: con.print(banner(cfg)))
     study = load_study(cfg.storage, cfg.study)
     print_study(study, wide_console())
     c = summary["counts"]

@@ -35,10 +35,11 @@ from nasseg.study import (
 )
 
 
-def proxy_fidelity(cfg: SearchConfig, log: Callable[[str], None]) -> dict[str, Any]:
+def proxy_fidelity(cfg: SearchConfig) -> dict[str, Any]:
     """How well this search's proxy ranks, from a stored fidelity study (``nasseg fidelity``) of the same space,
-    dataset and recipe: logged once, stored on the study and on every trial.  With ``--prefilter``, the proxy's
-    own measured agreement must exist (else ConfigError, before anything is written)."""
+    dataset and recipe (``line``, to log once; ``warnings``), stored on the study and on every trial.  With
+    ``--prefilter``, the proxy's own measured agreement must exist (else ConfigError, before anything is
+    written)."""
     from nasseg.fidelity import agreement_line, find_fidelity, rung_tau
     from nasseg.search.config import _file_sha
 
@@ -63,7 +64,7 @@ def proxy_fidelity(cfg: SearchConfig, log: Callable[[str], None]) -> dict[str, A
         out.update(checked=True, line=agreement_line(record, steps),
                    entry={**entry, "steps": steps, "top_rung": record["top_rung"], "study": record["study"],
                           "storage": record["storage"], "target_tau": record["target_tau"]})
-    log(out["line"])
+    out["warnings"] = []
     if cfg.asha:
         every = max(1, int(cfg.recipe.eval_every) or steps)
         weak = []
@@ -72,8 +73,9 @@ def proxy_fidelity(cfg: SearchConfig, log: Callable[[str], None]) -> dict[str, A
             if e is None or e.get("tau_low") is None or e["tau_low"] < (record or {}).get("target_tau", 0.6):
                 weak.append(f"{r} ({'unmeasured' if e is None else 'tau ' + format(e['tau'], '.2f')})")
         if weak:
-            log("warning: --asha stops proxies at step(s) " + ", ".join(weak) + " whose rank agreement with longer "
-                "training is below the target or unmeasured: early stopping there may drop good architectures")
+            out["warnings"].append("warning: --asha stops proxies at step(s) " + ", ".join(weak) + " whose rank "
+                                   "agreement with longer training is below the target or unmeasured: early "
+                                   "stopping there may drop good architectures")
     return out
 
 
@@ -140,12 +142,15 @@ def dataset_classes(spec: str, log: Callable[[str], None] | None = None) -> int:
 
 
 def search(cfg: SearchConfig, log: Callable[[str], None] | None = None,
-           progress: Callable[[Driver], Any] | None = None) -> dict[str, Any]:
+           progress: Callable[[Driver], Any] | None = None,
+           started: Callable[[], None] | None = None) -> dict[str, Any]:
     """Run (or resume) a search; returns a summary dict.  Raises NassegError on bad settings.
 
     ``log`` receives one-line messages (default: stderr).  ``progress``, when given, is called with the
     driver and returns a context manager whose ``update()`` the executor calls whenever something changed
-    (the command line draws its live table this way); the library itself renders nothing.
+    (the command line draws its live table this way); the library itself renders nothing.  ``started`` is
+    called once the settings are checked, the study is open and locked, before anything else is logged or run
+    (the command line prints its banner there, so a refused command prints one line only).
     """
     import optuna
 
@@ -157,12 +162,11 @@ def search(cfg: SearchConfig, log: Callable[[str], None] | None = None,
     space = load_space(cfg.space)
     num_classes = dataset_classes(cfg.dataset, log)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    fidelity = proxy_fidelity(cfg, log)  # before anything is written: --prefilter may refuse
+    fidelity = proxy_fidelity(cfg)  # before anything is written: --prefilter may refuse
     if cfg.executor == "ray":  # a killed driver's Ray processes, whatever this run then does
         ray_session.reap(ray_workdir(cfg), log)
     db = sqlite_path(cfg.storage)
-    if db is not None and not db.parent.exists():
-        log(f"creating the folder {db.parent} for the study database")
+    new_folder = db.parent if db is not None and not db.parent.exists() else None
     with driver_lock(cfg.storage), warnings.catch_warnings():
         # ask/tell with a heart-beating storage is what nasseg does on purpose (see nasseg.study.Heartbeat)
         warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used")
@@ -204,7 +208,14 @@ def search(cfg: SearchConfig, log: Callable[[str], None] | None = None,
                 warnings.simplefilter("ignore")  # "experimental" although stable since Optuna 3.2
                 study.set_metric_names(["miou"] if cfg.mode == "constrained" else ["miou", "latency_ms"])
             checkpoint(storage)
-        study.set_user_attr("proxy_fidelity", {k: v for k, v in fidelity.items() if k != "prefilter_entry"})
+        if started is not None:
+            started()
+        if new_folder is not None:
+            log(f"created the folder {new_folder} for the study database")
+        for line in [fidelity["line"], *fidelity["warnings"]]:
+            log(line)
+        study.set_user_attr("proxy_fidelity", {k: v for k, v in fidelity.items()
+                                               if k not in ("prefilter_entry", "warnings")})
         driver = Driver(cfg, study, space, num_classes, log, fidelity=fidelity)
         t0 = time.perf_counter()
         prog_cm = progress(driver) if progress is not None and cfg.progress else _NoProgress()
