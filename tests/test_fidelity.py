@@ -18,7 +18,7 @@ from nasseg import study as St
 from nasseg.cli import main
 from nasseg.errors import ConfigError
 from nasseg.fidelity_stats import noise_ratio, rank_agreement, seed_to_seed_tau
-from nasseg.search.config import _file_sha
+from nasseg.search.config import file_sha
 from nasseg.space import load_space
 from nasseg.train import Recipe
 from tests.conftest import TINY_SPACE
@@ -124,9 +124,9 @@ def test_a_tiny_study_end_to_end_through_the_command_line(tmp_path, capsys, monk
     # stored in the study with what defines it, and found by the lookup
     stored = study.user_attrs[St.META_KEY]
     assert stored["kind"] == "fidelity" and stored["result"]["rows"] == result["rows"]
-    assert stored["space_sha"] == _file_sha(TINY_SPACE) and stored["rungs"] == list(RUNGS)
+    assert stored["space_sha"] == file_sha(TINY_SPACE) and stored["rungs"] == list(RUNGS)
     assert sorted(stored["genome_ids"]) == sorted({t.user_attrs["genome_id"] for t in trained})
-    rec = F.find_fidelity(url, space_sha=_file_sha(TINY_SPACE), dataset="synthetic",
+    rec = F.find_fidelity(url, space_sha=file_sha(TINY_SPACE), dataset="synthetic",
                           recipe_dict=_search_recipe(300).to_dict())
     assert rec is not None and rec["study"] == "f" and rec["top_rung"] == 4 and rec["genomes"] == 3
     assert rec["rungs"][2]["tau"] == low["tau"] and rec["rungs"][2]["n"] == 3
@@ -135,7 +135,7 @@ def test_a_tiny_study_end_to_end_through_the_command_line(tmp_path, capsys, monk
     assert line.startswith(f"rank agreement with 2x training: tau {low['tau']:.2f} [") and "n = 3" in line
     assert F.agreement_line(rec, 4) is None  # the reference itself
     other = _search_recipe(300).to_dict() | {"lr": 0.5}
-    assert F.find_fidelity(url, space_sha=_file_sha(TINY_SPACE), dataset="synthetic", recipe_dict=other) is None
+    assert F.find_fidelity(url, space_sha=file_sha(TINY_SPACE), dataset="synthetic", recipe_dict=other) is None
     assert F.find_fidelity(url, space_sha="0" * 16, dataset="synthetic", recipe_dict=meta["recipe"]) is None
 
     # the same command again trains and scores nothing

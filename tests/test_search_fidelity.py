@@ -15,7 +15,7 @@ from nasseg import search as S
 from nasseg.cli import main
 from nasseg.errors import ConfigError
 from nasseg.fidelity.config import recipe_key
-from nasseg.search.config import _file_sha
+from nasseg.search.config import file_sha
 from nasseg.study import META_KEY, STATUS_KEY, load_study, open_storage, study_names
 from nasseg.train import Recipe
 from tests.conftest import TINY_SPACE
@@ -40,7 +40,7 @@ def _store_fidelity(url: str, proxies: dict[str, tuple[float, float, float]], ru
              "n": 12}, {"kind": "rung", "steps": 10, "tau": None, "n": 12}]
     rows += [{"kind": "proxy", "name": n, "tau": t, "tau_low": lo, "tau_high": hi, "n": 12}
              for n, (t, lo, hi) in proxies.items()]
-    st.set_user_attr(META_KEY, {"kind": "fidelity", "space_sha": _file_sha(TINY_SPACE), "dataset": "synthetic",
+    st.set_user_attr(META_KEY, {"kind": "fidelity", "space_sha": file_sha(TINY_SPACE), "dataset": "synthetic",
                                 "recipe": recipe_key(RECIPE), "genome_ids": ["x"] * 12, "seeds": [0],
                                 "result": {"top_rung": 10, "target_tau": 0.6, "recommended_rung": 2, "rows": rows,
                                            "computed_utc": datetime.datetime.now().isoformat()}})

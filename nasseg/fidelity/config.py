@@ -13,7 +13,7 @@ from typing import Any
 
 from nasseg import __version__
 from nasseg.errors import ConfigError, NassegError
-from nasseg.search.config import EXECUTORS, LatencySpec, _file_sha
+from nasseg.search.config import EXECUTORS, LatencySpec, file_sha
 from nasseg.study import check_url
 
 #: fewest genomes ``--genomes`` may sample: Kendall's tau over 3 takes only 4 values, and its bootstrap
@@ -267,7 +267,7 @@ def selection(cfg: FidelityConfig, space_sha: str, num_classes: int, listed: Seq
 def study_meta(cfg: FidelityConfig, num_classes: int, genome_ids: Sequence[str],
                listed: Sequence[str] | None) -> dict[str, Any]:
     """The study's :data:`nasseg.study.META_KEY` record (without the result, added when it is computed)."""
-    sha = _file_sha(cfg.space)
+    sha = file_sha(cfg.space)
     return {
         "kind": "fidelity", "space": str(cfg.space), "space_sha": sha, "dataset": cfg.dataset,
         "num_classes": num_classes, "recipe": recipe_key(cfg.base_recipe()), "rung_fields": list(RUNG_FIELDS),

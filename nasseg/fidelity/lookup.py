@@ -19,7 +19,7 @@ def _entry(row: Mapping[str, Any]) -> dict[str, Any]:
 
 def find_fidelity(storage_url: str, *, space_sha: str, dataset: str, recipe_dict: Mapping[str, Any]) -> dict | None:
     """The result of the fidelity study in ``storage_url`` that matches: the same space sha
-    (``nasseg.search.config._file_sha`` of the space file), dataset, and recipe apart from the fields a rung sets
+    (``nasseg.search.config.file_sha`` of the space file), dataset, and recipe apart from the fields a rung sets
     (:data:`~nasseg.fidelity.config.RUNG_FIELDS`: steps, warm-up, evaluation interval).  None when the storage
     holds none (or does not exist).  The most recently computed one wins when several match.
 

@@ -36,7 +36,7 @@ from nasseg.errors import ConfigError, NassegError, StorageError
 from nasseg.fidelity.config import DEFINING, FidelityConfig, load_genome_list, proxy_settings, selection, study_meta
 from nasseg.fidelity.select import Selected, select_genomes
 from nasseg.search import STATUS_KEY, Driver, Job, SearchConfig
-from nasseg.search.config import _file_sha
+from nasseg.search.config import file_sha
 from nasseg.study import META_KEY, mask_url
 
 GENOME_PREFIX = "genome:"
@@ -362,7 +362,7 @@ def run_fidelity(cfg: FidelityConfig, log: Callable[[str], None] | None = None,
     cfg.validate()
     check_devices(search_config(cfg))
     space = load_space(cfg.space)
-    space_sha = _file_sha(cfg.space)
+    space_sha = file_sha(cfg.space)
     num_classes = dataset_classes(cfg.dataset, log)
     listed = load_genome_list(cfg.genomes_from) if cfg.genomes_from is not None else None
     listed_ids = [genome_id(g) for _, g in listed] if listed is not None else None

@@ -119,7 +119,7 @@ class SearchConfig:
                                   f"{self.screen.unit_warmup}; valid: runs >= 3, warm-up >= 1")
 
 
-def _file_sha(path: str) -> str:
+def file_sha(path: str) -> str:
     try:
         return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
     except OSError as e:
@@ -130,7 +130,7 @@ def study_meta(cfg: SearchConfig, num_classes: int, sampler: str) -> dict[str, A
     """What defines a study; a resumed study must match it."""
     return {
         "kind": "search",
-        "space": str(cfg.space), "space_sha": _file_sha(cfg.space),
+        "space": str(cfg.space), "space_sha": file_sha(cfg.space),
         "mode": cfg.mode, "latency_budget_ms": cfg.latency_budget_ms, "latency": cfg.latency.to_dict(),
         "dataset": cfg.dataset, "num_classes": num_classes, "recipe": cfg.recipe.to_dict(),
         "sampler": {"name": sampler, "seed": cfg.seed}, "asha": cfg.asha,

@@ -41,10 +41,10 @@ def proxy_fidelity(cfg: SearchConfig) -> dict[str, Any]:
     ``--prefilter``, the proxy's own measured agreement must exist (else ConfigError, before anything is
     written)."""
     from nasseg.fidelity import agreement_line, find_fidelity, rung_tau
-    from nasseg.search.config import _file_sha
+    from nasseg.search.config import file_sha
 
     where = cfg.fidelity_storage or cfg.storage
-    record = find_fidelity(where, space_sha=_file_sha(cfg.space), dataset=cfg.dataset,
+    record = find_fidelity(where, space_sha=file_sha(cfg.space), dataset=cfg.dataset,
                            recipe_dict=cfg.recipe.to_dict())
     out: dict[str, Any] = {"checked": False, "storage": mask_url(where)}
     if cfg.prefilter is not None:
