@@ -136,6 +136,25 @@ def test_adaptive_pooling_exports_for_sizes_that_do_not_divide(tmp_path):
         torch.onnx.export(_Pools(), (torch.randn(1, 4, 16, 30),), io.BytesIO(), dynamo=False, opset_version=17)
 
 
+class _Split(nn.Module):
+    """As RegSeg's D block with two dilations: ``tensor_split`` over channels, a conv per part, concatenated.
+    The exporter's shape inference loses H x W after the split, so the pooling behind it sees no static size."""
+
+    def __init__(self):
+        super().__init__()
+        self.convs = nn.ModuleList(nn.Conv2d(2, 2, 3, padding=d, dilation=d) for d in (1, 2))
+
+    def forward(self, x):
+        y = torch.cat([conv(p) for conv, p in zip(self.convs, torch.tensor_split(x, 2, dim=1))], 1)
+        return _Pools()(y)
+
+
+def test_adaptive_pooling_after_a_split_whose_size_the_exporter_loses(tmp_path):
+    """Issue #15: a PPM behind a multi-dilation D block failed with "needs a static input H x W"."""
+    info = E.export_onnx(_Split().eval(), tmp_path / "s.onnx", (1, 4, 16, 32))
+    assert info["max_abs_diff"] < 1e-5
+
+
 class _Warp(nn.Module):
     """A grid built with ``linspace(..., dtype=x.dtype)`` from traced sizes, as RegSeg's ``_AlignedModule``."""
 

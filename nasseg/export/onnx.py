@@ -9,10 +9,11 @@ Divergences and limits: the ONNX graph uses the legacy TorchScript exporter (``d
 dynamo exporter needs ``onnxscript``, which is not a dependency.  Two of its operator translations are
 replaced while exporting (and only then): ``adaptive_avg_pool2d``, which it refuses when the output
 size does not divide the input size (PPM's 3x3 and 6x6 bins on a 16x32 map, SPPM's 4x4 bins on a 2x4
-map), is written as two constant pooling matrices applied with MatMul (the same average over the same,
-possibly overlapping, windows); ``linspace``, whose ``dtype`` it drops (computing in float64, so a
-sampling grid reaches GridSample as float64, which onnxruntime cannot run), is computed in float32
-and cast to the requested type.
+map), is written as two pooling matrices applied with MatMul (the same average over the same, possibly
+overlapping, windows): constants when the exporter knows the input size, else computed from the runtime
+shape (a size lost by the exporter's shape inference, as after ``tensor_split``); ``linspace``, whose
+``dtype`` it drops (computing in float64, so a sampling grid reaches GridSample as float64, which
+onnxruntime cannot run), is computed in float32 and cast to the requested type.
 """
 
 from __future__ import annotations
@@ -45,25 +46,62 @@ def _pool_matrix(n_in: int, n_out: int):
     return m
 
 
+def _side_pool_matrix(g: Any, x: Any, axis: int, n_in: int | None, n_out: int, columns: bool) -> Any:
+    """The pooling matrix of one side as an ONNX value: ``n_out x n_in`` (``columns``: its transpose).
+
+    With a known ``n_in`` it is a constant (:func:`_pool_matrix`); otherwise it is computed from the runtime
+    size ``n = Shape(x)[axis]`` with the same windows: row i averages [floor(i*n/o), ceil((i+1)*n/o)).
+    """
+    import torch
+
+    if n_in is not None:
+        m = _pool_matrix(n_in, n_out)
+        return g.op("Constant", value_t=(m.t() if columns else m).contiguous())
+    i64 = torch.int64
+    n = g.op("Gather", g.op("Shape", x), g.op("Constant", value_t=torch.tensor(axis, dtype=i64)), axis_i=0)
+    o = g.op("Constant", value_t=torch.tensor(n_out, dtype=i64))
+    i = g.op("Constant", value_t=torch.arange(n_out, dtype=i64).view((1, -1) if columns else (-1, 1)))
+    one = g.op("Constant", value_t=torch.tensor(1, dtype=i64))
+    start = g.op("Div", g.op("Mul", i, n), o)  # non-negative int64: Div floors
+    end = g.op("Div", g.op("Add", g.op("Mul", g.op("Add", i, one), n), g.op("Sub", o, one)), o)  # ceil
+    j = g.op("Range", g.op("Constant", value_t=torch.tensor(0, dtype=i64)), n, one)
+    j = g.op("Unsqueeze", j, g.op("Constant", value_t=torch.tensor([1 if columns else 0], dtype=i64)))
+    inside = g.op("And", g.op("GreaterOrEqual", j, start), g.op("Less", j, end))
+    return g.op("Div", g.op("CastLike", inside, x), g.op("CastLike", g.op("Sub", end, start), x))
+
+
 def _adaptive_avg_pool2d_symbolic(g: Any, x: Any, output_size: Any) -> Any:
+    """``adaptive_avg_pool2d`` as PyTorch computes it, for any input size.
+
+    1 x 1 is a GlobalAveragePool; an output side that divides a *known* input side is an AveragePool;
+    otherwise ``y = P_h @ x @ P_w^T`` with pooling matrices, constant where the exporter knows the input
+    side and computed from the runtime shape where it does not: with dynamic H x W, and also with a
+    static input whenever the exporter's shape inference has lost the sizes on the way (e.g. after
+    ``torch.tensor_split`` (RegSeg's D block with several dilations), whose Split leaves its outputs
+    without a shape, so a PPM behind it used to fail with "needs a static input H x W").
+    """
     from torch.onnx import symbolic_helper as sh
 
     out = sh._maybe_get_const(output_size, "is")
-    if isinstance(out, (list, tuple)) and [int(o) if o is not None else None for o in out] == [1, 1]:
+    if not isinstance(out, (list, tuple)) or len(out) != 2:
+        raise NassegError(f"ONNX export: adaptive_avg_pool2d to {out!r}: the output size must be two "
+                          "constant integers (or None)")
+    out = [None if o is None else int(o) for o in out]
+    if out == [1, 1]:
         return g.op("GlobalAveragePool", x)
-    sizes = sh._get_tensor_sizes(x) or []
-    if not isinstance(out, (list, tuple)) or len(sizes) != 4 or not all(isinstance(s, int) for s in sizes[2:]):
-        raise NassegError(f"ONNX export: adaptive_avg_pool2d to {out} needs a static input H x W (got {sizes})")
-    h, w = sizes[2], sizes[3]
-    oh, ow = (h if o is None else int(o) for o, h in zip(out, (h, w)))  # None keeps that side
-    if h % oh == 0 and w % ow == 0:
-        k = [h // oh, w // ow]
-        return g.op("AveragePool", x, kernel_shape_i=k, strides_i=k)
-    import torch  # overlapping windows: y = P_h @ x @ P_w^T with constant pooling matrices
-
-    ph = g.op("Constant", value_t=_pool_matrix(h, oh))
-    pwt = g.op("Constant", value_t=_pool_matrix(w, ow).t().contiguous().to(torch.float32))
-    return g.op("MatMul", ph, g.op("MatMul", x, pwt))
+    sizes = list(sh._get_tensor_sizes(x) or [])
+    known = [s if isinstance(s, int) else None for s in sizes[-2:]] if len(sizes) >= 2 else [None, None]
+    if all(k is not None for k in known):
+        oh, ow = (k if o is None else o for o, k in zip(out, known))  # None keeps that side
+        if known[0] % oh == 0 and known[1] % ow == 0:
+            kernel = [known[0] // oh, known[1] // ow]
+            return g.op("AveragePool", x, kernel_shape_i=kernel, strides_i=kernel)
+    y = x
+    if out[0] is not None:  # rows: P_h (oh x H) @ x
+        y = g.op("MatMul", _side_pool_matrix(g, x, -2, known[0], out[0], columns=False), y)
+    if out[1] is not None:  # columns: y @ P_w^T (W x ow)
+        y = g.op("MatMul", y, _side_pool_matrix(g, x, -1, known[1], out[1], columns=True))
+    return y
 
 
 def _linspace_symbolic(g: Any, start: Any, end: Any, steps: Any, dtype: Any, *_: Any) -> Any:
