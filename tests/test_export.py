@@ -25,7 +25,6 @@ from PIL import Image
 from torch import nn
 
 from nasseg import export as E
-from nasseg import presets
 from nasseg import search as S
 from nasseg import study as St
 from nasseg.build import build
@@ -128,12 +127,27 @@ class _Pools(nn.Module):
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")
 def test_adaptive_pooling_exports_for_sizes_that_do_not_divide(tmp_path):
     """PPM's 3x3 / 6x6 bins on a 16x30 map: the stock exporter refuses them; ours writes exact pooling."""
-    info = E.export_onnx(_Pools(), tmp_path / "p.onnx", (1, 4, 16, 30))
+    info = E.export_onnx(_Pools(), tmp_path / "p.onnx", (1, 4, 16, 30), dynamic_hw=False)
     assert info["max_abs_diff"] < 1e-5 and info["opset"] == E.ONNX_OPSET >= 17
+    assert info["hw"] == "static" and info["checked_resolutions"] == [[16, 30]] and info["dynamic_hw_failure"] is None
     ops = {n.op_type for n in onnx.load(str(tmp_path / "p.onnx")).graph.node}
     assert {"GlobalAveragePool", "AveragePool", "MatMul"} <= ops  # 1x1, 2x2 (divides 16x30), the rest
     with pytest.raises(torch.onnx.errors.SymbolicValueError, match="adaptive_avg_pool2d"):  # ours is gone again
         torch.onnx.export(_Pools(), (torch.randn(1, 4, 16, 30),), io.BytesIO(), dynamo=False, opset_version=17)
+
+
+def _run_onnx(path: Path, x: torch.Tensor) -> np.ndarray:
+    return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"image": x.numpy()})[0]
+
+
+def test_adaptive_pooling_with_a_dynamic_height_and_width(tmp_path):
+    """With dynamic H x W the pooling windows are computed from the runtime shape: exact at any size."""
+    info = E.export_onnx(_Pools(), tmp_path / "p.onnx", (1, 4, 16, 30))
+    assert info["hw"] == "dynamic" and info["dynamic_axes"] == ["batch", "height", "width"]
+    assert info["checked_resolutions"] == [[16, 30], list(E.second_resolution(16, 30))] and info["max_abs_diff"] < 1e-5
+    for size in ((13, 21), (40, 7)):  # sizes never traced nor checked by the export
+        x = torch.randn(2, 4, *size)
+        assert float(np.abs(_run_onnx(tmp_path / "p.onnx", x) - _Pools()(x).numpy()).max()) < 1e-5
 
 
 class _Split(nn.Module):
@@ -149,10 +163,46 @@ class _Split(nn.Module):
         return _Pools()(y)
 
 
-def test_adaptive_pooling_after_a_split_whose_size_the_exporter_loses(tmp_path):
+@pytest.mark.parametrize("dynamic_hw", [False, True])
+def test_adaptive_pooling_after_a_split_whose_size_the_exporter_loses(tmp_path, dynamic_hw):
     """Issue #15: a PPM behind a multi-dilation D block failed with "needs a static input H x W"."""
-    info = E.export_onnx(_Split().eval(), tmp_path / "s.onnx", (1, 4, 16, 32))
-    assert info["max_abs_diff"] < 1e-5
+    info = E.export_onnx(_Split().eval(), tmp_path / "s.onnx", (1, 4, 16, 32), dynamic_hw=dynamic_hw)
+    assert info["hw"] == ("dynamic" if dynamic_hw else "static") and info["max_abs_diff"] < 1e-5
+
+
+class _Baked(nn.Module):
+    """Python ints taken from the traced shape: 16 x 30 is baked into the graph, so dynamic H x W cannot hold."""
+
+    def forward(self, x):
+        n, c, h, w = (int(v) for v in x.shape)
+        return x.mean((2, 3), keepdim=True) * torch.arange(h * w, dtype=x.dtype).view(1, 1, h, w)
+
+
+def test_a_graph_that_does_not_verify_at_a_second_resolution_falls_back_to_a_static_one(tmp_path, capfd):
+    info = E.export_onnx(_Baked(), tmp_path / "b.onnx", (1, 2, 16, 30), log_path=tmp_path / "b.log")
+    assert info["hw"] == "static" and info["dynamic_axes"] == ["batch"] and info["checked_resolutions"] == [[16, 30]]
+    assert info["dynamic_hw_failure"].startswith("dynamic H x W: ") and "\n" not in info["dynamic_hw_failure"]
+    x = torch.randn(2, 2, 16, 30)
+    assert float(np.abs(_run_onnx(tmp_path / "b.onnx", x) - _Baked()(x).numpy()).max()) < 1e-5
+    assert "export with dynamic H x W failed" in (tmp_path / "b.log").read_text()
+    assert capfd.readouterr() == ("", "")
+
+
+class _Unsupported(nn.Module):
+    def forward(self, x):
+        return torch.special.erfcx(x)
+
+
+def test_a_failed_export_is_one_line_and_the_exporters_output_goes_to_the_log(tmp_path, capfd):
+    """The TorchScript exporter prints its whole IR graph to stdout when an operator fails: never shown."""
+    with pytest.raises(NassegError) as e:
+        E.export_onnx(_Unsupported(), tmp_path / "u.onnx", (1, 3, 8, 8), log_path=tmp_path / "u.log")
+    msg = str(e.value)
+    assert "\n" not in msg and msg.startswith("ONNX export failed at 8x8: ") and "special_erfcx" in msg
+    assert "u.log" in msg and not (tmp_path / "u.onnx").exists()
+    assert capfd.readouterr() == ("", "")
+    log = (tmp_path / "u.log").read_text()
+    assert "Torch IR graph at exception" in log and "static H x W = 8x8 failed" in log
 
 
 class _Warp(nn.Module):
@@ -509,16 +559,7 @@ def test_export_while_a_search_is_writing_the_same_file(study_db, tiny_budget_ms
         proc.wait()
 
 
-# ================================================================== every preset and registered module
-@pytest.mark.slow
-@pytest.mark.parametrize("name", presets.names())
-def test_every_preset_exports_to_onnx(name, tmp_path):
-    p = presets.get(name)
-    net = build(p.genome, p.num_classes).eval()
-    info = E.export_onnx(net, tmp_path / "m.onnx", (1, 3, 64, 128), check_batches=())
-    assert info["max_abs_diff"] <= E.ONNX_TOLERANCE
-
-
+# =========================================== every registered module (every preset: tests/test_export_spaces.py)
 def _module_cases():
     from tests.contract.test_contract import _cases
 

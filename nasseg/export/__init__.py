@@ -55,7 +55,7 @@ from __future__ import annotations
 from nasseg.export.bundle import export
 from nasseg.export.deploy import load
 from nasseg.export.front import FrontMember, classify_trials, disqualification, pareto_front, trial_record
-from nasseg.export.onnx import ONNX_OPSET, ONNX_TOLERANCE, export_onnx
+from nasseg.export.onnx import ONNX_OPSET, ONNX_TOLERANCE, export_onnx, second_resolution
 
 __all__ = [
     "ONNX_OPSET",
@@ -66,6 +66,7 @@ __all__ = [
     "pareto_front",
     "classify_trials",
     "export_onnx",
+    "second_resolution",
     "load",
     "export",
 ]
