@@ -6,6 +6,7 @@ import io
 import json
 import math
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -394,22 +395,27 @@ def test_refuses_a_non_empty_out_folder(study_db, tmp_path, capsys):
 
 
 # ================================================================================== crafted studies
-def _meta(budget: float | None) -> dict:
-    return {"kind": "search", "space": TINY, "space_sha": "x", "mode": "constrained", "latency_budget_ms": budget,
-            "latency": {"device": "cpu", "resolution": list(LAT_RES), "batch": 1, "threads": 1, "runs": 30,
+def _meta(budget: float | None, mode: str = "constrained", threads: int | None = 1) -> dict:
+    return {"kind": "search", "space": TINY, "space_sha": "x", "mode": mode, "latency_budget_ms": budget,
+            "latency": {"device": "cpu", "resolution": list(LAT_RES), "batch": 1, "threads": threads, "runs": 30,
                         "warmup": 3, "dtype": "float32"},
             "dataset": "synthetic", "num_classes": 11, "recipe": RECIPE.to_dict(),
             "sampler": {"name": "random", "seed": 0}, "asha": False, "nasseg_version": "0.1.0"}
 
 
-def _crafted(tmp_path: Path, trials: list[tuple[str, dict]], budget: float | None = 1.0, url: str = "") -> str:
+def _crafted(tmp_path: Path, trials: list[tuple[str, dict]], budget: float | None = 1.0, url: str = "",
+             mode: str = "constrained", threads: int | None = 1) -> str:
+    """A study as nasseg search writes it: one objective (mIoU) in constrained mode, (mIoU, latency) in pareto."""
     url = url or f"sqlite:///{tmp_path / 'crafted.db'}"
-    study = optuna.create_study(study_name="c", storage=St.open_storage(url), directions=["maximize"])
-    study.set_user_attr(S.META_KEY, _meta(budget))
+    directions = ["maximize"] if mode == "constrained" else ["maximize", "minimize"]
+    study = optuna.create_study(study_name="c", storage=St.open_storage(url), directions=directions)
+    study.set_user_attr(S.META_KEY, _meta(budget, mode, threads))
     for state, ua in trials:
         st = optuna.trial.TrialState[state]
-        study.add_trial(optuna.trial.create_trial(state=st, value=ua["miou"] if state == "COMPLETE" else None,
-                                                  user_attrs=ua))
+        values = None
+        if state == "COMPLETE":
+            values = [ua["miou"]] if mode == "constrained" else [ua["miou"], ua["latency_ms"]]
+        study.add_trial(optuna.trial.create_trial(state=st, values=values, user_attrs=ua))
     return url
 
 
@@ -498,6 +504,56 @@ def test_remeasure_records_both_latencies(tmp_path):
     assert "re-measured" in card and "vs the study" in card
     df = pd.read_csv(tmp_path / "out" / "pareto.csv")
     assert math.isfinite(df.latency_remeasured_ms[0])
+
+
+# ===================================================== one front: what nasseg status stars is what export exports
+def _status_stars(capsys, url: str) -> tuple[set[int], str]:
+    """The trials ``nasseg status`` marks with a star, and its whole output."""
+    assert main(["status", "--storage", url, "--study", "c", "--limit", "1000"]) == 0
+    out = capsys.readouterr().out
+    return {int(n) for n in re.findall(r"^\W*(\d+)\*", out, flags=re.MULTILINE)}, out
+
+
+def _exported_trials(url: str, out: Path) -> set[int]:
+    E.export(url, "c", out, progress=False)  # no weights: the folders are incomplete, but the choice is the same
+    return {m["trial"] for m in json.loads((out / "export.json").read_text())["members"]}
+
+
+@pytest.mark.parametrize("mode", ["constrained", "pareto"])
+def test_status_stars_exactly_the_front_that_export_exports(tmp_path, capsys, mode):
+    """Issue #15: status starred Optuna's best_trials (in constrained mode ONE trial, over budget or not; in pareto
+    mode duplicates and partial-fidelity trials too) while export exported the front of nasseg.export.front."""
+    g = _distinct_genomes(6)
+    partial = _attrs(g[5], 0.95, 0.1) | {"fidelity": {"steps": 3, "planned_steps": 6, "full": False}}
+    trials = [("COMPLETE", _attrs(g[0], 0.60, 0.9)), ("COMPLETE", _attrs(g[1], 0.50, 0.5)),
+              ("COMPLETE", _attrs(g[2], 0.40, 0.3)), ("COMPLETE", _attrs(g[3], 0.30, 0.8)),  # 3 is dominated
+              ("COMPLETE", _attrs(g[4], 0.90, 2.0)),  # over the 1 ms budget (constrained); on the front without one
+              ("COMPLETE", _attrs(g[0], 0.60, 0.9, status="reused")),  # a duplicate of trial 0
+              ("PRUNED", _attrs(g[4], 0.0, 5.0, "rejected") | {"miou": None}),
+              ("COMPLETE", partial)]  # partial fidelity told COMPLETE: never on the front
+    budget = 1.0 if mode == "constrained" else None
+    url = _crafted(tmp_path, trials, budget=budget, mode=mode)
+    stars, out = _status_stars(capsys, url)
+    exported = _exported_trials(url, tmp_path / "out")
+    records = [E.trial_record(t) for t in St.load_study(url, "c").trials]
+    front = [m.number for m in E.pareto_front(records, budget)]
+    assert stars == exported == set(front) == ({0, 1, 2} if mode == "constrained" else {4, 0, 1, 2})
+    assert "* = on the Pareto front, one folder each in nasseg export" in " ".join(out.split())
+    assert f"Pareto front (*): {len(front)} architecture(s), trials {', '.join(map(str, front))}" in out
+
+
+def test_status_stars_the_exported_front_of_a_real_search(exported, study_db, capsys):
+    out, _ = exported
+    assert main(["status", "--storage", f"sqlite:///{study_db}", "--study", "t", "--limit", "1000"]) == 0
+    stars = {int(n) for n in re.findall(r"^\W*(\d+)\*", capsys.readouterr().out, flags=re.MULTILINE)}
+    assert stars and stars == {m["trial"] for m in json.loads((out / "export.json").read_text())["members"]}
+
+
+def test_status_on_a_study_without_a_front_says_so(tmp_path, capsys):
+    g = load_space(TINY).random(0)
+    url = _crafted(tmp_path, [("COMPLETE", _attrs(g, 0.5, 3.0))])  # over the 1 ms budget
+    stars, out = _status_stars(capsys, url)
+    assert stars == set() and "Pareto front (*): empty" in out
 
 
 @pytest.mark.slow

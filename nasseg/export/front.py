@@ -28,11 +28,14 @@ from typing import Any
 from nasseg.study import META_KEY as _META_KEY  # noqa: F401  (re-exported; nasseg.study is light: no Optuna)
 from nasseg.study import STATUS_KEY as _STATUS_KEY
 
-__all__ = ["QUALIFYING_STATUSES", "FrontMember", "trial_record", "disqualification", "pareto_front",
+__all__ = ["QUALIFYING_STATUSES", "FRONT_RULE", "FrontMember", "trial_record", "disqualification", "pareto_front",
            "classify_trials"]
 
 #: Statuses of trials whose result is a trained proxy (nasseg.search writes them).
 QUALIFYING_STATUSES = ("trained", "reused")
+#: The front in words, as ``nasseg status`` (its star), ``nasseg search`` and ``report.md`` state it.
+FRONT_RULE = ("complete, full-fidelity trials with a trained proxy, within the latency budget, that no other such "
+              "trial beats on both proxy mIoU and latency; one trial per genome")
 
 
 @dataclass(frozen=True)
