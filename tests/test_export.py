@@ -556,6 +556,87 @@ def test_status_on_a_study_without_a_front_says_so(tmp_path, capsys):
     assert stars == set() and "Pareto front (*): empty" in out
 
 
+# ================================================================ ONNX in the bundle: resolution, card, failures
+def test_onnx_resolution_dynamic_or_static_and_what_the_card_says(tmp_path, capsys, monkeypatch):
+    g = load_space(TINY).random(3)
+    w = tmp_path / "w.pt"
+    torch.save(build(g, 11).state_dict(), w)
+    url = _crafted(tmp_path, [("COMPLETE", _attrs(g, 0.6, 0.8, weights=w))], budget=None, threads=None)
+    out = tmp_path / "out"
+    assert main(["export", "--storage", url, "--study", "c", "--out", str(out), "--no-progress",
+                 "--onnx-resolution", "96x160"]) == 0
+    assert "ONNX dynamic H x W" in capsys.readouterr().out
+    folder = _folders(out)[0]
+    ox = json.loads((folder / "model.json").read_text())["onnx"]
+    assert ox["input_shape"] == [1, 3, 96, 160] and ox["hw"] == "dynamic"
+    assert ox["checked_resolutions"] == [[96, 160], [64, 96]] and ox["max_abs_diff"] <= E.ONNX_TOLERANCE
+    x = torch.randn(1, 3, 128, 64)  # neither traced nor checked
+    with torch.no_grad():
+        ref = E.load(folder)(x).numpy()
+    assert float(np.abs(_run_onnx(folder / "model.onnx", x) - ref).max()) <= E.ONNX_TOLERANCE
+    card = " ".join((folder / "README.md").read_text().split())
+    assert "dynamic batch, height and width** (traced at 96x160)" in card and "at 96x160 and 64x96" in card
+    assert "with x of shape N x 3 x H x W (dynamic; checked at 96x160 and 64x96)" in card
+    report = (out / "report.md").read_text()
+    assert "traced and checked at 96x160" in report and "1 with a dynamic H x W" in report
+    for text in (card, report):  # the study recorded no thread count: say what nasseg.cost used
+        assert "None thread" not in text and "1 thread (nasseg's CPU default)" in text
+    assert not (folder / "onnx_export.log").exists()
+
+    # a graph that only holds at its traced size: static, and the card says so (default resolution: 64x128)
+    from nasseg.export import bundle
+
+    monkeypatch.setattr(bundle, "export_onnx", lambda *a, **k: E.export_onnx(*a, **k, dynamic_hw=False))
+    assert main(["export", "--storage", url, "--study", "c", "--out", str(out), "--no-progress", "--overwrite"]) == 0
+    ox = json.loads((folder / "model.json").read_text())["onnx"]
+    assert ox["input_shape"] == [1, 3, *LAT_RES] and ox["hw"] == "static" and ox["checked_resolutions"] == [[64, 128]]
+    card = " ".join((folder / "README.md").read_text().split())
+    assert "N x 3 x 64 x 128: **static 64x128**" in card
+    assert "N x 3 x 64 x 128 (static: the exported resolution)" in card
+    assert "with a static 64x128" in (out / "report.md").read_text()
+
+
+def test_bad_onnx_resolution_is_a_one_line_error(tmp_path, capsys):
+    assert main(["export", "--storage", "sqlite:///x.db", "--study", "c", "--out", str(tmp_path / "o"),
+                 "--onnx-resolution", "12x"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "--onnx-resolution = '12x'" in err and not (tmp_path / "o").exists()
+
+
+def _no_relu(g, *args):
+    raise RuntimeError("relu is refused for this test")
+
+
+def test_a_failed_onnx_export_is_one_line_per_architecture_and_no_card_explains_it(tmp_path, capfd, monkeypatch):
+    """Issue #15: a failed export printed ~460 lines of Torch IR, and the card explained how to run model.onnx."""
+    from nasseg.export import onnx as O
+
+    g1, g2 = _distinct_genomes(2)
+    w1, w2 = tmp_path / "w1.pt", tmp_path / "w2.pt"
+    torch.save(build(g1, 11).state_dict(), w1)
+    torch.save(build(g2, 11).state_dict(), w2)
+    url = _crafted(tmp_path, [("COMPLETE", _attrs(g1, 0.6, 0.8, weights=w1)),
+                              ("COMPLETE", _attrs(g2, 0.5, 0.5, weights=w2))])
+    monkeypatch.setitem(O._SYMBOLICS, "aten::relu", _no_relu)  # every network of the tiny space has a ReLU
+    out = tmp_path / "out"
+    assert main(["export", "--storage", url, "--study", "c", "--out", str(out), "--no-progress"]) == 1
+    stdout, stderr = capfd.readouterr()
+    assert "Torch IR" not in stdout + stderr and "graph(" not in stdout + stderr
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 2 and all(line.startswith("nasseg: ") for line in lines), stderr
+    for line, folder in zip(lines, _folders(out)):
+        assert folder.name in line and "ONNX export failed at 64x128" in line and "relu is refused" in line
+        assert not (folder / "model.onnx").exists() and (folder / "model.pt").is_file()
+        assert "Torch IR graph at exception" in (folder / "onnx_export.log").read_text()
+        mj = json.loads((folder / "model.json").read_text())
+        assert mj["onnx"] is None and "relu is refused" in mj["onnx_failure"]["error"]
+        card = (folder / "README.md").read_text()
+        assert "Incomplete export" in card and "`model.onnx`: **not written**" in card and "onnx_export.log" in card
+        assert "InferenceSession" not in card and "No `model.onnx` in this folder" in card
+    report = (out / "report.md").read_text()
+    assert "## Incomplete" in report and "2 failed (see Incomplete)" in report and "**failed**" in report
+
+
 @pytest.mark.slow
 def test_export_from_postgresql_masks_the_password(request, tmp_path):
     try:
