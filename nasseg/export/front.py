@@ -1,8 +1,10 @@
 """The Pareto front of a search study and the classification of its trials: pure functions over records.
 
 This is the one definition of the front: anything that shows or exports a front (``nasseg export`` and its
-``pareto.csv``, ``pareto.png`` and ``report.md``) calls :func:`pareto_front` and :func:`classify_trials` here
-rather than recomputing it.  No I/O, no torch, no Optuna: a trial is a plain record.
+``pareto.csv``, ``pareto.png`` and ``report.md``; the star of ``nasseg status`` and of the table ``nasseg
+search`` ends with) calls :func:`pareto_front` and :func:`classify_trials` here rather than recomputing it
+(never Optuna's ``study.best_trials``, which knows nothing of fidelity, budgets or duplicate genomes).
+No I/O, no torch, no Optuna: a trial is a plain record.
 
 * A **trial record** is a dict ``{"number", "state", "values", "user_attrs"}``; :func:`trial_record` makes
   one from an Optuna ``FrozenTrial``; ``state`` may also be an Optuna ``TrialState``.
