@@ -6,6 +6,7 @@ import io
 import json
 import math
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -25,7 +26,6 @@ from PIL import Image
 from torch import nn
 
 from nasseg import export as E
-from nasseg import presets
 from nasseg import search as S
 from nasseg import study as St
 from nasseg.build import build
@@ -128,12 +128,82 @@ class _Pools(nn.Module):
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")
 def test_adaptive_pooling_exports_for_sizes_that_do_not_divide(tmp_path):
     """PPM's 3x3 / 6x6 bins on a 16x30 map: the stock exporter refuses them; ours writes exact pooling."""
-    info = E.export_onnx(_Pools(), tmp_path / "p.onnx", (1, 4, 16, 30))
+    info = E.export_onnx(_Pools(), tmp_path / "p.onnx", (1, 4, 16, 30), dynamic_hw=False)
     assert info["max_abs_diff"] < 1e-5 and info["opset"] == E.ONNX_OPSET >= 17
+    assert info["hw"] == "static" and info["checked_resolutions"] == [[16, 30]] and info["dynamic_hw_failure"] is None
     ops = {n.op_type for n in onnx.load(str(tmp_path / "p.onnx")).graph.node}
     assert {"GlobalAveragePool", "AveragePool", "MatMul"} <= ops  # 1x1, 2x2 (divides 16x30), the rest
     with pytest.raises(torch.onnx.errors.SymbolicValueError, match="adaptive_avg_pool2d"):  # ours is gone again
         torch.onnx.export(_Pools(), (torch.randn(1, 4, 16, 30),), io.BytesIO(), dynamo=False, opset_version=17)
+
+
+def _run_onnx(path: Path, x: torch.Tensor) -> np.ndarray:
+    return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"image": x.numpy()})[0]
+
+
+def test_adaptive_pooling_with_a_dynamic_height_and_width(tmp_path):
+    """With dynamic H x W the pooling windows are computed from the runtime shape: exact at any size."""
+    info = E.export_onnx(_Pools(), tmp_path / "p.onnx", (1, 4, 16, 30))
+    assert info["hw"] == "dynamic" and info["dynamic_axes"] == ["batch", "height", "width"]
+    assert info["checked_resolutions"] == [[16, 30], list(E.second_resolution(16, 30))] and info["max_abs_diff"] < 1e-5
+    for size in ((13, 21), (40, 7)):  # sizes never traced nor checked by the export
+        x = torch.randn(2, 4, *size)
+        assert float(np.abs(_run_onnx(tmp_path / "p.onnx", x) - _Pools()(x).numpy()).max()) < 1e-5
+
+
+class _Split(nn.Module):
+    """As RegSeg's D block with two dilations: ``tensor_split`` over channels, a conv per part, concatenated.
+    The exporter's shape inference loses H x W after the split, so the pooling behind it sees no static size."""
+
+    def __init__(self):
+        super().__init__()
+        self.convs = nn.ModuleList(nn.Conv2d(2, 2, 3, padding=d, dilation=d) for d in (1, 2))
+
+    def forward(self, x):
+        y = torch.cat([conv(p) for conv, p in zip(self.convs, torch.tensor_split(x, 2, dim=1))], 1)
+        return _Pools()(y)
+
+
+@pytest.mark.parametrize("dynamic_hw", [False, True])
+def test_adaptive_pooling_after_a_split_whose_size_the_exporter_loses(tmp_path, dynamic_hw):
+    """Issue #15: a PPM behind a multi-dilation D block failed with "needs a static input H x W"."""
+    info = E.export_onnx(_Split().eval(), tmp_path / "s.onnx", (1, 4, 16, 32), dynamic_hw=dynamic_hw)
+    assert info["hw"] == ("dynamic" if dynamic_hw else "static") and info["max_abs_diff"] < 1e-5
+
+
+class _Baked(nn.Module):
+    """Python ints taken from the traced shape: 16 x 30 is baked into the graph, so dynamic H x W cannot hold."""
+
+    def forward(self, x):
+        n, c, h, w = (int(v) for v in x.shape)
+        return x.mean((2, 3), keepdim=True) * torch.arange(h * w, dtype=x.dtype).view(1, 1, h, w)
+
+
+def test_a_graph_that_does_not_verify_at_a_second_resolution_falls_back_to_a_static_one(tmp_path, capfd):
+    info = E.export_onnx(_Baked(), tmp_path / "b.onnx", (1, 2, 16, 30), log_path=tmp_path / "b.log")
+    assert info["hw"] == "static" and info["dynamic_axes"] == ["batch"] and info["checked_resolutions"] == [[16, 30]]
+    assert info["dynamic_hw_failure"].startswith("dynamic H x W: ") and "\n" not in info["dynamic_hw_failure"]
+    x = torch.randn(2, 2, 16, 30)
+    assert float(np.abs(_run_onnx(tmp_path / "b.onnx", x) - _Baked()(x).numpy()).max()) < 1e-5
+    assert "export with dynamic H x W failed" in (tmp_path / "b.log").read_text()
+    assert capfd.readouterr() == ("", "")
+
+
+class _Unsupported(nn.Module):
+    def forward(self, x):
+        return torch.special.erfcx(x)
+
+
+def test_a_failed_export_is_one_line_and_the_exporters_output_goes_to_the_log(tmp_path, capfd):
+    """The TorchScript exporter prints its whole IR graph to stdout when an operator fails: never shown."""
+    with pytest.raises(NassegError) as e:
+        E.export_onnx(_Unsupported(), tmp_path / "u.onnx", (1, 3, 8, 8), log_path=tmp_path / "u.log")
+    msg = str(e.value)
+    assert "\n" not in msg and msg.startswith("ONNX export failed at 8x8: ") and "special_erfcx" in msg
+    assert "u.log" in msg and not (tmp_path / "u.onnx").exists()
+    assert capfd.readouterr() == ("", "")
+    log = (tmp_path / "u.log").read_text()
+    assert "Torch IR graph at exception" in log and "static H x W = 8x8 failed" in log
 
 
 class _Warp(nn.Module):
@@ -325,22 +395,27 @@ def test_refuses_a_non_empty_out_folder(study_db, tmp_path, capsys):
 
 
 # ================================================================================== crafted studies
-def _meta(budget: float | None) -> dict:
-    return {"kind": "search", "space": TINY, "space_sha": "x", "mode": "constrained", "latency_budget_ms": budget,
-            "latency": {"device": "cpu", "resolution": list(LAT_RES), "batch": 1, "threads": 1, "runs": 30,
+def _meta(budget: float | None, mode: str = "constrained", threads: int | None = 1) -> dict:
+    return {"kind": "search", "space": TINY, "space_sha": "x", "mode": mode, "latency_budget_ms": budget,
+            "latency": {"device": "cpu", "resolution": list(LAT_RES), "batch": 1, "threads": threads, "runs": 30,
                         "warmup": 3, "dtype": "float32"},
             "dataset": "synthetic", "num_classes": 11, "recipe": RECIPE.to_dict(),
             "sampler": {"name": "random", "seed": 0}, "asha": False, "nasseg_version": "0.1.0"}
 
 
-def _crafted(tmp_path: Path, trials: list[tuple[str, dict]], budget: float | None = 1.0, url: str = "") -> str:
+def _crafted(tmp_path: Path, trials: list[tuple[str, dict]], budget: float | None = 1.0, url: str = "",
+             mode: str = "constrained", threads: int | None = 1) -> str:
+    """A study as nasseg search writes it: one objective (mIoU) in constrained mode, (mIoU, latency) in pareto."""
     url = url or f"sqlite:///{tmp_path / 'crafted.db'}"
-    study = optuna.create_study(study_name="c", storage=St.open_storage(url), directions=["maximize"])
-    study.set_user_attr(S.META_KEY, _meta(budget))
+    directions = ["maximize"] if mode == "constrained" else ["maximize", "minimize"]
+    study = optuna.create_study(study_name="c", storage=St.open_storage(url), directions=directions)
+    study.set_user_attr(S.META_KEY, _meta(budget, mode, threads))
     for state, ua in trials:
         st = optuna.trial.TrialState[state]
-        study.add_trial(optuna.trial.create_trial(state=st, value=ua["miou"] if state == "COMPLETE" else None,
-                                                  user_attrs=ua))
+        values = None
+        if state == "COMPLETE":
+            values = [ua["miou"]] if mode == "constrained" else [ua["miou"], ua["latency_ms"]]
+        study.add_trial(optuna.trial.create_trial(state=st, values=values, user_attrs=ua))
     return url
 
 
@@ -431,6 +506,137 @@ def test_remeasure_records_both_latencies(tmp_path):
     assert math.isfinite(df.latency_remeasured_ms[0])
 
 
+# ===================================================== one front: what nasseg status stars is what export exports
+def _status_stars(capsys, url: str) -> tuple[set[int], str]:
+    """The trials ``nasseg status`` marks with a star, and its whole output."""
+    assert main(["status", "--storage", url, "--study", "c", "--limit", "1000"]) == 0
+    out = capsys.readouterr().out
+    return {int(n) for n in re.findall(r"^\W*(\d+)\*", out, flags=re.MULTILINE)}, out
+
+
+def _exported_trials(url: str, out: Path) -> set[int]:
+    E.export(url, "c", out, progress=False)  # no weights: the folders are incomplete, but the choice is the same
+    return {m["trial"] for m in json.loads((out / "export.json").read_text())["members"]}
+
+
+@pytest.mark.parametrize("mode", ["constrained", "pareto"])
+def test_status_stars_exactly_the_front_that_export_exports(tmp_path, capsys, mode):
+    """Issue #15: status starred Optuna's best_trials (in constrained mode ONE trial, over budget or not; in pareto
+    mode duplicates and partial-fidelity trials too) while export exported the front of nasseg.export.front."""
+    g = _distinct_genomes(6)
+    partial = _attrs(g[5], 0.95, 0.1) | {"fidelity": {"steps": 3, "planned_steps": 6, "full": False}}
+    trials = [("COMPLETE", _attrs(g[0], 0.60, 0.9)), ("COMPLETE", _attrs(g[1], 0.50, 0.5)),
+              ("COMPLETE", _attrs(g[2], 0.40, 0.3)), ("COMPLETE", _attrs(g[3], 0.30, 0.8)),  # 3 is dominated
+              ("COMPLETE", _attrs(g[4], 0.90, 2.0)),  # over the 1 ms budget (constrained); on the front without one
+              ("COMPLETE", _attrs(g[0], 0.60, 0.9, status="reused")),  # a duplicate of trial 0
+              ("PRUNED", _attrs(g[4], 0.0, 5.0, "rejected") | {"miou": None}),
+              ("COMPLETE", partial)]  # partial fidelity told COMPLETE: never on the front
+    budget = 1.0 if mode == "constrained" else None
+    url = _crafted(tmp_path, trials, budget=budget, mode=mode)
+    stars, out = _status_stars(capsys, url)
+    exported = _exported_trials(url, tmp_path / "out")
+    records = [E.trial_record(t) for t in St.load_study(url, "c").trials]
+    front = [m.number for m in E.pareto_front(records, budget)]
+    assert stars == exported == set(front) == ({0, 1, 2} if mode == "constrained" else {4, 0, 1, 2})
+    assert "* = on the Pareto front, one folder each in nasseg export" in " ".join(out.split())
+    assert f"Pareto front (*): {len(front)} architecture(s), trials {', '.join(map(str, front))}" in out
+
+
+def test_status_stars_the_exported_front_of_a_real_search(exported, study_db, capsys):
+    out, _ = exported
+    assert main(["status", "--storage", f"sqlite:///{study_db}", "--study", "t", "--limit", "1000"]) == 0
+    stars = {int(n) for n in re.findall(r"^\W*(\d+)\*", capsys.readouterr().out, flags=re.MULTILINE)}
+    assert stars and stars == {m["trial"] for m in json.loads((out / "export.json").read_text())["members"]}
+
+
+def test_status_on_a_study_without_a_front_says_so(tmp_path, capsys):
+    g = load_space(TINY).random(0)
+    url = _crafted(tmp_path, [("COMPLETE", _attrs(g, 0.5, 3.0))])  # over the 1 ms budget
+    stars, out = _status_stars(capsys, url)
+    assert stars == set() and "Pareto front (*): empty" in out
+
+
+# ================================================================ ONNX in the bundle: resolution, card, failures
+def test_onnx_resolution_dynamic_or_static_and_what_the_card_says(tmp_path, capsys, monkeypatch):
+    g = load_space(TINY).random(3)
+    w = tmp_path / "w.pt"
+    torch.save(build(g, 11).state_dict(), w)
+    url = _crafted(tmp_path, [("COMPLETE", _attrs(g, 0.6, 0.8, weights=w))], budget=None, threads=None)
+    out = tmp_path / "out"
+    assert main(["export", "--storage", url, "--study", "c", "--out", str(out), "--no-progress",
+                 "--onnx-resolution", "96x160"]) == 0
+    assert "ONNX dynamic H x W" in capsys.readouterr().out
+    folder = _folders(out)[0]
+    ox = json.loads((folder / "model.json").read_text())["onnx"]
+    assert ox["input_shape"] == [1, 3, 96, 160] and ox["hw"] == "dynamic"
+    assert ox["checked_resolutions"] == [[96, 160], [64, 96]] and ox["max_abs_diff"] <= E.ONNX_TOLERANCE
+    x = torch.randn(1, 3, 128, 64)  # neither traced nor checked
+    with torch.no_grad():
+        ref = E.load(folder)(x).numpy()
+    assert float(np.abs(_run_onnx(folder / "model.onnx", x) - ref).max()) <= E.ONNX_TOLERANCE
+    card = " ".join((folder / "README.md").read_text().split())
+    assert "dynamic batch, height and width** (traced at 96x160)" in card and "at 96x160 and 64x96" in card
+    assert "with x of shape N x 3 x H x W (dynamic; checked at 96x160 and 64x96)" in card
+    report = (out / "report.md").read_text()
+    assert "traced and checked at 96x160" in report and "1 with a dynamic H x W" in report
+    for text in (card, report):  # the study recorded no thread count: say what nasseg.cost used
+        assert "None thread" not in text and "1 thread (nasseg's CPU default)" in text
+    assert not (folder / "onnx_export.log").exists()
+
+    # a graph that only holds at its traced size: static, and the card says so (default resolution: 64x128)
+    from nasseg.export import bundle
+
+    monkeypatch.setattr(bundle, "export_onnx", lambda *a, **k: E.export_onnx(*a, **k, dynamic_hw=False))
+    assert main(["export", "--storage", url, "--study", "c", "--out", str(out), "--no-progress", "--overwrite"]) == 0
+    ox = json.loads((folder / "model.json").read_text())["onnx"]
+    assert ox["input_shape"] == [1, 3, *LAT_RES] and ox["hw"] == "static" and ox["checked_resolutions"] == [[64, 128]]
+    card = " ".join((folder / "README.md").read_text().split())
+    assert "N x 3 x 64 x 128: **static 64x128**" in card
+    assert "N x 3 x 64 x 128 (static: the exported resolution)" in card
+    assert "with a static 64x128" in (out / "report.md").read_text()
+
+
+def test_bad_onnx_resolution_is_a_one_line_error(tmp_path, capsys):
+    assert main(["export", "--storage", "sqlite:///x.db", "--study", "c", "--out", str(tmp_path / "o"),
+                 "--onnx-resolution", "12x"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "--onnx-resolution = '12x'" in err and not (tmp_path / "o").exists()
+
+
+def _no_relu(g, *args):
+    raise RuntimeError("relu is refused for this test")
+
+
+def test_a_failed_onnx_export_is_one_line_per_architecture_and_no_card_explains_it(tmp_path, capfd, monkeypatch):
+    """Issue #15: a failed export printed ~460 lines of Torch IR, and the card explained how to run model.onnx."""
+    from nasseg.export import onnx as O
+
+    g1, g2 = _distinct_genomes(2)
+    w1, w2 = tmp_path / "w1.pt", tmp_path / "w2.pt"
+    torch.save(build(g1, 11).state_dict(), w1)
+    torch.save(build(g2, 11).state_dict(), w2)
+    url = _crafted(tmp_path, [("COMPLETE", _attrs(g1, 0.6, 0.8, weights=w1)),
+                              ("COMPLETE", _attrs(g2, 0.5, 0.5, weights=w2))])
+    monkeypatch.setitem(O._SYMBOLICS, "aten::relu", _no_relu)  # every network of the tiny space has a ReLU
+    out = tmp_path / "out"
+    assert main(["export", "--storage", url, "--study", "c", "--out", str(out), "--no-progress"]) == 1
+    stdout, stderr = capfd.readouterr()
+    assert "Torch IR" not in stdout + stderr and "graph(" not in stdout + stderr
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 2 and all(line.startswith("nasseg: ") for line in lines), stderr
+    for line, folder in zip(lines, _folders(out)):
+        assert folder.name in line and "ONNX export failed at 64x128" in line and "relu is refused" in line
+        assert not (folder / "model.onnx").exists() and (folder / "model.pt").is_file()
+        assert "Torch IR graph at exception" in (folder / "onnx_export.log").read_text()
+        mj = json.loads((folder / "model.json").read_text())
+        assert mj["onnx"] is None and "relu is refused" in mj["onnx_failure"]["error"]
+        card = (folder / "README.md").read_text()
+        assert "Incomplete export" in card and "`model.onnx`: **not written**" in card and "onnx_export.log" in card
+        assert "InferenceSession" not in card and "No `model.onnx` in this folder" in card
+    report = (out / "report.md").read_text()
+    assert "## Incomplete" in report and "2 failed (see Incomplete)" in report and "**failed**" in report
+
+
 @pytest.mark.slow
 def test_export_from_postgresql_masks_the_password(request, tmp_path):
     try:
@@ -490,16 +696,7 @@ def test_export_while_a_search_is_writing_the_same_file(study_db, tiny_budget_ms
         proc.wait()
 
 
-# ================================================================== every preset and registered module
-@pytest.mark.slow
-@pytest.mark.parametrize("name", presets.names())
-def test_every_preset_exports_to_onnx(name, tmp_path):
-    p = presets.get(name)
-    net = build(p.genome, p.num_classes).eval()
-    info = E.export_onnx(net, tmp_path / "m.onnx", (1, 3, 64, 128), check_batches=())
-    assert info["max_abs_diff"] <= E.ONNX_TOLERANCE
-
-
+# =========================================== every registered module (every preset: tests/test_export_spaces.py)
 def _module_cases():
     from tests.contract.test_contract import _cases
 

@@ -53,12 +53,16 @@ def test_clean_exit_leaves_only_the_database_and_a_rerun_says_nothing_ran(tmp_pa
     ["status", "--storage", "sqlite:///{db}", "--study", "s", "--csv", "{db}/x.csv"],
     ["search", "--space", TINY_SPACE, "--mode", "pareto", "--storage", "sqlite:///{tmp}/t.db", "--artifacts",
      "/nonexistent/art"],
+    ["export", "--storage", "sqlite:///{db}", "--study", "s", "--out", "/nonexistent/out"],
+    ["ablate", "tests/fixtures/ablation_tiny.yaml", "--storage", "sqlite:///{tmp}/t.db", "--out", "{db}/out"],
+    ["fidelity", "--space", TINY_SPACE, "--storage", "sqlite:///{tmp}/t.db", "--study", "f", "--out",
+     "/nonexistent/out"],
 ])
 def test_output_option_with_a_missing_or_bad_folder_is_one_line_exit_2(tmp_path, args):
     db = tmp_path / "s.db"
     db.write_bytes(b"")
     argv = [a.format(db=db, tmp=tmp_path) for a in args]
-    out = _run([sys.executable, "-m", "nasseg", *argv], tmp_path)
+    out = _run([sys.executable, "-m", "nasseg", *argv], Path(__file__).parent.parent)
     lines = out.stderr.strip().splitlines()
     assert out.returncode == 2 and len(lines) == 1 and "Traceback" not in out.stderr, out.stderr[-2000:]
     assert lines[0].startswith("nasseg: error: --") and "valid:" in lines[0]
@@ -152,3 +156,10 @@ def test_a_noisy_latency_is_flagged_on_the_trial_and_in_status(tmp_path, monkeyp
     assert main(["status", "--storage", cfg.storage, "--study", "s"]) == 0
     out = capsys.readouterr().out
     assert "! = noisy latency (2 trial(s)" in out
+    monkeypatch.undo()
+    assert main(["export", "--storage", cfg.storage, "--study", "s", "--out", str(tmp_path / "ex"),
+                 "--no-progress"]) == 0
+    cards = [p.read_text() for p in (tmp_path / "ex").glob("*/README.md")]
+    assert cards and all("**warning: noisy latency after 2 measurement(s)" in c for c in cards)
+    assert all("How well this proxy ranks architectures: **unchecked**" in c for c in cards)
+    assert "proxy fidelity: proxy fidelity unchecked" in (tmp_path / "ex" / "report.md").read_text()

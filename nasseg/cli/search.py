@@ -163,6 +163,7 @@ def print_study(study: Any, con: Any, limit: int = 40) -> None:
     import pandas as pd
     from rich.table import Table
 
+    from nasseg.export.front import FRONT_RULE, pareto_front, trial_record
     from nasseg.search.results import trials_frame
     from nasseg.study import META_KEY
 
@@ -172,11 +173,13 @@ def print_study(study: Any, con: Any, limit: int = 40) -> None:
         return
     meta = study.user_attrs.get(META_KEY, {})
     budget = meta.get("latency_budget_ms")
-    best = {t.number for t in study.best_trials} if any(df.state == "COMPLETE") else set()
+    # the one front (nasseg.export.front): the trials nasseg export exports, in every mode
+    front = pareto_front([trial_record(t) for t in study.get_trials(deepcopy=False)], budget)
+    best = {m.number for m in front}
     shown = df.sort_values(["miou", "latency_ms"], ascending=[False, True], na_position="last").head(limit)
     t = Table(title=f"study {study.study_name!r}: {len(df)} trials"
-              + (f", budget {budget:g} ms" if budget else "") + " (* = on the feasible front; ~ = latency predicted "
-              "by the cost table, not measured end to end)")
+              + (f", budget {budget:g} ms" if budget else "") + " (* = on the Pareto front, one folder each in nasseg "
+              "export; ~ = latency predicted by the cost table, not measured end to end)")
     for col in ("trial", "status", "mIoU", "latency ms", "CV", "params M", "GMACs", "train s", "genome id", "genome"):
         t.add_column(col, justify="left" if col in ("status", "genome id", "genome") else "right", no_wrap=True,
                      overflow="ellipsis", max_width=None if col != "genome" else 60)
@@ -191,6 +194,12 @@ def print_study(study: Any, con: Any, limit: int = 40) -> None:
                   latency, f(r.latency_cv, ".3f"), f(r.params_M, ".3f"), f(r.GMACs, ".2f"),
                   f(r.train_s, ".1f"), r.genome_id, r.genome)
     con.print(t)
+    if front:
+        con.print(f"Pareto front (*): {len(front)} architecture(s), trials "
+                  + ", ".join(str(m.number) for m in front) + f" (best mIoU first): {FRONT_RULE}")
+    else:
+        con.print("Pareto front (*): empty (no complete, full-fidelity trial with a trained proxy within the latency "
+                  "budget yet)")
     noisy = df[df.latency_noisy]
     if len(noisy):
         con.print(f"! = noisy latency ({len(noisy)} trial(s): the CV or the machine's load stayed high after "
@@ -244,21 +253,20 @@ class Progress:
 
         d = self.driver
         c = d.counts
-        best = None
-        with contextlib.suppress(Exception):
-            feas = [t for t in d.study.best_trials]
-            if feas:
-                best = max(t.values[0] for t in feas)
+        front: list[Any] = []
+        with contextlib.suppress(Exception):  # the same front as nasseg status and export
+            from nasseg.export.front import pareto_front, trial_record
+
+            front = pareto_front([trial_record(t) for t in d.study.get_trials(deepcopy=False)],
+                                 self.cfg.latency_budget_ms)
+        best = max((m.miou for m in front), default=None)
         t = Table(title=f"nasseg search — study {self.cfg.study}", show_header=True)
         for col in ("finished", "of", "in flight", "trained", "duplicates", "rejected", "stopped", "failed",
                     "best mIoU", "front size"):
             t.add_column(col, justify="right")
-        front = 0
-        with contextlib.suppress(Exception):
-            front = len(d.study.best_trials)
         t.add_row(str(d.finished()), str(self.cfg.trials), str(len(d.inflight)), str(c["trained"]),
                   str(c["reused"]), str(c["rejected"]), str(c["stopped"]), str(c["failed"]),
-                  "-" if best is None else f"{best:.4f}", str(front))
+                  "-" if best is None else f"{best:.4f}", str(len(front)))
         return t
 
     def __exit__(self, *exc: Any) -> None:

@@ -39,6 +39,7 @@ class _Study:
     sqlite_path: Path | None
     meta: dict[str, Any]
     records: list[dict[str, Any]]
+    proxy_fidelity: dict[str, Any] | None = None  # the search's "proxy_fidelity" study attribute
 
 
 def _open(storage: str, study: str) -> _Study:
@@ -50,7 +51,8 @@ def _open(storage: str, study: str) -> _Study:
         raise NassegError(f"study {study!r} in {S.mask_url(storage)} was not created by nasseg search (no "
                           f"'{S.META_KEY}' study attribute); nothing to export")
     records = [trial_record(t) for t in st.get_trials(deepcopy=False)]
-    return _Study(study, S.mask_url(storage), S.sqlite_path(storage), meta, records)
+    return _Study(study, S.mask_url(storage), S.sqlite_path(storage), meta, records,
+                  st.user_attrs.get("proxy_fidelity"))
 
 
 def _class_names(dataset: str, n: int) -> list[str]:
@@ -85,14 +87,26 @@ def _weights_candidates(member: FrontMember, study: _Study) -> list[Path]:
 
 
 class _Reporter:
-    """Rich progress on stderr (or nothing), plus log lines."""
+    """Rich progress on stderr (or nothing), plus log lines.
+
+    With progress on, the console writes to a duplicate of the stderr file descriptor, so the bar keeps
+    drawing on the terminal while the ONNX export captures descriptors 1 and 2 (:mod:`nasseg.export.onnx`).
+    """
 
     def __init__(self, enabled: bool, log: Callable[[str], None] | None):
+        import sys
+
         from rich.console import Console
 
         self._log = log
         self.progress = None
-        self.console = Console(stderr=True, highlight=False, soft_wrap=True)
+        self._own: Any = None
+        if enabled:
+            with contextlib.suppress(AttributeError, OSError, ValueError):  # no real descriptor (e.g. pytest)
+                self._own = os.fdopen(os.dup(sys.stderr.fileno()), "w", buffering=1, encoding="utf-8",
+                                      errors="replace")
+        self.console = (Console(file=self._own, highlight=False, soft_wrap=True) if self._own is not None
+                        else Console(stderr=True, highlight=False, soft_wrap=True))
         if enabled:
             from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -116,6 +130,8 @@ class _Reporter:
     def __exit__(self, *exc: Any) -> None:
         if self.progress is not None:
             self.progress.stop()
+        if self._own is not None:
+            self._own.close()
 
 
 def _fresh_dir(out: Path) -> None:
@@ -138,14 +154,20 @@ def _is_export(out: Path) -> bool:
 
 def export(storage: str, study: str, out: str | os.PathLike, *, top: int | None = None, remeasure: bool = False,
            retrain_steps: int | None = None, device: str | None = None, overwrite: bool = False,
-           progress: bool = True, log: Callable[[str], None] | None = None) -> dict[str, Any]:
+           onnx_resolution: Sequence[int] | None = None, progress: bool = True,
+           log: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Export the front of ``study`` in ``storage`` to ``out`` (see the :mod:`nasseg.export` docstring).
+
+    ``onnx_resolution`` (H, W) is where ``model.onnx`` is traced and checked (default: the study's latency
+    resolution, the deployment size); the graph keeps a dynamic H x W where it verifies at a second
+    resolution too, else a static one (:func:`nasseg.export.onnx.export_onnx`).
 
     Returns a summary: ``{"out", "front_size", "exported", "incomplete", "max_onnx_diff", "wall_seconds",
     "members": [...]}``.  Raises :class:`NassegError` (nothing written) for a missing study, a study
     with no qualifying trial, or a bad option.  An architecture whose weights cannot be found (and
-    ``retrain_steps`` is None), whose weights do not fit, or whose ONNX check fails is listed in
-    ``incomplete`` with the reason; its folder keeps the genome and the card.
+    ``retrain_steps`` is None), whose weights do not fit, or whose ONNX export or check fails is listed in
+    ``incomplete`` with one-line reasons; its folder keeps the genome and the card (an ONNX failure's full
+    text is in its ``onnx_export.log``).
     """
     import torch
 
@@ -155,6 +177,10 @@ def export(storage: str, study: str, out: str | os.PathLike, *, top: int | None 
     if retrain_steps is not None and (isinstance(retrain_steps, bool) or not isinstance(retrain_steps, int)
                                       or retrain_steps < 1):
         raise ConfigError(f"--retrain-steps = {retrain_steps!r} must be a positive integer")
+    if onnx_resolution is not None:
+        if (isinstance(onnx_resolution, (str, bytes)) or len(onnx_resolution) != 2
+                or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in onnx_resolution)):
+            raise ConfigError(f"--onnx-resolution = {onnx_resolution!r} must be two positive integers (H, W)")
     out = Path(out)
     if overwrite and out.exists() and any(out.iterdir()) and not _is_export(out):
         raise ConfigError(f"--out {out} holds something other than a nasseg export; --overwrite only replaces a "
@@ -177,6 +203,7 @@ def export(storage: str, study: str, out: str | os.PathLike, *, top: int | None 
     lat_spec = dict(meta.get("latency") or {})
     h, w = (int(v) for v in lat_spec.get("resolution", (512, 1024)))
     batch = int(lat_spec.get("batch", 1))
+    onnx_h, onnx_w = (int(v) for v in onnx_resolution) if onnx_resolution is not None else (h, w)
     if not isinstance(meta.get("num_classes"), int):
         raise NassegError(f"study {study!r}: its '{_META_KEY}' attribute records no num_classes; cannot build models")
     num_classes = int(meta["num_classes"])
@@ -206,11 +233,10 @@ def export(storage: str, study: str, out: str | os.PathLike, *, top: int | None 
                         rep.progress.update(task, description=f"#{m.rank} trial {m.number}: {text}")
 
                 try:
-                    info = _export_member(m, folder, st, num_classes, class_names, (batch, 3, h, w), dev,
-                                          remeasure, retrain_steps, step, rep.log)
+                    info = _export_member(m, folder, st, num_classes, class_names, (batch, 3, h, w),
+                                          (batch, 3, onnx_h, onnx_w), dev, remeasure, retrain_steps, step, rep.log)
                 except (RuntimeError, ValueError, OSError, MemoryError) as e:  # e.g. out of memory: keep going
-                    why = f"export failed: {type(e).__name__}: {(str(e).splitlines() or [''])[0][:300]}"
-                    rep.log(f"[red]trial {m.number} ({folder.name}): {why}[/red]")
+                    why = _one_line(f"export failed: {type(e).__name__}: {e}")
                     info = {"folder": folder.name, "rank": m.rank, "trial": m.number, "genome_id": m.genome_id,
                             "miou": m.miou, "latency_ms": m.latency_ms, "problems": [why], "onnx": None,
                             "genome": m.record["user_attrs"].get("genome")}
@@ -220,15 +246,19 @@ def export(storage: str, study: str, out: str | os.PathLike, *, top: int | None 
             if rep.progress is not None:
                 rep.progress.update(task, description="pareto.csv, pareto.png, report.md")
             _write_csv(tmp / "pareto.csv", st, labels, {i["trial"]: i for i in members})
-            _plot(tmp / "pareto.png", st, labels, front, budget)
+            threads = _threads_used(lat_spec, [m.record for m in front])
+            _plot(tmp / "pareto.png", st, labels, front, budget, threads)
             summary = {
                 "format": FORMAT, "format_version": FORMAT_VERSION, "study": study, "storage": st.storage_masked,
-                "mode": meta.get("mode"), "latency_budget_ms": budget, "latency": lat_spec, "dataset": dataset,
+                "mode": meta.get("mode"), "latency_budget_ms": budget, "latency": lat_spec,
+                "latency_threads": threads,
+                "onnx_resolution": [onnx_h, onnx_w], "dataset": dataset,
                 "num_classes": num_classes, "recipe": meta.get("recipe"), "trials": len(st.records),
                 "counts": counts, "front_size": len(front), "exported": len(members), "top": top,
                 "incomplete": [{"folder": i["folder"], "trial": i["trial"], "problems": i["problems"]}
                                for i in members if i["problems"]],
                 "max_onnx_diff": max((i["onnx"]["max_abs_diff"] for i in members if i.get("onnx")), default=None),
+                "proxy_fidelity": st.proxy_fidelity,
                 "members": members,
             }
             summary["wall_seconds"] = round(time.perf_counter() - t_start, 3)
@@ -248,9 +278,26 @@ def export(storage: str, study: str, out: str | os.PathLike, *, top: int | None 
     return summary
 
 
+def _one_line(text: str, limit: int = 400) -> str:
+    """A problem as one line (state_dict errors span several) of at most ``limit`` characters."""
+    flat = " ".join(str(text).split())
+    return flat if len(flat) <= limit else flat[:limit - 3] + "..."
+
+
+def _threads_used(lat_spec: Mapping[str, Any], records: Sequence[Mapping[str, Any]]) -> Any:
+    """The intra-op thread count(s) the front's latency records used (each record holds the number it ran
+    with); failing that the study's setting; None when neither says."""
+    seen = sorted({int(t) for r in records
+                   if isinstance(t := ((r.get("user_attrs") or {}).get("latency") or {}).get("threads"), int)})
+    if seen:
+        return seen[0] if len(seen) == 1 else seen
+    return lat_spec.get("threads")
+
+
 def _export_member(m: FrontMember, folder: Path, st: _Study, num_classes: int, class_names: list[str],
-                   input_shape: tuple[int, int, int, int], device: str, remeasure: bool, retrain_steps: int | None,
-                   step: Callable[[str], None], log: Callable[[str], None]) -> dict[str, Any]:
+                   input_shape: tuple[int, int, int, int], onnx_shape: tuple[int, int, int, int], device: str,
+                   remeasure: bool, retrain_steps: int | None, step: Callable[[str], None],
+                   log: Callable[[str], None]) -> dict[str, Any]:
     import torch
 
     from nasseg.build import build
@@ -275,7 +322,7 @@ def _export_member(m: FrontMember, folder: Path, st: _Study, num_classes: int, c
             problems.append(f"the stored genome JSON re-encodes to id {genome_id(genome)}, not {m.genome_id} (a "
                             "registry default changed since the search); genome.json holds the stored form")
     except NassegError as e:  # a module renamed or removed since the search
-        problems.append(f"this nasseg cannot read the stored genome: {e}")
+        problems.append(_one_line(f"this nasseg cannot read the stored genome: {e}"))
     (folder / "genome.json").write_text(gjson + "\n", encoding="utf-8")
     (folder / "genome.txt").write_text(gtext + "\n", encoding="utf-8")
     model_json: dict[str, Any] = {
@@ -289,6 +336,7 @@ def _export_member(m: FrontMember, folder: Path, st: _Study, num_classes: int, c
         "miou": m.miou, "metrics": ua.get("metrics"), "fidelity": ua.get("fidelity"),
         "recipe": json.loads(ua["recipe_json"]) if ua.get("recipe_json") else st.meta.get("recipe"),
         "dataset": ua.get("dataset", st.meta.get("dataset")), "seed": ua.get("seed"),
+        "proxy_fidelity": ua.get("proxy_fidelity"),
     }
     _write_json(folder / "model.json", model_json)  # written early: load() and the card need it
 
@@ -318,11 +366,10 @@ def _export_member(m: FrontMember, folder: Path, st: _Study, num_classes: int, c
     if weights is None and retrain_steps is not None and genome is not None:
         weights, source = _retrain(m, st, retrain_steps, folder / "model.pt", step, log)
     if weights is None and genome is not None:
-        problems.extend(unusable)
+        problems.extend(_one_line(u) for u in unusable)
         where = ", ".join(str(c) for c in _weights_candidates(m, st)) or "(the trial records no weights_path)"
         problems.append(f"no usable proxy weights for trial {m.number} (looked in {where}); rerun with "
                         "--retrain-steps N to retrain the proxy for N steps")
-        log(f"[yellow]trial {m.number} ({folder.name}): {problems[-1]}[/yellow]")
     model_json["weights"] = source
     if weights is not None:
         step("rebuild check")
@@ -345,14 +392,20 @@ def _export_member(m: FrontMember, folder: Path, st: _Study, num_classes: int, c
             meta = {"nasseg_genome": to_string(genome), "nasseg_genome_id": m.genome_id,
                     "nasseg_num_classes": str(num_classes), "nasseg_study": st.name, "nasseg_trial": str(m.number),
                     "nasseg_input": "NCHW RGB float32, (x/255 - [0.485,0.456,0.406]) / [0.229,0.224,0.225]"}
-            model_json["onnx"] = export_onnx(rebuilt, folder / "model.onnx", input_shape, metadata=meta)
+            model_json["onnx"] = export_onnx(rebuilt, folder / "model.onnx", onnx_shape, metadata=meta,
+                                             log_path=folder / "onnx_export.log")
         except NassegError as e:
-            problems.append(str(e))
+            problems.append(_one_line(str(e)))
+            model_json["onnx"] = None
+            model_json["onnx_failure"] = {"resolution": list(onnx_shape[2:]), "error": problems[-1],
+                                          "log": "onnx_export.log" if (folder / "onnx_export.log").is_file()
+                                          else None}
             (folder / "model.onnx").unlink(missing_ok=True)
         if remeasure:
             step("re-measuring latency")
             model_json["latency_remeasured"] = _remeasure(rebuilt, input_shape, device, st.meta.get("latency") or {})
     info["onnx"] = model_json.get("onnx")
+    info["onnx_failure"] = model_json.get("onnx_failure")
     info["latency_remeasured_ms"] = (model_json.get("latency_remeasured") or {}).get("median_ms")
     info["weights"] = source
     info["params"], info["macs"] = ua.get("params"), ua.get("macs")

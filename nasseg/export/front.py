@@ -1,8 +1,10 @@
 """The Pareto front of a search study and the classification of its trials: pure functions over records.
 
 This is the one definition of the front: anything that shows or exports a front (``nasseg export`` and its
-``pareto.csv``, ``pareto.png`` and ``report.md``) calls :func:`pareto_front` and :func:`classify_trials` here
-rather than recomputing it.  No I/O, no torch, no Optuna: a trial is a plain record.
+``pareto.csv``, ``pareto.png`` and ``report.md``; the star of ``nasseg status`` and of the table ``nasseg
+search`` ends with) calls :func:`pareto_front` and :func:`classify_trials` here rather than recomputing it
+(never Optuna's ``study.best_trials``, which knows nothing of fidelity, budgets or duplicate genomes).
+No I/O, no torch, no Optuna: a trial is a plain record.
 
 * A **trial record** is a dict ``{"number", "state", "values", "user_attrs"}``; :func:`trial_record` makes
   one from an Optuna ``FrozenTrial``; ``state`` may also be an Optuna ``TrialState``.
@@ -28,11 +30,14 @@ from typing import Any
 from nasseg.study import META_KEY as _META_KEY  # noqa: F401  (re-exported; nasseg.study is light: no Optuna)
 from nasseg.study import STATUS_KEY as _STATUS_KEY
 
-__all__ = ["QUALIFYING_STATUSES", "FrontMember", "trial_record", "disqualification", "pareto_front",
+__all__ = ["QUALIFYING_STATUSES", "FRONT_RULE", "FrontMember", "trial_record", "disqualification", "pareto_front",
            "classify_trials"]
 
 #: Statuses of trials whose result is a trained proxy (nasseg.search writes them).
 QUALIFYING_STATUSES = ("trained", "reused")
+#: The front in words, as ``nasseg status`` (its star), ``nasseg search`` and ``report.md`` state it.
+FRONT_RULE = ("complete, full-fidelity trials with a trained proxy, within the latency budget, that no other such "
+              "trial beats on both proxy mIoU and latency; one trial per genome")
 
 
 @dataclass(frozen=True)

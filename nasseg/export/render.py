@@ -15,7 +15,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from nasseg.export.front import _STATUS_KEY, FrontMember, _finite, _miou, _state
+from nasseg.export.front import _STATUS_KEY, FRONT_RULE, FrontMember, _finite, _miou, _state
 from nasseg.export.onnx import ONNX_TOLERANCE
 
 if TYPE_CHECKING:
@@ -30,12 +30,22 @@ def _md_escape(text: str) -> str:
     return str(text).replace("|", "\\|")
 
 
-def _threads_label(lat_spec: dict[str, Any]) -> Any:
-    """The thread count the latency records used: nasseg.cost measures on 1 CPU thread unless told otherwise."""
-    threads = lat_spec.get("threads")
-    if threads:
-        return threads
-    return 1 if str(lat_spec.get("device", "cpu")).startswith("cpu") else "default"
+def _threads_text(threads: Any, device: Any = "cpu") -> str:
+    """What a latency measurement ran with, in words: ``1 thread``, ``4 threads``, ``1 or 4 threads``; when
+    nothing recorded it, nasseg.cost's default (1 thread on CPU) or ``the runtime's default threads``."""
+    if isinstance(threads, int) and not isinstance(threads, bool):
+        return f"{threads} thread{'s' if threads != 1 else ''}"
+    if isinstance(threads, (list, tuple)) and threads:
+        return f"{', '.join(map(str, threads[:-1]))} or {threads[-1]} threads (it differed between trials)"
+    if str(device or "cpu").startswith("cpu"):
+        return "1 thread (nasseg's CPU default)"
+    return "the runtime's default threads"
+
+
+def _onnx_hw_text(ox: Mapping[str, Any]) -> str:
+    """``dynamic H x W`` or ``static HxW``, as the card, report.md and the CLI say it."""
+    h, w = ox["input_shape"][2:]
+    return "dynamic H x W" if ox.get("hw") == "dynamic" else f"static {h}x{w}"
 
 
 def _latency_lines(rec: Mapping[str, Any] | None) -> list[str]:
@@ -48,12 +58,18 @@ def _latency_lines(rec: Mapping[str, Any] | None) -> list[str]:
         f" ms; {rec.get('runs')} timed runs after {rec.get('warmup')} warm-up)",
         f"- input {rec.get('batch')}x3x{res[0]}x{res[1]}, {rec.get('dtype')}"
         + (", channels-last" if rec.get("channels_last") else "") + (", torch.compile" if rec.get("compile") else ""),
-        f"- device `{rec.get('device')}` ({rec.get('device_name')}), {rec.get('threads')} thread(s); torch "
+        f"- device `{rec.get('device')}` ({rec.get('device_name')}), "
+        f"{_threads_text(rec.get('threads'), rec.get('device'))}; torch "
         f"{rec.get('torch_version')}" + (f", CUDA {rec['cuda_version']}" if rec.get("cuda_version") else "")
         + f"; nasseg {rec.get('nasseg_version')}",
         f"- measured {rec.get('date_utc')} on host `{rec.get('hostname')}`"
         + (f"; {rec['isolation']}" if rec.get("isolation") else ""),
-    ]
+    ] + ([f"- host load (1/5/15-min averages) before {rec.get('load_avg_before')}, after {rec.get('load_avg_after')}"
+          + (f"; runnable tasks {rec.get('runnable_before')} / {rec.get('runnable_after')} on {rec.get('cpus')} "
+             "core(s)" if rec.get("runnable_before") is not None else "")
+          + (f"; {rec['attempts']} measurement(s), CVs {rec.get('attempt_cvs')}" if rec.get("attempts") else "")]
+         if rec.get("load_avg_before") is not None or rec.get("attempts") else []) \
+      + ([f"- **warning: {_md_escape(str(rec['warning']))}**"] if rec.get("warning") else [])
 
 
 def _write_card(path: Path, m: FrontMember, mj: Mapping[str, Any], st: _Study, genome_text: str) -> None:
@@ -84,7 +100,14 @@ def _write_card(path: Path, m: FrontMember, mj: Mapping[str, Any], st: _Study, g
         L += [f"- vs the study: {_fmt(r['median_ms'], '.3f')} ms / {_fmt(m.latency_ms, '.3f')} ms = "
               f"{r['median_ms'] / m.latency_ms:.2f}x", ""]
     fid = mj.get("fidelity") or {}
-    L += ["## Proxy accuracy", "",
+    pf = mj.get("proxy_fidelity")
+    rank_line = (f"How well this proxy ranks architectures: rank agreement with {pf['top_rung'] / pf['steps']:.3g}x "
+                 f"training: tau {_fmt(pf.get('tau'), '.2f')} [{_fmt(pf.get('tau_low'), '.2f')}, "
+                 f"{_fmt(pf.get('tau_high'), '.2f')}], n = {pf.get('n')} (fidelity study `{pf.get('study')}`)."
+                 if pf and pf.get("steps") and pf.get("top_rung") else
+                 "How well this proxy ranks architectures: **unchecked** (no fidelity study of this space, dataset "
+                 "and recipe; see `nasseg fidelity`).")
+    L += ["## Proxy accuracy", "", rank_line, "",
           f"Proxy training: {fid.get('steps')} of {fid.get('planned_steps')} steps at "
           f"{'x'.join(map(str, fid.get('resolution') or []))}, seed {mj.get('seed')}, on "
           f"`{_md_escape(str(mj.get('dataset')))}`; mIoU is a fraction in [0, 1] on the validation split at the proxy "
@@ -118,18 +141,41 @@ def _write_card(path: Path, m: FrontMember, mj: Mapping[str, Any], st: _Study, g
         L.append(f"- rebuilt from `genome.json` with `load_state_dict(strict=True)`: max abs output difference "
                  f"{rc['max_abs_diff']:g}; {rc['params']:,} params"
                  + (" (= the study's count)" if rc["params_match_study"] else " (**differs from the study's count**)"))
-    ox = mj.get("onnx")
+    ox, failed = mj.get("onnx"), mj.get("onnx_failure")
     if ox:
-        L.append(f"- `model.onnx`: opset {ox['opset']}, input `image` {'x'.join(map(str, ox['input_shape']))} "
-                 f"(batch dynamic), output `logits`; {ox['runtime']} vs PyTorch on a random input, batches "
-                 f"{', '.join(map(str, ox['checked_batches']))}: max abs diff **{ox['max_abs_diff']:.3g}** "
-                 f"(<= {ONNX_TOLERANCE:g})")
-    L += ["", "## Use", "", "```python", "from nasseg.export import load",
-          f"net = load('path/to/{path.parent.name}')  # nn.Module in eval mode, weights loaded",
-          f"logits = net(x)  # x: N x 3 x H x W, {mj['input']['layout']}; logits N x {mj['num_classes']} x H x W",
-          "```", "",
-          f"ONNX: `onnxruntime.InferenceSession('model.onnx').run(None, {{'image': x}})` with x of shape "
-          f"N x 3 x {res[2]} x {res[3]} (the exported resolution).", ""]
+        oh, ow = ox["input_shape"][2:]
+        checked = " and ".join("x".join(map(str, r)) for r in ox.get("checked_resolutions") or [[oh, ow]])
+        if ox.get("hw") == "dynamic":
+            shape = f"N x 3 x H x W with **dynamic batch, height and width** (traced at {oh}x{ow})"
+        else:
+            shape = f"N x 3 x {oh} x {ow}: **static {oh}x{ow}**, dynamic batch"
+            if ox.get("dynamic_hw_failure"):
+                shape += f" (a dynamic H x W did not verify: {_md_escape(ox['dynamic_hw_failure'])})"
+        L.append(f"- `model.onnx`: opset {ox['opset']}, input `image` {shape}, output `logits`; {ox['runtime']} vs "
+                 f"PyTorch on random inputs at {checked} (batches {', '.join(map(str, ox['checked_batches']))} at "
+                 f"{oh}x{ow}): max abs diff **{ox['max_abs_diff']:.3g}** (<= {ONNX_TOLERANCE:g})")
+    elif failed:
+        L.append(f"- `model.onnx`: **not written**: {_md_escape(failed['error'])}"
+                 + (f"; the exporter's full output is in `{failed['log']}`" if failed.get("log") else ""))
+    else:
+        L.append("- `model.onnx`: **not written** (no usable weights to export)")
+    L += ["", "## Use", ""]
+    if w.get("kind") in ("copied", "retrained"):
+        L += ["```python", "from nasseg.export import load",
+              f"net = load('path/to/{path.parent.name}')  # nn.Module in eval mode, weights loaded",
+              f"logits = net(x)  # x: N x 3 x H x W, {mj['input']['layout']}; logits N x {mj['num_classes']} x H x W",
+              "```", ""]
+    else:
+        L += ["`nasseg.export.load()` needs `model.pt`, which this folder lacks: export again with "
+              "`--retrain-steps N`.", ""]
+    if ox:
+        oh, ow = ox["input_shape"][2:]
+        size = (f"N x 3 x H x W (dynamic; checked at {checked})" if ox.get("hw") == "dynamic"
+                else f"N x 3 x {oh} x {ow} (static: the exported resolution)")
+        L += [f"ONNX: `onnxruntime.InferenceSession('model.onnx').run(None, {{'image': x}})` with x of shape {size}, "
+              "float32, normalised as above.", ""]
+    else:
+        L += ["No `model.onnx` in this folder (see Files above).", ""]
     path.write_text("\n".join(L), encoding="utf-8")
 
 
@@ -165,13 +211,14 @@ def _write_csv(path: Path, st: _Study, labels: Mapping[int, Mapping[str, Any]],
 
 
 def _plot(path: Path, st: _Study, labels: Mapping[int, Mapping[str, Any]], front: Sequence[FrontMember],
-          budget: float | None) -> None:
+          budget: float | None, threads: Any = None) -> None:
     from matplotlib.backends.backend_agg import FigureCanvasAgg  # Agg, without touching pyplot's global backend
     from matplotlib.figure import Figure
     from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
     lat_spec = st.meta.get("latency") or {}
     res = lat_spec.get("resolution") or ["?", "?"]
+    threads_text = _threads_text(threads if threads is not None else lat_spec.get("threads"), lat_spec.get("device"))
     groups: dict[str, list[tuple[float, float, int]]] = {}
     strip: dict[str, list[tuple[float, int]]] = {}
     for r in st.records:
@@ -236,8 +283,9 @@ def _plot(path: Path, st: _Study, labels: Mapping[int, Mapping[str, Any]], front
     ax.set_xlim(left, right)
     ax.set_ylabel("proxy mIoU (fraction of 1, validation split)")
     axes[-1].set_xlabel(f"latency, ms (median of {lat_spec.get('runs', '?')} runs; {lat_spec.get('batch', 1)}x3x"
-                        f"{res[0]}x{res[1]}, {lat_spec.get('device', '?')}, {_threads_label(lat_spec)} "
-                        f"thread(s), {lat_spec.get('dtype', 'float32')})" + (", log scale" if logx else ""))
+                        f"{res[0]}x{res[1]}, {lat_spec.get('device', '?')}, "
+                        f"{threads_text}, "
+                        f"{lat_spec.get('dtype', 'float32')})" + (", log scale" if logx else ""))
     handles, names = ax.get_legend_handles_labels()
     if ax2 is not None:
         h2, n2 = ax2.get_legend_handles_labels()
@@ -250,6 +298,26 @@ def _plot(path: Path, st: _Study, labels: Mapping[int, Mapping[str, Any]], front
     fig.savefig(path)
 
 
+def _onnx_summary(s: Mapping[str, Any]) -> str:
+    """report.md's ONNX line: the resolution, and how many graphs are dynamic, static or missing."""
+    members = s.get("members") or []
+    res = "x".join(map(str, s.get("onnx_resolution") or []))
+    dynamic = sum(1 for i in members if (i.get("onnx") or {}).get("hw") == "dynamic")
+    static = sum(1 for i in members if (i.get("onnx") or {}).get("hw") == "static")
+    failed = sum(1 for i in members if i.get("onnx_failure"))
+    parts = [f"{dynamic} with a dynamic H x W (also checked at a second resolution)"] if dynamic else []
+    parts += [f"{static} with a static {res}"] if static else []
+    parts += [f"{failed} failed (see Incomplete)"] if failed else []
+    return f"traced and checked at {res} (`--onnx-resolution`); " + (", ".join(parts) or "none exported")
+
+
+def _fidelity_text(pf: Mapping[str, Any] | None) -> str:
+    """The search's one line on how well its proxy ranks (or that nobody checked)."""
+    if not pf or not pf.get("line"):
+        return "not recorded (a study from before nasseg measured it; see nasseg fidelity)"
+    return str(pf["line"])
+
+
 def _write_report(path: Path, s: Mapping[str, Any], front: Sequence[FrontMember],
                   chosen: Sequence[FrontMember]) -> None:
     lat = s.get("latency") or {}
@@ -259,24 +327,29 @@ def _write_report(path: Path, s: Mapping[str, Any], front: Sequence[FrontMember]
          f"- storage: `{s['storage']}`",
          f"- mode: {s.get('mode')}; latency budget: "
          + (f"{s['latency_budget_ms']:g} ms" if s.get("latency_budget_ms") is not None else "none"),
-         f"- latency: {lat.get('batch', 1)}x3x{res[0]}x{res[1]} on `{lat.get('device')}`, {lat.get('threads')} "
-         f"thread(s), {lat.get('dtype')}, median of {lat.get('runs')} runs",
+         f"- latency: {lat.get('batch', 1)}x3x{res[0]}x{res[1]} on `{lat.get('device')}`, "
+         f"{_threads_text(s.get('latency_threads', lat.get('threads')), lat.get('device'))}, {lat.get('dtype')}, "
+         f"median of {lat.get('runs')} runs",
          f"- dataset: `{s.get('dataset')}` ({s.get('num_classes')} classes); proxy: {recipe.get('steps')} steps at "
          f"{'x'.join(map(str, recipe.get('resolution') or []))}, batch {recipe.get('batch_size')}",
          f"- trials: {s['trials']} (" + ", ".join(f"{k} {v}" for k, v in s["counts"].items()) + ")",
-         f"- front: {len(front)} architecture(s) over complete, feasible, full-fidelity trials; exported "
+         f"- front: {len(front)} architecture(s) ({FRONT_RULE}; the trials `nasseg status` stars); exported "
          f"{len(chosen)}" + (f" (--top {s['top']})" if s.get("top") else ""),
+         f"- proxy fidelity: {_md_escape(_fidelity_text(s.get('proxy_fidelity')))}",
+         f"- ONNX: {_onnx_summary(s)}",
          f"- max ONNX |onnxruntime - PyTorch|: {_fmt(s.get('max_onnx_diff'), '.3g')} (tolerance {ONNX_TOLERANCE:g}); "
          f"export took {s.get('wall_seconds', 0):.1f} s", "",
          "![Pareto front](pareto.png)", "",
-         "| rank | trial | mIoU | latency ms | re-measured ms | params | GMACs | ONNX diff | folder | genome |",
-         "|---:|---:|---:|---:|---:|---:|---:|---:|---|---|"]
+         "| rank | trial | mIoU | latency ms | re-measured ms | params | GMACs | ONNX | folder | genome |",
+         "|---:|---:|---:|---:|---:|---:|---:|---|---|---|"]
     for i in s["members"]:
-        ox = i.get("onnx") or {}
+        ox = i.get("onnx")
+        onnx_cell = (f"{_onnx_hw_text(ox)}, diff {_fmt(ox.get('max_abs_diff'), '.2g')}" if ox
+                     else "**failed**" if i.get("onnx_failure") else "-")
         L.append(f"| {i['rank']} | {i['trial']} | {_fmt(i['miou'])} | {_fmt(i['latency_ms'], '.3f')} | "
                  f"{_fmt(i.get('latency_remeasured_ms'), '.3f')} | "
                  f"{_fmt(i.get('params'), ',d')} | {_fmt((i.get('macs') or 0) / 1e9, '.4f')} | "
-                 f"{_fmt(ox.get('max_abs_diff'), '.2g')} | [{i['folder']}]({i['folder']}/README.md) | "
+                 f"{onnx_cell} | [{i['folder']}]({i['folder']}/README.md) | "
                  f"`{_md_escape(i.get('genome') or '')}` |")
     if s.get("incomplete"):
         L += ["", "## Incomplete", ""]
