@@ -71,13 +71,14 @@ def test_output_option_with_a_missing_or_bad_folder_is_one_line_exit_2(tmp_path,
 
 def test_the_next_driver_ends_ray_processes_that_provably_belong_to_a_dead_driver(tmp_path):
     """A record naming a dead driver and its Ray session folder: every process whose command line names that
-    folder is ended; a process that does not name it is left alone, and so is a live driver's record."""
+    folder is ended; a process that does not name it (even one naming a longer folder name that starts with it) is
+    left alone, and so is a live driver's record."""
     session = str(tmp_path / "ray" / "session_2026-01-01_00-00-00_000000_1")
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
     left = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(300)", f"--session-dir={session}"])
     bystander = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(300)", "--session-dir=/elsewhere"])
-    live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(300)", f"--x={session}-live"])
+    live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(300)", f"--x={session}0/logs"])
     try:
         import socket
 
@@ -85,7 +86,7 @@ def test_the_next_driver_ends_ray_processes_that_provably_belong_to_a_dead_drive
         (tmp_path / f"ray-driver-{host}-{dead.pid}.json").write_text(json.dumps({"pid": dead.pid,
                                                                                "session_dir": session}))
         (tmp_path / f"ray-driver-{host}-{os.getpid()}.json").write_text(json.dumps({"pid": os.getpid(),
-                                                                                   "session_dir": session + "-live"}))
+                                                                                   "session_dir": session + "0"}))
         logs: list[str] = []
         assert ray_session.reap(tmp_path, logs.append, grace_s=5) == 1
         assert left.wait(timeout=10) is not None

@@ -55,14 +55,18 @@ def _alive(pid: int) -> bool:
 
 
 def processes_of(session: str) -> list[int]:
-    """Pids of this host's processes whose command line names the Ray session folder ``session``."""
+    """Pids of this host's processes whose command line names the Ray session folder ``session`` (as a whole path:
+    followed by a separator, the end, a blank or a quote, so ``session_1`` never matches ``session_10``)."""
+    import re
+
+    pattern = re.compile(re.escape(session.rstrip("/")) + r"(?=$|[/\s\"',;:])")
     found = []
     for entry in os.listdir("/proc"):
         if not entry.isdigit() or int(entry) == os.getpid():
             continue
         with contextlib.suppress(OSError):
             cmd = Path(f"/proc/{entry}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-            if session in cmd:
+            if pattern.search(cmd):
                 found.append(int(entry))
     return found
 
