@@ -153,7 +153,7 @@ def _cfg(tmp_path: Path, budget: float, trials: int, **kw) -> S.SearchConfig:
 
 def test_search_rejects_far_over_budget_candidates_on_the_prediction_and_measures_the_rest(tmp_path, tiny_budget_ms):
     budget = tiny_budget_ms
-    cfg = _cfg(tmp_path, budget, trials=16)
+    cfg = _cfg(tmp_path, budget, trials=10)
     summary = S.search(cfg, log=lambda s: None)
     study = St.load_study(cfg.storage, "s")
     trials = study.get_trials(deepcopy=False)
