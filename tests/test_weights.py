@@ -251,6 +251,16 @@ def test_cli_lists_unused_tensors(tmp_path, capsys):
     assert "unused: 2 official tensors" in text and "encoder.output_conv.weight [20, 128, 1, 1]" in text
 
 
+def test_cli_help_names_every_preset_that_imports():
+    from nasseg.cli.common import Parser
+    from nasseg.cli.weights import add_arguments
+
+    p = Parser(prog="nasseg weights")
+    add_arguments(p)
+    text = " ".join(p.format_help().split()).replace("fasternet_t0/t1/t2", "fasternet_t0 fasternet_t1 fasternet_t2")
+    assert all(n in text for n in weights.names())
+
+
 def test_cli_refuses_an_unknown_preset_and_a_missing_out_folder(tmp_path, capsys):
     ckpt = tmp_path / "x.pth"
     torch.save({"a": torch.zeros(1)}, ckpt)
