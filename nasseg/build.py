@@ -32,7 +32,12 @@ from nasseg.layers import BNAct, resize_to
 
 
 class StageModule(nn.Module):
-    """The blocks of one :class:`~nasseg.genome.Stage`, plus ESPNet-style concatenations."""
+    """The blocks of one :class:`~nasseg.genome.Stage`, plus ESPNet-style concatenations.
+
+    With ``concat_first`` / ``inject`` the output is ``BR(cat(parts))`` with parts ``[last, first, image]``,
+    or ``[first, last, image]`` when the stage sets ``first_leads`` (the order of the official code's
+    concatenations, which the BR's per-channel weights and the next layer's input channels depend on).
+    """
 
     def __init__(self, in_channels: int, spec: Stage, image_channels: int, path: str):
         super().__init__()
@@ -50,7 +55,7 @@ class StageModule(nn.Module):
                                         f"{path}.block{j}"))
             c = blocks[-1].out_channels
         self.blocks = nn.ModuleList(blocks)
-        self.concat_first, self.inject = spec.concat_first, spec.inject
+        self.concat_first, self.inject, self.first_leads = spec.concat_first, spec.inject, spec.first_leads
         out = c + (blocks[0].out_channels if spec.concat_first else 0) + (image_channels if spec.inject else 0)
         # ESPNet's "BR" after each concatenation: BN (eps 1e-3) + PReLU
         self.merge = BNAct(out, act="prelu", bn_eps=1e-3) if (spec.inject or spec.concat_first) else nn.Identity()
@@ -64,8 +69,8 @@ class StageModule(nn.Module):
             if i == 0:
                 first = x
         parts = [x]
-        if self.concat_first:
-            parts.append(first)
+        if self.concat_first:  # ESPNet: [last, first] (level 2) or, with first_leads, [first, last] (level 3)
+            parts = [first, x] if self.first_leads else [x, first]
         if self.inject:
             parts.append(image)
         return self.merge(torch.cat(parts, 1)) if len(parts) > 1 else x

@@ -4,7 +4,7 @@ A genome is a tree of frozen dataclasses holding only primitives and tuples:
 
 * ``stages``: the encoder, a sequence of :class:`Stage` (block type, depth, width, stride, block
   arguments, optional separate downsampling block, optional per-block overrides such as RegSeg's
-  dilation list, and ESPNet's input injection / first-block concatenation);
+  dilation list, and ESPNet's input injection / first-block concatenation with its order);
 * ``decoder``: a :class:`Decoder`, either ``chain`` (a context module on the deepest tap, then one
   registered fusion module per tap from deep to shallow) or a registered paper decoder
   (``decoder26``, ``apn``, ``erfnet_decoder`` ...) over chosen taps;
@@ -29,7 +29,7 @@ String grammar (v1)::
 
     genome   := "v1" "|" stages "|" decoder "|" heads
     stages   := stage ("/" stage)*
-    stage    := [module ">"] NAME DEPTH "x" WIDTH "s" STRIDE [args] [perblock] ("!" ("inject" | "cat"))*
+    stage    := [module ">"] NAME DEPTH "x" WIDTH "s" STRIDE [args] [perblock] ("!" ("inject" | "cat" | "lead"))*
     module   := NAME [args]
     args     := "(" KEY "=" value ("," KEY "=" value)* ")"
     value    := INT | FLOAT | "true" | "false" | IDENT | "[" [INT ("," INT)*] "]"
@@ -40,7 +40,12 @@ String grammar (v1)::
     extra    := ("aux" | "detail" | "boundary") "@" ("s" | "l") INT "=" module
 
 ``s`` taps a stage output, ``l`` a chain level output; ``-`` means the decoder already emits logits;
-``!ac`` = final upsampling with ``align_corners=True``.
+``!ac`` = final upsampling with ``align_corners=True``; ``!cat`` concatenates a stage's last and first
+block outputs in that order, ``!cat!lead`` in the order first, last (see :class:`Stage`).
+
+Fields added to schema 1 after its release (``Stage.first_leads``) are written to the JSON only when set,
+so a genome that does not use them keeps its JSON and ``genome_id``; an older nasseg refuses a genome that
+does use them (unknown key, unknown stage flag) instead of building something else.
 """
 
 from __future__ import annotations
@@ -96,7 +101,11 @@ class Stage:
     optionally overrides arguments per block (length ``depth``), e.g. RegSeg's dilation list.
     ``inject`` concatenates the input image average-pooled to this stage's resolution (ESPNet's input
     reinforcement) and ``concat_first`` concatenates the first block's output with the last one
-    (ESPNet); either adds a BN + PReLU ("BR") after the concatenation.
+    (ESPNet); either adds a BN + PReLU ("BR") after the concatenation.  The order is
+    ``[last, first, image]``, or ``[first, last, image]`` with ``first_leads``: ESPNet's level 2 is
+    ``cat([output1, output1_0, inp2])`` (last first) and its level 3 ``cat([output2_0, output2])``
+    (the strided first block leads; sacmehta/ESPNet ``train/Model.py``).  ``first_leads`` needs
+    ``concat_first`` and is left out of the JSON when false (see the module docstring).
     """
 
     block: str
@@ -108,6 +117,12 @@ class Stage:
     down: Module | None = None
     inject: bool = False
     concat_first: bool = False
+    first_leads: bool = False
+
+
+# Fields added to a dataclass after schema 1 was released: written to JSON only when they differ from this
+# value, so every genome that does not use them keeps its canonical JSON and genome_id.
+_ADDED_FIELDS: dict[type, dict[str, Any]] = {Stage: {"first_leads": False}}
 
 
 @dataclass(frozen=True)
@@ -225,12 +240,16 @@ def _resolve_stage(s: Stage, path: str) -> Stage:
             raise GenomeError(f"{path}.block_args: every block must override the same arguments, got {sorted(keys)}")
         block_args = tuple(resolved)
     down = _resolve_module(s.down, "block", f"{path}.down") if s.down is not None else None
-    for flag in ("inject", "concat_first"):
+    for flag in ("inject", "concat_first", "first_leads"):
         if not isinstance(getattr(s, flag), bool):
             raise GenomeError(f"{path}.{flag} = {getattr(s, flag)!r} is not allowed; allowed: true or false")
     if s.concat_first and s.depth + (1 if down else 0) < 2:
         raise GenomeError(f"{path}.concat_first needs at least two blocks in the stage")
-    return Stage(s.block, s.depth, s.width, s.stride, args, block_args, down, s.inject, s.concat_first)
+    if s.first_leads and not s.concat_first:
+        raise GenomeError(f"{path}.first_leads orders the first/last concatenation; it needs concat_first "
+                          "(string flags: '!cat!lead')")
+    return Stage(s.block, s.depth, s.width, s.stride, args, block_args, down, s.inject, s.concat_first,
+                 s.first_leads)
 
 
 def _resolve_decoder(d: Decoder, n_stages: int) -> Decoder:
@@ -304,8 +323,11 @@ def to_dict(genome: Genome) -> dict[str, Any]:
 def _to_plain(obj: Any) -> Any:
     if isinstance(obj, (Genome, Stage, Decoder, Heads, HeadTap, Module, Fusion)):
         out = {}
+        added = _ADDED_FIELDS.get(type(obj), {})
         for f in fields(obj):
             v = getattr(obj, f.name)
+            if f.name in added and v is added[f.name]:
+                continue
             if f.name == "args":
                 out[f.name] = {k: _to_plain(x) for k, x in v}
             elif f.name == "block_args":
@@ -403,7 +425,8 @@ def _from_plain(d: Mapping[str, Any]) -> Genome:
             block_args=tuple(_json_args(b, f"{p}.block_args.{j}")
                              for j, b in enumerate(_list(so.get("block_args", ()), f"{p}.block_args"))),
             down=_module(so["down"], f"{p}.down") if so.get("down") is not None else None,
-            inject=so.get("inject", False), concat_first=so.get("concat_first", False)))
+            inject=so.get("inject", False), concat_first=so.get("concat_first", False),
+            first_leads=so.get("first_leads", False)))
     do = _obj(o["decoder"], Decoder, "decoder", ("kind", "taps"))
     fusions = []
     for i, f in enumerate(_list(do.get("fusions", ()), "decoder.fusions")):
@@ -474,6 +497,7 @@ def to_string(genome: Genome) -> str:
             t += "{" + ";".join(f"{k}=" + _runs([dict(b)[k] for b in s.block_args]) for k in keys) + "}"
         t += "!inject" if s.inject else ""
         t += "!cat" if s.concat_first else ""
+        t += "!lead" if s.first_leads else ""
         parts.append(t)
     d = g.decoder
     dec = f"{d.kind}@" + ",".join(str(t) for t in d.taps)
@@ -683,17 +707,16 @@ def _parse_stage(p: _Parser) -> Stage:
             raise GenomeError(f"genome string: per-block values of stage {tok!r} at position {pos} have "
                               f"{sorted(lens)} entries; depth is {depth}")
         block_args = tuple(_args({k: per[k][j] for k in per}) for j in range(depth))
-    inject = concat = False
+    flags: dict[str, bool] = {"inject": False, "cat": False, "lead": False}
     while p.accept("!"):
         _, flag, fpos = p.peek()
-        p.take(kind="name", expected="a stage flag (inject, cat)")
-        if flag == "inject":
-            inject = True
-        elif flag == "cat":
-            concat = True
-        else:
-            raise GenomeError(f"genome string: unknown stage flag {flag!r} at position {fpos}; valid: inject, cat")
-    return Stage(block, depth, width, stride, _args(args), block_args, down, inject, concat)
+        p.take(kind="name", expected="a stage flag (inject, cat, lead)")
+        if flag not in flags:
+            raise GenomeError(f"genome string: unknown stage flag {flag!r} at position {fpos}; valid: "
+                              "inject, cat, lead")
+        flags[flag] = True
+    return Stage(block, depth, width, stride, _args(args), block_args, down, flags["inject"], flags["cat"],
+                 flags["lead"])
 
 
 def _parse_decoder(p: _Parser) -> Decoder:

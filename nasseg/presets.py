@@ -43,12 +43,12 @@ class Preset:
 
 def S(block: str, depth: int, width: int, stride: int = 1, *, down: Module | None = None,
       per_block: dict[str, list[Any]] | None = None, inject: bool = False, concat_first: bool = False,
-      **args: Any) -> Stage:
+      first_leads: bool = False, **args: Any) -> Stage:
     block_args: tuple = ()
     if per_block:
         n = {len(v) for v in per_block.values()}.pop()
         block_args = tuple(_args({k: v[j] for k, v in per_block.items()}) for j in range(n))
-    return Stage(block, depth, width, stride, _args(args), block_args, down, inject, concat_first)
+    return Stage(block, depth, width, stride, _args(args), block_args, down, inject, concat_first, first_leads)
 
 
 def M(name: str, **args: Any) -> Module:
@@ -145,12 +145,16 @@ def _erfnet() -> Genome:
 
 # ------------------------------------------------------------------------------------- ESPNet
 def _espnet(p: int = 2, q: int = 8) -> Genome:
-    """ESPNet: CBR stem + image reinforcement, strided ESP + p ESP (64), strided ESP + q ESP (128)."""
+    """ESPNet: CBR stem + image reinforcement, strided ESP + p ESP (64), strided ESP + q ESP (128).
+
+    Concatenation orders as in the official ``train/Model.py``: level 2 ``[last ESP, strided ESP, image/4]``,
+    level 3 ``[strided ESP, last ESP]`` (``first_leads``).
+    """
     return resolve(Genome(
         stages=(
             S("conv", 1, 16, 2, act="prelu", bn_eps=1e-3, inject=True),
             S("esp", p + 1, 64, 2, inject=True, concat_first=True),
-            S("esp", q + 1, 128, 2, concat_first=True),
+            S("esp", q + 1, 128, 2, concat_first=True, first_leads=True),
         ),
         decoder=Decoder("espnet_decoder", (0, 1, 2)),
         heads=Heads(None),

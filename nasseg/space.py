@@ -75,6 +75,7 @@ class StageSpace(_Strict):
     stride: Literal[1, 2, 4] = 1
     inject: bool = False
     concat_first: bool = False
+    first_leads: bool = False  # with concat_first: [first, last] instead of [last, first] (ESPNet level 3)
 
 
 class ExtraHeadSpace(_Strict):
@@ -256,6 +257,7 @@ class StageDims:
     stride: int
     inject: bool
     concat_first: bool
+    first_leads: bool = False
 
 
 @dataclass(frozen=True)
@@ -299,7 +301,7 @@ class SearchSpace:
             else:
                 depth = sd.depth.draw(trial)
             stages.append(Stage(opt.name, depth, sd.width.draw(trial), sd.stride, _args(args), block_args,
-                                opt.down, sd.inject, sd.concat_first))
+                                opt.down, sd.inject, sd.concat_first, sd.first_leads))
         kind = self.decoder.draw(trial)
         taps = kind.taps if kind.taps is not None else tuple(self.taps.draw(trial))
         kargs = kind.draw(trial)
@@ -348,7 +350,8 @@ class SearchSpace:
             return None
         for sd, s in zip(self.stages, g.stages):
             opt = sd.block.encode_name(s.block, p)
-            if opt is None or s.stride != sd.stride or s.inject != sd.inject or s.concat_first != sd.concat_first:
+            if opt is None or s.stride != sd.stride or s.inject != sd.inject or s.concat_first != sd.concat_first \
+                    or s.first_leads != sd.first_leads:
                 return None
             if s.down != opt.down or not opt.encode(dict(s.args), p) or not sd.width.encode(s.width, p):
                 return None
@@ -680,7 +683,10 @@ def _compile(spec: SpaceFile, source: str) -> SearchSpace:
         for v in depth.values():
             if not isinstance(v, int) or v < 0:
                 raise ConfigError(f"{source}: key '{p}.depth': {v!r} is not a non-negative integer")
-        stages.append(StageDims(block, width, depth, s.stride, s.inject, s.concat_first))
+        if s.first_leads and not s.concat_first:
+            raise ConfigError(f"{source}: key '{p}.first_leads': true needs concat_first: true (it orders the "
+                              "concatenation of the first and last block outputs)")
+        stages.append(StageDims(block, width, depth, s.stride, s.inject, s.concat_first, s.first_leads))
     d = spec.decoder
     taps_dim = _dim("decoder.taps", d.taps or [0], source, list_is_value=True)
     for t in taps_dim.values():

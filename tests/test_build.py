@@ -115,6 +115,25 @@ def test_stage_channels_are_wired_from_out_channels():
     assert net.stage_channels == (19, 131, 256)
 
 
+def test_concatenation_order_follows_first_leads():
+    """ESPNet's level 2 concatenates [last, first, image], its level 3 [first, last] (first_leads)."""
+    torch.manual_seed(0)
+    g = presets.get("espnet").genome
+    net = build(g, 20).eval()
+    assert [s.first_leads for s in g.stages] == [False, False, True]
+    x = torch.randn(1, 3, 32, 64)
+    seen = {}
+    for i, stage in enumerate(net.stages):
+        stage.blocks[0].register_forward_hook(lambda m, a, y, i=i: seen.__setitem__((i, "first"), y))
+        stage.blocks[-1].register_forward_hook(lambda m, a, y, i=i: seen.__setitem__((i, "last"), y))
+        stage.merge.register_forward_hook(lambda m, a, y, i=i: seen.__setitem__((i, "cat"), a[0]))
+    with torch.no_grad():
+        net(x)
+    cat1, cat2 = seen[(1, "cat")], seen[(2, "cat")]
+    assert torch.equal(cat1[:, :64], seen[(1, "last")]) and torch.equal(cat1[:, 64:128], seen[(1, "first")])
+    assert torch.equal(cat2[:, :128], seen[(2, "first")]) and torch.equal(cat2[:, 128:], seen[(2, "last")])
+
+
 def test_classifier_genome_returns_flat_logits():
     y = _forward_eval(build(presets.get("fasternet_t0").genome, 10), (2, 3, 64, 64))
     assert y.shape == (2, 10)

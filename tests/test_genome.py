@@ -321,6 +321,9 @@ JSON_ERRORS = [
     ("taps hold floats", lambda d: d["decoder"].update(taps=[2.0, 3, 4]), ["decoder.taps", "2.0"]),
     ("schema 2", lambda d: d.update(schema=2), ["schema 2", "schema 1"]),
     ("inject is a string", lambda d: d["stages"][2].update(inject="yes"), ["stages.2.inject", "'yes'"]),
+    ("first_leads is an int", lambda d: d["stages"][2].update(first_leads=1), ["stages.2.first_leads", "1"]),
+    ("first_leads without concat_first", lambda d: d["stages"][2].update(first_leads=True),
+     ["stages.2.first_leads", "needs concat_first", "!cat!lead"]),
     ("align_corners is a string", lambda d: d["heads"].update(align_corners="yes"),
      ["heads.align_corners", "'yes'"]),
     ("align_corners is an int", lambda d: d["heads"].update(align_corners=1), ["heads.align_corners", "1"]),
@@ -375,3 +378,23 @@ def test_hand_built_genome_gets_the_canonical_json_and_id():
 def test_absurd_sizes_are_refused_before_allocation(text, needle):
     with pytest.raises(GenomeError, match=needle):
         G.parse(text)
+
+
+# ------------------------------------------------------------------------- the first_leads field (added)
+def test_first_leads_is_written_only_when_set():
+    """first_leads was added to schema 1 after its release: genomes without it keep their JSON and id, a
+    genome with it says so in its JSON and string (which an older nasseg refuses instead of misreading)."""
+    g = presets.get("espnet").genome
+    assert g.stages[2].first_leads and not g.stages[1].first_leads
+    d = G.to_dict(g)
+    assert d["stages"][2]["first_leads"] is True and "first_leads" not in d["stages"][1]
+    assert "esp9x128s2!cat!lead|" in G.to_string(g)
+    assert G.parse(G.to_string(g)) == g == G.from_json(G.to_json(g))
+    old = G.replace(g, stages=g.stages[:2] + (G.replace(g.stages[2], first_leads=False),))
+    assert "first_leads" not in G.to_json(old)
+    assert G.genome_id(old) != G.genome_id(g)
+
+
+def test_lead_flag_needs_cat():
+    with pytest.raises(GenomeError, match=r"stages\.1\.first_leads .* needs concat_first"):
+        G.parse("v1|conv1x16s2/esp3x64s2!lead|espnet_c_decoder@1|-")

@@ -192,6 +192,8 @@ BAD_YAML = [
     ("missing name", _edit("name: t\n", ""), ["key 'name'", "required"]),
     ("unknown key in a stage", _edit("depth: 1, stride: 2}", "depth: 1, stride: 2, colour: 3}"),
      ["key 'stages.0.colour'", "Extra inputs", "valid keys: block, width, depth, stride, inject, concat_first"]),
+    ("first_leads without concat_first", _edit("depth: 1, stride: 2}", "depth: 1, stride: 2, first_leads: true}"),
+     ["key 'stages.0.first_leads'", "needs concat_first: true"]),
     ("unknown block", _edit("stdc: {num_blocks: [2, 3]}}, width: [128]", "stdcc: {num_blocks: [2, 3]}}, width: [128]"),
      ["key 'stages.2.block.stdcc'", "unknown block 'stdcc'", "did you mean 'stdc'"]),
     ("unknown block given as a name", _edit("{block: conv,", "{block: convv,"),

@@ -5,7 +5,11 @@ Real-Time Semantic Segmentation", IEEE T-ITS 2018.  Official code: ``Eromera/erf
 ``train/erfnet.py`` (``non_bottleneck_1d``, ``DownsamplerBlock``).  LEDNet reuses the downsampler
 (``xiaoyufenfei/LEDNet``, ``train/lednet.py``), with its own handling of odd sizes (see ``Downsampler``).
 
-Submodule names follow the official code, so official checkpoints load with a key prefix change only.
+Submodule names inside each block follow the official code.  The official networks number their blocks in one
+list (``encoder.initial_block``, ``encoder.layers.N``), nasseg per stage (``stages.S.blocks.M``): official
+ERFNet and LEDNet checkpoints (``Net(num_classes)`` of ``train/erfnet.py`` / ``train/lednet.py``) import into
+the ``erfnet`` / ``lednet`` presets with ``nasseg weights import`` (``nasseg.weights``), not by
+``load_state_dict`` as is.
 """
 
 from __future__ import annotations

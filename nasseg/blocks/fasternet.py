@@ -3,7 +3,11 @@ Neural Networks", CVPR 2023, Sec. 3.1-3.3, Fig. 4-5).
 
 Follows the official ``JierunChen/FasterNet`` ``models/fasternet.py`` (``Partial_conv3``, ``MLPBlock``,
 ``PatchMerging``) layer for layer, with the official submodule names (``partial_conv3``,
-``spatial_mixing``, ``mlp``, ``reduction``/``norm``), so the official checkpoints' block weights load.
+``spatial_mixing``, ``mlp``, ``reduction``/``norm``), so a block's tensors have the official names inside
+the block.  The official ImageNet checkpoints of FasterNet-T0/T1/T2 (``patch_embed``, ``stages.K.blocks.M``,
+``avgpool_pre_head``, ``head``) import into the ``fasternet_t0/t1/t2`` presets with ``nasseg weights
+import`` (``nasseg.weights``), every tensor checked; they do not ``load_state_dict`` as is.  FasterNet-S/M/L
+have no preset.
 
 The FasterNet network keeps the width inside a stage and downsamples between stages with PatchMerging
 (2x2 conv stride 2 + BN, C -> 2C).  So that these modules can start a stage in a searched network, a block

@@ -3,7 +3,12 @@ Sec. 3.1-3.2, Fig. 2-3).
 
 Follows the official ``RolandGao/RegSeg`` ``blocks.py`` (``DBlock``, ``DilatedConv``, ``Shortcut``,
 ``SEModule``) layer for layer, with the official submodule names (``conv1``/``bn1`` ... ``conv3``/``bn3``,
-``se``, ``shortcut``), so the released RegSeg checkpoints load into a network assembled from these blocks.
+``se``, ``shortcut``), so a D block's tensors have the official names *inside the block*.  The top levels
+differ (official ``stem``, ``body.stage4``, ``body.stage16.13`` ...; here ``stages.N.blocks.M``), so a
+released checkpoint does not ``load_state_dict`` as is: ``nasseg weights import regseg CHECKPOINT`` (see
+``nasseg.weights``) imports an ``exp48_decoder26`` checkpoint into the ``regseg`` preset, every tensor
+checked, and the result then loads with ``strict=True``.  Other RegSeg bodies (exp53 and the ablation
+bodies) have no preset and no importer.
 """
 
 from __future__ import annotations

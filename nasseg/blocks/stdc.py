@@ -2,8 +2,11 @@
 Segmentation", CVPR 2021, Sec. 3.1, Fig. 3).
 
 Follows the official ``MichaelFan01/STDC-Seg`` ``nets/stdcnet.py`` (``CatBottleneck`` / ``AddBottleneck``)
-layer for layer, with the official submodule names (``conv_list``, ``avd_layer``, ``skip``), so the official
-ImageNet checkpoints load into a network assembled from these modules.
+layer for layer, with the official submodule names (``conv_list``, ``avd_layer``, ``skip``), so a module's
+tensors have the official names inside the module.  STDC-Seg checkpoints (``BiSeNet('STDCNet813' or
+'STDCNet1446', ...)``) import into the ``stdc1_seg`` / ``stdc2_seg`` presets with ``nasseg weights import``
+(``nasseg.weights``; ``cp.backbone.features.K`` -> ``stages.S.blocks.M``).  The ImageNet ``STDCNet813`` /
+``STDCNet1446`` checkpoints have no preset (their classifier head is not built here) and no importer.
 """
 
 from __future__ import annotations

@@ -12,6 +12,7 @@ code 2, never as a traceback.  Verbs (each module has ``HELP``, ``add_arguments(
 * ``nasseg ablate STUDY.yaml``: replay a paper's ablation table under one recipe;
 * ``nasseg fidelity --space SPACE --storage URL --study NAME --out DIR``: how well short proxies and zero-cost
   proxies rank genomes like longer training (a rung to recommend).
+* ``nasseg weights import PRESET CHECKPOINT --out FILE``: an official checkpoint as the preset's state dict.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from nasseg.errors import NassegError
 __all__ = ["COMMANDS", "VERBS", "main", "parse_resolution", "resolve_genome"]
 
 #: the verbs, in the order ``nasseg --help`` lists them: module ``nasseg.cli.<name>`` each
-VERBS = ("search", "status", "export", "ablate", "fidelity", "presets", "show")
+VERBS = ("search", "status", "export", "ablate", "fidelity", "presets", "show", "weights")
 
 #: name -> (add its arguments, run it, one-line help)
 COMMANDS: dict[str, tuple[Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int], str]] = {}

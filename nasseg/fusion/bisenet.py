@@ -12,7 +12,8 @@ STDC-Seg's context path written as the generic top-down chain (taps f8, f16, f32
     out  = FFM(cat(f8, conv_head16(up(cp16))))   = ffm(refine="conv3x3")(low=f8,  high=cp16)
 
 Submodule names follow the official classes (``conv``, ``conv_atten``, ``bn_atten``, ``convblk``,
-``conv1``, ``conv2``), so STDC-Seg weights map one to one.
+``conv1``, ``conv2``), so STDC-Seg weights map one to one (``nasseg weights import stdc1_seg``: ``cp.arm16``
+-> ``decoder.fusions.1.arm``, ``cp.conv_head32`` -> ``decoder.fusions.1.refine`` ...).
 """
 
 from __future__ import annotations

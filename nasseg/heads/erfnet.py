@@ -2,7 +2,9 @@
 
 E. Romera et al., "ERFNet: Efficient Residual Factorized ConvNet for Real-Time Semantic Segmentation",
 IEEE T-ITS 2018, Sec. III / Table I.  Official code: ``Eromera/erfnet_pytorch``, ``train/erfnet.py``
-(``UpsamplerBlock``, ``Decoder``).  Submodule names follow the official decoder, so its state dict loads as is.
+(``UpsamplerBlock``, ``Decoder``).  Submodule names follow the official decoder, so its tensors keep their
+official names below ``decoder.``; the whole official network imports into the ``erfnet`` preset with
+``nasseg weights import`` (``nasseg.weights``).
 """
 
 from __future__ import annotations

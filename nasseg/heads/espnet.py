@@ -6,6 +6,13 @@ Official code: sacmehta/ESPNet ``train/Model.py``, classes ``ESPNet`` (decoder) 
 * level 1: concat(CBR 3x3 s2 3->16, image/2) -> BR, 19 channels at 1/2;
 * level 2: concat(last ESP(64), first strided ESP output, image/4) -> BR, 131 channels at 1/4;
 * level 3: concat(strided ESP(128) output, last ESP(128)) -> BR, 256 channels at 1/8.
+
+The ``espnet`` preset concatenates in these orders (its level-3 stage sets ``first_leads``).  Checkpoints of
+``train/Model.py``'s ``ESPNet(classes, 2, 8)`` import into it with ``nasseg weights import espnet``
+(``nasseg.weights``; ``encoder.classifier`` becomes this decoder's ``classifier_l3``), e.g. the released
+``pretrained/decoder/espnet_p_2_q_8_camvid.pth``.  The released Cityscapes ``espnet_p_2_q_*.pth`` were written
+by ``test/Model.py``, whose last CBR reads the level-1 conv output before the image concatenation (16 + C
+input channels, not 19 + C): they do not fit this decoder, and the import says so.
 """
 
 from __future__ import annotations

@@ -2,8 +2,9 @@
 
 Y. Wang et al., "LEDNet: A Lightweight Encoder-Decoder Network for Real-Time Semantic Segmentation",
 ICIP 2019, Sec. 2.2 / Fig. 3.  Official code: ``xiaoyufenfei/LEDNet`` (HEAD 5d900d9), ``train/lednet.py``
-(``APN_Module``, ``Decoder``).  Submodule names follow ``APN_Module``: an official checkpoint loads after
-renaming ``conv.0.`` -> ``conv.`` and ``conv.1.`` -> ``bn.`` inside each Conv-BN-ReLU.
+(``APN_Module``, ``Decoder``).  Submodule names follow ``APN_Module``, apart from ``conv.0`` / ``conv.1``
+inside each Conv-BN-ReLU, here ``conv`` / ``bn``; ``nasseg weights import lednet`` (``nasseg.weights``) maps
+an official LEDNet checkpoint onto the ``lednet`` preset, every tensor checked.
 """
 
 from __future__ import annotations

@@ -4,10 +4,11 @@ Fig. 5, and the decoder ablation of the official ``AblationStudies.md``).
 Each class follows its official counterpart in ``RolandGao/RegSeg`` (``blocks.py``: ``Exp2_Decoder26``,
 ``Exp2_Decoder14``, ``Exp2_Decoder10``, ``Exp2_Decoder4``, ``Exp2_Decoder12``, ``Exp2_LRASPP``;
 ``competitor_blocks.py``: ``SFNetDecoder``, ``BiseNetDecoder`` — RegSeg's own re-implementations, not the
-SFNet/BiSeNet authors' code) layer for layer, with the official submodule names (so the released
-exp48_decoder26 / exp53_decoder29 checkpoints load; only the BiSeNet decoder's ARM, shared with
-``nasseg.fusion.bisenet``, names its attention layers differently).  Width arguments default to the
-official values.
+SFNet/BiSeNet authors' code) layer for layer, with the official submodule names (only the BiSeNet
+decoder's ARM, shared with ``nasseg.fusion.bisenet``, names its attention layers differently), so a decoder's
+tensors keep their official names below ``decoder.``.  What loads: ``nasseg weights import regseg`` imports a
+released ``exp48_decoder26`` checkpoint (body and decoder26) into the ``regseg`` preset; the other decoders
+and ``exp53_decoder29`` have no preset and no importer.  Width arguments default to the official values.
 
 All are ``decoder`` modules: ``(in_channels, num_classes, *, args)`` where ``in_channels`` lists the tap
 widths shallow to deep; ``forward`` takes the taps in that order and returns logits

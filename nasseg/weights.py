@@ -1,0 +1,474 @@
+"""Official checkpoints into nasseg presets: key mappings, checked tensor by tensor.
+
+``import_checkpoint(preset, checkpoint)`` reads a checkpoint written by a paper's official PyTorch code
+and returns ``(state_dict, report)``: a state dict that ``build(preset.genome, report.num_classes)``
+loads with ``load_state_dict(strict=True)``, and what went where.  The class count is read from the
+checkpoint (the official classifier's shape).
+
+How a mapping is derived.  Each preset has a :class:`Plan`: which official module corresponds to each
+module of ours.  For the encoder that is one list of official module names in forward order, zipped with
+our stage blocks (and ESPNet's concatenation BRs) in order; decoder and head modules are listed as pairs.
+Inside a pair of modules, tensors are matched by their names relative to the module when those are
+identical (nasseg's blocks reuse the official submodule names where it can), then, for the rest, the
+official key order against ours among tensors of the same kind (BatchNorm or not), leaf name and shape.
+Every official tensor must land in exactly one place with exactly its shape; every tensor of ours must
+get one.  A plan also lists the official tensors with no place in the preset (an ImageNet classifier,
+training-only heads the preset has no counterpart for), which the report names, and official aliases
+(the same module registered twice, as STDCNet does), which must hold identical values.
+
+What is not in a checkpoint and cannot be exact:
+
+* ``num_batches_tracked`` of BatchNorms the official code builds without it (STDC-Seg's InPlaceABN): set
+  to 0 (it only matters to BatchNorm with ``momentum=None``), and listed;
+* training-only heads of a preset that the official network computes on a different feature (STDC-Seg's
+  auxiliary heads): initialised as ``build`` does under seed 0, and listed.
+
+A checkpoint is loaded with ``torch.load(..., weights_only=True)`` only: a pickle that holds anything but
+tensors and plain containers is refused.  It may be a bare state dict or one wrapped in ``state_dict`` or
+``model``, with or without DataParallel's ``module.`` prefix.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import re
+import warnings
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from nasseg import presets
+from nasseg.build import build
+from nasseg.errors import NassegError
+
+
+class WeightsError(NassegError, ValueError):
+    """A checkpoint that cannot be read, or that does not fit the preset it is imported into."""
+
+
+# ------------------------------------------------------------------------------------------ plans
+@dataclass(frozen=True)
+class Plan:
+    """Where each official tensor of one preset goes (see the module docstring)."""
+
+    source: str  # official repository (commit), file and class with its arguments
+    encoder: tuple[str, ...]  # official module of each of our stage blocks / stage BRs, in forward order
+    pairs: tuple[tuple[str, str], ...]  # (official module, our module) beyond the encoder
+    classes: tuple[str, int]  # official tensor and dimension that give the class count
+    unused: tuple[tuple[str, str], ...] = ()  # (official module, why it has no place in the preset)
+    aliases: tuple[tuple[str, str], ...] = ()  # (regex on official keys, replacement): a second name of a tensor
+    fresh: tuple[tuple[str, str], ...] = ()  # (our module, why the checkpoint cannot give it)
+
+
+def _seq(fmt: str, n: int, start: int = 0) -> tuple[str, ...]:
+    return tuple(fmt.format(k) for k in range(start, start + n))
+
+
+def _regseg() -> Plan:
+    return Plan(
+        source="RolandGao/RegSeg@0f61c66 model.py RegSeg('exp48_decoder26', num_classes)",
+        encoder=("stem", "body.stage4", *_seq("body.stage8.{}", 3), *_seq("body.stage16.{}", 14)),
+        pairs=(("decoder", "decoder"),),
+        classes=("decoder.classifier.weight", 0),
+    )
+
+
+def _erfnet() -> Plan:
+    return Plan(
+        source="Eromera/erfnet_pytorch@d4a46fa train/erfnet.py Net(num_classes)",
+        encoder=("encoder.initial_block", *_seq("encoder.layers.{}", 15)),
+        pairs=(("decoder", "decoder"),),
+        classes=("decoder.output_conv.weight", 1),
+        unused=(("encoder.output_conv", "ERFNet's encoder-only classifier, used only when the encoder is "
+                 "trained alone (predict=True); the full network never runs it"),),
+    )
+
+
+def _lednet() -> Plan:
+    return Plan(
+        source="xiaoyufenfei/LEDNet@5d900d9 train/lednet.py Net(num_classes)",
+        encoder=("encoder.initial_block", *_seq("encoder.layers.{}", 15)),
+        pairs=(("decoder.apn", "decoder"),),
+        classes=("decoder.apn.mid.0.conv.0.weight", 0),
+        unused=(("encoder.output_conv", "LEDNet's encoder-only classifier (only_encode=True); the full network "
+                 "never runs it"),),
+    )
+
+
+def _espnet() -> Plan:
+    return Plan(
+        source="sacmehta/ESPNet@afe71c3 train/Model.py ESPNet(classes, p=2, q=8)",
+        encoder=("encoder.level1", "encoder.b1",
+                 "encoder.level2_0", *_seq("encoder.level2.{}", 2), "encoder.b2",
+                 "encoder.level3_0", *_seq("encoder.level3.{}", 8), "encoder.b3"),
+        pairs=(("encoder.classifier.conv", "decoder.classifier_l3"), ("br", "decoder.bn_l3"),
+               ("up_l3.0", "decoder.up_l3"), ("level3_C.conv", "decoder.proj_l2"),
+               ("combine_l2_l3.0", "decoder.br_l2"), ("combine_l2_l3.1", "decoder.esp_l2"),
+               ("up_l2.0", "decoder.up_l2"), ("up_l2.1", "decoder.br_up_l2"),
+               ("conv", "decoder.fuse_l1"), ("classifier", "decoder.up_l1")),
+        classes=("classifier.weight", 1),
+    )
+
+
+def _fasternet(variant: str, depths: tuple[int, int, int, int]) -> Plan:
+    enc: list[str] = ["patch_embed"]
+    for i, d in enumerate(depths):
+        if i:
+            enc.append(f"stages.{2 * i - 1}")  # PatchMerging
+        enc.extend(_seq(f"stages.{2 * i}.blocks.{{}}", d))
+    return Plan(
+        source=f"JierunChen/FasterNet@e8fba44 models/fasternet.py FasterNet(**cfg/fasternet_{variant}.yaml)",
+        encoder=tuple(enc),
+        pairs=(("avgpool_pre_head.1", "decoder.pre_head.0"), ("head", "decoder.fc")),
+        classes=("head.weight", 0),
+    )
+
+
+def _stdc_seg(backbone: str, repeats: tuple[int, int, int]) -> Plan:
+    n = 2 + sum(repeats)
+    return Plan(
+        source=f"MichaelFan01/STDC-Seg@59ff37f models/model_stages.py BiSeNet('{backbone}', n_classes, "
+               "use_boundary_8=True)",
+        encoder=_seq("cp.backbone.features.{}", n),
+        pairs=(("cp.conv_avg", "decoder.context.conv"),
+               ("cp.arm32", "decoder.fusions.2.arm"),
+               ("cp.arm16", "decoder.fusions.1.arm"), ("cp.conv_head32", "decoder.fusions.1.refine"),
+               ("cp.conv_head16", "decoder.fusions.0.refine"), ("ffm", "decoder.fusions.0.ffm"),
+               ("conv_out", "head"),
+               ("conv_out_sp8", "train_heads.2")),  # the 1/8 detail head, on the same stage-3 feature
+        classes=("conv_out.conv_out.weight", 0),
+        unused=tuple((f"cp.backbone.{m}", f"{backbone}'s ImageNet classifier (use_conv_last=False: STDC-Seg never "
+                      "runs it)") for m in ("conv_last", "fc", "bn", "linear"))
+        + tuple((m, f"training-only auxiliary head on the context path's {where}; the preset's auxiliary heads tap "
+                 "the chain levels, a different feature") for m, where in (("conv_out16", "1/8 conv_head16 output"),
+                                                                             ("conv_out32", "1/16 conv_head32 output")))
+        + tuple((f"conv_out_sp{s}", f"detail head at 1/{s}, not used by the released training (use_boundary_8 only)")
+                for s in (16, 4, 2)),
+        aliases=((r"^cp\.backbone\.x(?:2|4|8|16|32)\.0\.", "cp.backbone.features."),),
+        fresh=(("train_heads.0", "auxiliary head on chain level 1: the official one sees another feature"),
+               ("train_heads.1", "auxiliary head on chain level 2: the official one sees another feature")),
+    )
+
+
+_PLANS = {
+    "regseg": _regseg,
+    "erfnet": _erfnet,
+    "lednet": _lednet,
+    "espnet": _espnet,
+    "fasternet_t0": lambda: _fasternet("t0", (1, 2, 8, 2)),
+    "fasternet_t1": lambda: _fasternet("t1", (1, 2, 8, 2)),
+    "fasternet_t2": lambda: _fasternet("t2", (1, 2, 8, 2)),
+    "stdc1_seg": lambda: _stdc_seg("STDCNet813", (2, 2, 2)),
+    "stdc2_seg": lambda: _stdc_seg("STDCNet1446", (4, 5, 3)),
+}
+
+
+def names() -> list[str]:
+    """Presets whose official PyTorch checkpoints import (PP-LiteSeg's are Paddle's; DWRSeg has no code)."""
+    return sorted(_PLANS)
+
+
+def plan(preset: str) -> Plan:
+    presets.get(preset)  # an unknown name: the presets' own message with close matches
+    if preset not in _PLANS:
+        raise WeightsError(f"preset {preset!r} has no official PyTorch checkpoint to import; presets that do: "
+                           + ", ".join(names()))
+    return _PLANS[preset]()
+
+
+# ------------------------------------------------------------------------------------------ report
+Shape = tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class ImportReport:
+    """What :func:`import_checkpoint` did, tensor by tensor."""
+
+    preset: str
+    num_classes: int
+    source: str
+    loaded: tuple[tuple[str, str], ...]  # (official key, our key), in our state-dict order
+    unused: tuple[tuple[str, Shape, str], ...]  # (official key, shape, why it has no place)
+    aliases: tuple[tuple[str, str], ...]  # (official key, the official key it duplicates)
+    fresh: tuple[tuple[str, str], ...]  # (our key, why): initialised here, not from the checkpoint
+    zeroed: tuple[str, ...]  # our num_batches_tracked keys the checkpoint lacks, set to 0
+    cast: tuple[tuple[str, str], ...]  # (our key, the checkpoint's dtype) converted to ours
+
+    def lines(self) -> list[str]:
+        out = [f"{self.preset}: {len(self.loaded)} tensors loaded from the checkpoint of {self.source}; "
+               f"{self.num_classes} classes"]
+        if self.aliases:
+            out.append(f"  {len(self.aliases)} tensors are second names of loaded ones (identical values), "
+                       f"e.g. {self.aliases[0][0]} = {self.aliases[0][1]}")
+        if self.zeroed:
+            out.append(f"  {len(self.zeroed)} BatchNorm num_batches_tracked counters absent from the checkpoint "
+                       "(set to 0; inference does not read them)")
+        for key, dtype in self.cast:
+            out.append(f"  cast to float32: {key} (was {dtype})")
+        if self.fresh:
+            why: dict[str, list[str]] = {}
+            for key, reason in self.fresh:
+                why.setdefault(reason, []).append(key)
+            for reason, keys in why.items():
+                out.append(f"  initialised here, not from the checkpoint ({len(keys)} tensors, training only): "
+                           f"{_common_prefix(keys)}* - {reason}")
+        if self.unused:
+            out.append(f"  unused: {len(self.unused)} official tensors have no place in the preset:")
+            by_reason: dict[str, list[str]] = {}
+            for key, shape, reason in self.unused:
+                by_reason.setdefault(reason, []).append(f"{key} {list(shape)}")
+            for reason, keys in by_reason.items():
+                out.append(f"    {reason}:")
+                out.extend(f"      {k}" for k in keys)
+        else:
+            out.append("  unused: none (every official tensor was loaded)")
+        return out
+
+
+def _common_prefix(keys: list[str]) -> str:
+    parts = [k.split(".") for k in keys]
+    common = []
+    for group in zip(*parts):
+        if len(set(group)) != 1:
+            break
+        common.append(group[0])
+    return ".".join(common) + "." if common else ""
+
+
+# ------------------------------------------------------------------------------------------ reading
+def _fmt_shape(t: torch.Tensor | Shape) -> str:
+    return str(list(t.shape if isinstance(t, torch.Tensor) else t))
+
+
+def load_checkpoint(source: str | os.PathLike | Mapping[str, Any]) -> tuple[dict[str, torch.Tensor], str]:
+    """The state dict of a checkpoint file (or mapping), unwrapped; and a name for messages.
+
+    Loads with ``weights_only=True``; unwraps ``state_dict`` / ``model`` and DataParallel's ``module.``.
+    """
+    if not isinstance(source, (str, os.PathLike)):  # already loaded
+        return _unwrap(source, "the checkpoint"), "the checkpoint"
+    path = Path(source)
+    name = str(path)
+    if not path.is_file():
+        raise WeightsError(f"{name}: cannot read the checkpoint (no such file)" if not path.exists()
+                           else f"{name}: cannot read the checkpoint (not a file)")
+    if path.stat().st_size == 0:
+        raise WeightsError(f"{name}: the checkpoint is empty (0 bytes)")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torch warns about pickle protocols on stderr; the CLI speaks once
+            obj = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        text = str(e)
+        with open(path, "rb") as f:
+            head = f.read(4)
+        if not (head.startswith(b"\x80") or head.startswith(b"PK\x03\x04")):  # neither a pickle nor torch's zip
+            raise WeightsError(f"{name}: not a PyTorch checkpoint (neither a torch.save zip archive nor a pickle)") \
+                from None
+        if "Weights only load failed" in text:
+            found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", text)
+            what = f" (it holds a {found.group(1)})" if found else ""
+            raise WeightsError(f"{name}: not a checkpoint of tensors: torch.load(weights_only=True) refuses it"
+                               f"{what}; nasseg loads only tensors and plain containers") from None
+        raise WeightsError(f"{name}: not a PyTorch checkpoint ({text.splitlines()[0] if text else 'unreadable'})") \
+            from None
+    except (EOFError, RuntimeError) as e:
+        first = str(e).splitlines()[0] if str(e) else type(e).__name__
+        if isinstance(e, EOFError) or "PytorchStreamReader" in first or "central directory" in first:
+            raise WeightsError(f"{name}: the checkpoint is truncated or corrupt ({first.split('. ')[0]})") from None
+        raise WeightsError(f"{name}: not a PyTorch checkpoint ({first})") from None
+    except OSError as e:
+        raise WeightsError(f"{name}: cannot read the checkpoint ({e.strerror or e})") from None
+    except Exception as e:  # noqa: BLE001 - any other unpickling failure of a file that is not a checkpoint
+        first = str(e).splitlines()[0] if str(e) else ""
+        raise WeightsError(f"{name}: not a PyTorch checkpoint (unpickling failed: {type(e).__name__}"
+                           f"{' ' + first if first else ''})") from None
+    return _unwrap(obj, name), name
+
+
+def _unwrap(obj: Any, name: str) -> dict[str, torch.Tensor]:
+    if isinstance(obj, Mapping):
+        for key in ("state_dict", "model"):
+            if isinstance(obj.get(key), Mapping) and not isinstance(obj.get(key), torch.Tensor):
+                obj = obj[key]
+                break
+    if not isinstance(obj, Mapping) or not obj:
+        what = "an empty mapping" if isinstance(obj, Mapping) else f"a {type(obj).__name__}"
+        raise WeightsError(f"{name}: not a checkpoint: it holds {what}, not a state dict of tensors")
+    out: dict[str, torch.Tensor] = {}
+    for k, v in obj.items():
+        if not isinstance(k, str) or not isinstance(v, torch.Tensor):
+            raise WeightsError(f"{name}: not a state dict: entry {k!r} holds a {type(v).__name__}, not a tensor")
+        out[k] = v
+    if all(k.startswith("module.") for k in out):
+        out = {k[len("module."):]: v for k, v in out.items()}
+    return out
+
+
+# ------------------------------------------------------------------------------------------ matching
+def _under(key: str, prefix: str) -> bool:
+    return key == prefix or key.startswith(prefix + ".")
+
+
+def _suffix(key: str, prefix: str) -> str:
+    return key[len(prefix) + 1:] if prefix else key
+
+
+def _kind(key: str, keys: set[str] | dict[str, Any]) -> str:
+    """'bn' for a BatchNorm's tensors (its module has running statistics), else 'other'."""
+    module = key.rsplit(".", 1)[0] if "." in key else ""
+    return "bn" if f"{module}.running_mean" in keys or f"{module}.running_var" in keys else "other"
+
+
+@dataclass
+class _Misfit:
+    order: int  # position in the checkpoint (official) or len(checkpoint) + our position (ours)
+    message: str
+
+
+def _our_modules(net: torch.nn.Module) -> list[str]:
+    """Our stage blocks and stage BRs in forward order: the modules ``Plan.encoder`` names officially."""
+    out = []
+    for i, stage in enumerate(net.stages):
+        out.extend(f"stages.{i}.blocks.{j}" for j in range(len(stage.blocks)))
+        if not isinstance(stage.merge, torch.nn.Identity):
+            out.append(f"stages.{i}.merge")
+    return out
+
+
+def import_checkpoint(preset: str, checkpoint: str | os.PathLike | Mapping[str, Any]
+                      ) -> tuple[dict[str, torch.Tensor], ImportReport]:
+    """An official checkpoint as a state dict of ``build(preset genome, report.num_classes)``.
+
+    ``checkpoint`` is a path or an already loaded mapping.  Raises :class:`WeightsError` with one line for a
+    file that is not a readable checkpoint and for a checkpoint of another network (naming the first official
+    key, with its shape, that does not fit).
+    """
+    p = plan(preset)
+    pr = presets.get(preset)
+    ck, name = load_checkpoint(checkpoint)
+    order = {k: i for i, k in enumerate(ck)}
+
+    key, dim = p.classes
+    cls = ck.get(key)
+    num_classes = int(cls.shape[dim]) if isinstance(cls, torch.Tensor) and cls.dim() > dim else pr.num_classes
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        try:
+            net = build(pr.genome, num_classes)
+        except NassegError as e:
+            raise WeightsError(f"{name}: {key} {_fmt_shape(cls)} gives {num_classes} classes, which preset "
+                               f"{preset} cannot be built with: {e}") from None
+    ours = net.state_dict()
+
+    mine = _our_modules(net)
+    if len(mine) != len(p.encoder):  # a plan that does not describe its preset: a bug, not the user's input
+        raise AssertionError(f"plan {preset}: {len(p.encoder)} official encoder modules for {len(mine)} of ours")
+    pairs = list(zip(p.encoder, mine)) + list(p.pairs)
+
+    misfits: list[_Misfit] = []
+    source_of: dict[str, str] = {}  # our key -> official key
+    aliases: list[tuple[str, str]] = []
+    unused: list[tuple[str, Shape, str]] = []
+
+    # every official key is a second name of another, unused, or inside exactly one paired module
+    for k, v in ck.items():
+        canonical = k
+        for pattern, repl in p.aliases:
+            canonical = re.sub(pattern, repl, canonical)
+        if canonical != k:
+            if canonical not in ck or ck[canonical].shape != v.shape or not torch.equal(ck[canonical], v):
+                misfits.append(_Misfit(order[k], f"{k} {_fmt_shape(v)} should be a second name of {canonical}, "
+                                                 "which the checkpoint lacks or holds with other values"))
+            aliases.append((k, canonical))
+            continue
+        why = next((r for m, r in p.unused if _under(k, m)), None)
+        if why is not None:
+            unused.append((k, tuple(v.shape), why))
+        elif not any(_under(k, off) for off, _ in pairs):
+            misfits.append(_Misfit(order[k], f"{k} {_fmt_shape(v)} has no place in preset {preset} (the official "
+                                             "network has no module of that name)"))
+    skip = {k for k, _ in aliases} | {k for k, _, _ in unused}
+
+    for off, mod in pairs:
+        mine_k = [k for k in ours if _under(k, mod)]
+        if not mine_k:  # a plan pair naming a module we do not have: a bug in the plan, not the user's input
+            raise AssertionError(f"plan {preset}: our module {mod!r} holds no tensors")
+        _match(off, mod, [k for k in ck if _under(k, off) and k not in skip], mine_k, ck, ours, source_of,
+               misfits, order)
+
+    zeroed: list[str] = []
+    fresh: list[tuple[str, str]] = []
+    for i, k in enumerate(ours):
+        if k in source_of:
+            continue
+        module = next((m for m in dict(p.fresh) if _under(k, m)), None)
+        if module is not None:
+            fresh.append((k, dict(p.fresh)[module]))
+            continue
+        off = next((o for o, m in pairs if _under(k, m)), None)
+        if k.endswith(".num_batches_tracked") and off is not None \
+                and not any(t.endswith(".num_batches_tracked") for t in ck if _under(t, off)):
+            zeroed.append(k)  # the official module's BatchNorms keep no counter (InPlaceABN)
+            continue
+        misfits.append(_Misfit(len(ck) + i, f"the checkpoint has nothing for {k} {_fmt_shape(ours[k])}"
+                                            + (f" (looked under official {off}.*)" if off else "")))
+    if misfits:
+        first = min(misfits, key=lambda m: m.order)
+        raise WeightsError(f"{name} does not fit preset {preset} ({p.source.split(' ')[0]}): {first.message}")
+
+    state: dict[str, torch.Tensor] = {}
+    cast: list[tuple[str, str]] = []
+    for k, t in ours.items():
+        if k not in source_of:  # initialised here, or a zeroed counter
+            state[k] = t.detach().clone() if k not in zeroed else torch.zeros_like(t)
+            continue
+        v = ck[source_of[k]]
+        if v.dtype != t.dtype:
+            if v.is_floating_point() and t.is_floating_point():
+                cast.append((k, str(v.dtype).removeprefix("torch.")))
+            elif v.is_floating_point() or t.is_floating_point():
+                raise WeightsError(f"{name}: {source_of[k]} holds {v.dtype}, {k} needs {t.dtype}")
+            v = v.to(t.dtype)
+        state[k] = v.detach().clone().contiguous()
+    net.load_state_dict(state, strict=True)  # the contract, checked: exactly our keys and shapes
+    report = ImportReport(
+        preset=preset, num_classes=num_classes, source=p.source,
+        loaded=tuple((source_of[k], k) for k in ours if k in source_of),
+        unused=tuple(unused), aliases=tuple(aliases), fresh=tuple(fresh), zeroed=tuple(zeroed), cast=tuple(cast),
+    )
+    return state, report
+
+
+def _match(off: str, mod: str, theirs: list[str], mine: list[str], ck: Mapping[str, torch.Tensor],
+           ours: Mapping[str, torch.Tensor], source_of: dict[str, str], misfits: list[_Misfit],
+           order: Mapping[str, int]) -> None:
+    """Pair the tensors of one official module with those of ours (see the module docstring)."""
+    left_t = {_suffix(k, off): k for k in theirs}
+    left_m = {_suffix(k, mod): k for k in mine}
+    # 1. identical relative names and shapes
+    for s in list(left_m):
+        if s in left_t and ck[left_t[s]].shape == ours[left_m[s]].shape:
+            source_of[left_m.pop(s)] = left_t.pop(s)
+
+    # 2. the rest in order, among tensors of the same kind, leaf name and shape
+    def group(keys: dict[str, str], sd: Mapping[str, torch.Tensor]) -> dict[tuple, list[str]]:
+        out: dict[tuple, list[str]] = {}
+        for k in keys.values():
+            out.setdefault((_kind(k, sd), k.rsplit(".", 1)[-1], tuple(sd[k].shape)), []).append(k)
+        return out
+
+    gt, gm = group(left_t, ck), group(left_m, ours)
+    for g, ks in gt.items():
+        mk = gm.get(g, [])
+        for a, b in zip(ks, mk):
+            source_of[b] = a
+        for a in ks[len(mk):]:
+            free = ", ".join(f"{_suffix(k, mod)} {_fmt_shape(ours[k])}" for k in left_m.values()
+                             if k not in source_of and k.rsplit(".", 1)[-1] == a.rsplit(".", 1)[-1])
+            misfits.append(_Misfit(order[a], f"{a} {_fmt_shape(ck[a])} does not fit {mod}"
+                                             + (f" (free there: {free})" if free else "")))

@@ -1,0 +1,270 @@
+"""Official checkpoints import exactly (nasseg.weights, nasseg weights import).
+
+The fixtures (tests/fixtures/weights, made as tests/fixtures/README.md says) hold each official network's
+key list and, for six of them, an input and the official network's output with the weights that
+``tests.synthetic_weights`` rebuilds from that key list.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from nasseg import genome as G
+from nasseg import presets, weights
+from nasseg.build import build
+from nasseg.cli import main
+from nasseg.weights import WeightsError, import_checkpoint
+from tests.synthetic_weights import FIXTURES, load_spec, synthetic_checkpoint
+
+NUMERIC = ["regseg", "erfnet", "lednet", "espnet", "fasternet_t0", "stdc1_seg"]
+TOL = 1e-5
+
+
+def _network(name: str, state: dict, num_classes: int) -> torch.nn.Module:
+    net = build(presets.get(name).genome, num_classes).eval()
+    net.load_state_dict(state, strict=True)
+    return net
+
+
+# -------------------------------------------------------------------------------- the mappings
+def test_every_preset_with_official_pytorch_code_has_a_plan_and_a_key_fixture():
+    assert weights.names() == sorted(["regseg", "erfnet", "lednet", "espnet", "fasternet_t0", "fasternet_t1",
+                                      "fasternet_t2", "stdc1_seg", "stdc2_seg"])
+    for name in weights.names():
+        assert (FIXTURES / f"{name}.json").exists(), name
+
+
+@pytest.mark.parametrize("name", weights.names())
+def test_every_official_tensor_lands_in_one_place(name):
+    spec = load_spec(name)
+    ck = synthetic_checkpoint(spec)
+    state, rep = import_checkpoint(name, ck)
+    loaded = [o for o, _ in rep.loaded]
+    assert len(loaded) == len(set(loaded))  # no official tensor used twice
+    accounted = set(loaded) | {k for k, _ in rep.aliases} | {k for k, _, _ in rep.unused}
+    assert accounted == set(ck) and len(loaded) + len(rep.aliases) + len(rep.unused) == len(ck)
+    for official, ours in rep.loaded:  # values moved untouched
+        assert torch.equal(state[ours], ck[official]), (official, ours)
+    net = build(presets.get(name).genome, rep.num_classes)
+    assert list(state) == list(net.state_dict())
+    fresh = {k for k, _ in rep.fresh}
+    assert all(k.startswith("train_heads.") for k in fresh)  # only training-only heads may be initialised here
+    assert set(state) == {k for _, k in rep.loaded} | fresh | set(rep.zeroed)
+
+
+@pytest.mark.parametrize("name", NUMERIC)
+def test_imported_preset_reproduces_the_official_output(name):
+    f = torch.load(FIXTURES / f"{name}.pt", weights_only=True)
+    state, rep = import_checkpoint(name, synthetic_checkpoint(load_spec(name)))
+    with torch.no_grad():
+        y = _network(name, state, rep.num_classes)(f["input"])
+    assert y.shape == f["output"].shape
+    assert (y - f["output"]).abs().max().item() <= TOL
+    assert f["output"].std() > 0.1  # the comparison is not between two near-zero maps
+
+
+def test_espnet_in_the_old_level3_order_does_not_match_the_official_output():
+    """The old ESPNet genome (level 3 concatenated last-first) is a permutation of the official network."""
+    f = torch.load(FIXTURES / "espnet.pt", weights_only=True)
+    state, rep = import_checkpoint("espnet", synthetic_checkpoint(load_spec("espnet")))
+    old = G.parse("v1|conv1x16s2(act=prelu,bn_eps=0.001)!inject/esp3x64s2!inject!cat/esp9x128s2!cat|"
+                  "espnet_decoder@0,1,2|-")
+    net = build(old, rep.num_classes).eval()
+    net.load_state_dict(state, strict=True)
+    with torch.no_grad():
+        assert (net(f["input"]) - f["output"]).abs().max().item() > 100 * TOL
+
+
+def test_class_count_comes_from_the_checkpoint():
+    state, rep = import_checkpoint("regseg", synthetic_checkpoint(load_spec("regseg")))
+    assert rep.num_classes == 19 and state["decoder.classifier.weight"].shape[0] == 19
+    _, rep = import_checkpoint("espnet", synthetic_checkpoint(load_spec("espnet")))
+    assert rep.num_classes == 20
+
+
+def test_stdc_report_names_what_has_no_place_and_what_is_initialised_here():
+    _, rep = import_checkpoint("stdc1_seg", synthetic_checkpoint(load_spec("stdc1_seg")))
+    unused = {k.rsplit(".", 2)[0] if "backbone" in k else k.split(".")[0] for k, _, _ in rep.unused}
+    assert {"cp.backbone.conv_last", "cp.backbone", "conv_out16", "conv_out32", "conv_out_sp16", "conv_out_sp4",
+            "conv_out_sp2"} <= unused
+    assert {k for k, _, _ in rep.unused if k.startswith("cp.backbone.") and "conv_last" not in k} == {
+        "cp.backbone.fc.weight", "cp.backbone.linear.weight", *(f"cp.backbone.bn.{t}" for t in (
+            "weight", "bias", "running_mean", "running_var", "num_batches_tracked"))}
+    assert len(rep.aliases) == 174 and all(".x" in a and ".features." in b for a, b in rep.aliases)
+    assert {k.split(".")[1] for k, _ in rep.fresh} == {"0", "1"}  # the two aux heads, not the detail head
+    assert ("conv_out_sp8.conv_out.weight", "train_heads.2.conv_out.weight") in rep.loaded
+    assert rep.zeroed and all(k.endswith("num_batches_tracked") for k in rep.zeroed)  # InPlaceABN keeps none
+    text = "\n".join(rep.lines())
+    assert "cp.backbone.linear.weight [1000, 1024]" in text and "ImageNet classifier" in text
+    assert "initialised here" in text
+
+
+def test_erfnet_and_lednet_list_their_encoder_only_classifier():
+    for name in ("erfnet", "lednet"):
+        _, rep = import_checkpoint(name, synthetic_checkpoint(load_spec(name)))
+        assert [k for k, _, _ in rep.unused] == ["encoder.output_conv.weight", "encoder.output_conv.bias"]
+
+
+# ------------------------------------------------------------------------------ checkpoint forms
+def test_wrapped_and_prefixed_checkpoints_import_the_same():
+    ck = synthetic_checkpoint(load_spec("espnet"))
+    plain, _ = import_checkpoint("espnet", ck)
+    prefixed = {f"module.{k}": v for k, v in ck.items()}
+    for wrapped in ({"state_dict": ck}, {"model": ck, "epoch": 3}, prefixed, {"state_dict": prefixed}):
+        state, _ = import_checkpoint("espnet", wrapped)
+        assert state.keys() == plain.keys() and all(torch.equal(state[k], plain[k]) for k in plain)
+
+
+def test_half_precision_checkpoint_is_cast_and_said():
+    ck = {k: v.half() if v.is_floating_point() else v for k, v in synthetic_checkpoint(load_spec("espnet")).items()}
+    state, rep = import_checkpoint("espnet", ck)
+    assert all(v.dtype == torch.float32 for v in state.values() if v.is_floating_point())
+    assert rep.cast and "cast to float32" in "\n".join(rep.lines())
+
+
+def test_missing_batchnorm_counters_are_zeroed():
+    ck = {k: v for k, v in synthetic_checkpoint(load_spec("espnet")).items() if "num_batches_tracked" not in k}
+    state, rep = import_checkpoint("espnet", ck)  # as in the released ESPNet checkpoints (PyTorch 0.3)
+    assert len(rep.zeroed) == 21 and all(int(state[k]) == 0 for k in rep.zeroed)
+
+
+# ---------------------------------------------------------------------------------- bad input
+def test_checkpoint_of_another_network_names_the_first_key_that_does_not_fit():
+    with pytest.raises(WeightsError) as e:
+        import_checkpoint("lednet", synthetic_checkpoint(load_spec("erfnet")))
+    msg = str(e.value)
+    assert "does not fit preset lednet" in msg and "encoder.initial_block.conv.weight [13, 3, 3, 3]" in msg
+    with pytest.raises(WeightsError, match=r"stem\.conv\.weight \[32, 3, 3, 3\] has no place in preset espnet"):
+        import_checkpoint("espnet", synthetic_checkpoint(load_spec("regseg")))
+    with pytest.raises(WeightsError, match=r"patch_embed\.proj\.weight \[64, 3, 4, 4\] does not fit"):
+        import_checkpoint("fasternet_t0", synthetic_checkpoint(load_spec("fasternet_t1")))
+
+
+def test_checkpoint_missing_a_block_names_what_is_missing():
+    ck = {k: v for k, v in synthetic_checkpoint(load_spec("regseg")).items() if not k.startswith("body.stage16.5.")}
+    with pytest.raises(WeightsError, match=r"nothing for stages\.3\.blocks\.5\.conv1\.weight \[256, 256, 1, 1\] "
+                                           r"\(looked under official body\.stage16\.5\.\*\)"):
+        import_checkpoint("regseg", ck)
+
+
+def test_preset_without_official_pytorch_code_is_refused():
+    with pytest.raises(WeightsError, match="dwrseg.*no official PyTorch checkpoint.*espnet"):
+        import_checkpoint("dwrseg", {"a": torch.zeros(1)})
+
+
+@pytest.mark.parametrize("bad,needle", [
+    ({}, "empty mapping"),
+    ({"state_dict": {"a": torch.zeros(1), "b": "text"}}, "entry 'b' holds a str"),
+    ([torch.zeros(1)], "holds a list"),
+])
+def test_mappings_that_are_not_state_dicts(bad, needle):
+    with pytest.raises(WeightsError, match=needle):
+        import_checkpoint("espnet", bad)
+
+
+class _NotATensor:
+    pass
+
+
+def _bad_files(tmp: os.PathLike) -> dict[str, tuple[str, list[str]]]:
+    """case -> (path, needles of the one-line message)"""
+    good = os.path.join(tmp, "good.pt")
+    torch.save(synthetic_checkpoint(load_spec("espnet")), good)
+    data = open(good, "rb").read()
+    truncated = os.path.join(tmp, "truncated.pt")
+    with open(truncated, "wb") as f:
+        f.write(data[: len(data) // 2])
+    objects = os.path.join(tmp, "objects.pt")
+    with open(objects, "wb") as f:
+        pickle.dump({"net": _NotATensor()}, f, protocol=2)
+    module = os.path.join(tmp, "module.pt")
+    torch.save(torch.nn.Linear(2, 2), module)
+    text = os.path.join(tmp, "text.pt")
+    with open(text, "w") as f:
+        f.write("not a checkpoint\n")
+    return {
+        "truncated file": (truncated, ["truncated.pt", "truncated or corrupt"]),
+        "pickle of objects": (objects, ["objects.pt", "not a checkpoint of tensors", "weights_only=True"]),
+        "pickled module": (module, ["module.pt", "torch.nn.modules.linear.Linear"]),
+        "text file": (text, ["text.pt", "not a PyTorch checkpoint"]),
+        "missing file": (os.path.join(tmp, "missing.pt"), ["missing.pt", "no such file"]),
+        "another network": (good, ["does not fit preset regseg", "encoder.level1.conv.weight [16, 3, 3, 3]"]),
+    }
+
+
+def _one_line(stderr: str, needles: list[str]) -> None:
+    assert "Traceback" not in stderr and "Warning" not in stderr, stderr
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("nasseg: error: "), stderr
+    for n in needles:
+        assert n in lines[0], (n, lines[0])
+
+
+CASES = ["truncated file", "pickle of objects", "pickled module", "text file", "missing file", "another network"]
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_bad_checkpoint_is_one_line_and_exit_2(tmp_path, capsys, case):
+    path, needles = _bad_files(tmp_path)[case]
+    out = tmp_path / "out.pt"
+    assert main(["weights", "import", "regseg", path, "--out", str(out)]) == 2
+    _one_line(capsys.readouterr().err, needles)
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("case", ["truncated file", "pickle of objects", "another network"])
+def test_bad_checkpoint_as_a_subprocess(tmp_path, case):
+    path, needles = _bad_files(tmp_path)[case]
+    res = subprocess.run([sys.executable, "-m", "nasseg", "weights", "import", "regseg", path, "--out",
+                          str(tmp_path / "out.pt")], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 2 and res.stdout == ""
+    _one_line(res.stderr, needles)
+
+
+# ---------------------------------------------------------------------------------------- CLI
+def test_cli_writes_a_state_dict_that_loads_strict_with_weights_only(tmp_path, capsys):
+    ckpt = tmp_path / "espnet_official.pth"
+    torch.save({"state_dict": {f"module.{k}": v for k, v in synthetic_checkpoint(load_spec("espnet")).items()}},
+               ckpt)
+    out = tmp_path / "espnet_nasseg.pt"
+    assert main(["weights", "import", "espnet", str(ckpt), "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "espnet: 210 tensors loaded" in text and "20 classes" in text and f"wrote {out}" in text
+    f = torch.load(FIXTURES / "espnet.pt", weights_only=True)
+    net = _network("espnet", torch.load(out, weights_only=True), 20)
+    with torch.no_grad():
+        assert (net(f["input"]) - f["output"]).abs().max().item() <= TOL
+    assert not list(tmp_path.glob("*.tmp"))
+
+
+def test_cli_lists_unused_tensors(tmp_path, capsys):
+    ckpt = tmp_path / "erfnet.pth"
+    torch.save(synthetic_checkpoint(load_spec("erfnet")), ckpt)
+    assert main(["weights", "import", "erfnet", str(ckpt), "--out", str(tmp_path / "o.pt")]) == 0
+    text = capsys.readouterr().out
+    assert "unused: 2 official tensors" in text and "encoder.output_conv.weight [20, 128, 1, 1]" in text
+
+
+def test_cli_help_names_every_preset_that_imports():
+    from nasseg.cli.common import Parser
+    from nasseg.cli.weights import add_arguments
+
+    p = Parser(prog="nasseg weights")
+    add_arguments(p)
+    text = " ".join(p.format_help().split()).replace("fasternet_t0/t1/t2", "fasternet_t0 fasternet_t1 fasternet_t2")
+    assert all(n in text for n in weights.names())
+
+
+def test_cli_refuses_an_unknown_preset_and_a_missing_out_folder(tmp_path, capsys):
+    ckpt = tmp_path / "x.pth"
+    torch.save({"a": torch.zeros(1)}, ckpt)
+    assert main(["weights", "import", "regsg", str(ckpt), "--out", str(tmp_path / "o.pt")]) == 2
+    _one_line(capsys.readouterr().err, ["unknown preset 'regsg'", "did you mean regseg"])
+    assert main(["weights", "import", "regseg", str(ckpt), "--out", str(tmp_path / "no" / "o.pt")]) == 2
+    _one_line(capsys.readouterr().err, ["--out", "does not exist"])
