@@ -813,6 +813,7 @@ def proxy_train(
     callback: Callable[[int, Metrics], bool] | None = None,
     progress: bool = False,
     weights_path: str | Path | None = None,
+    init: Mapping[str, Any] | None = None,
 ) -> Metrics:
     """Open ``dataset`` (a spec for ``nasseg.data.open_dataset``; "synthetic" by default), build
     ``genome`` for its classes after seeding torch with ``seed``, and train it (:func:`train_model`).
@@ -821,12 +822,19 @@ def proxy_train(
 
     A synthetic dataset is rendered at ``recipe.resolution`` with ``recipe.train_length`` /
     ``recipe.val_length`` items; its training scenes depend on ``seed``, its validation scenes never.
+    ``init`` (``{"path", "stages"}``) warm-starts those stages from a state dict file with nasseg's key names
+    (``nasseg search --init``), after the seeded build, before the first step.
     """
     from nasseg.build import build  # only proxy_train builds; train_model works on any module
 
     train_ds, val_ds = _open_splits(dataset, recipe, seed)
     torch.manual_seed(seed)
     model = build(genome, int(train_ds.num_classes))
+    if init:  # warm start: {"path": our-key state dict file, "stages": [i, ...]} (nasseg.weights)
+        from nasseg.weights import apply_warm_start, stage_tensors
+
+        state = torch.load(init["path"], map_location="cpu", weights_only=True)
+        apply_warm_start(model, stage_tensors(state, tuple(init["stages"])))
     metrics = train_model(model, recipe, train_ds, val_ds, seed, device, callback, progress=progress)
     if weights_path is not None:
         path = Path(weights_path)

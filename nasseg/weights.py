@@ -472,3 +472,47 @@ def _match(off: str, mod: str, theirs: list[str], mine: list[str], ck: Mapping[s
                              if k not in source_of and k.rsplit(".", 1)[-1] == a.rsplit(".", 1)[-1])
             misfits.append(_Misfit(order[a], f"{a} {_fmt_shape(ck[a])} does not fit {mod}"
                                              + (f" (free there: {free})" if free else "")))
+
+
+# ------------------------------------------------------------------------------------------ warm start
+def preset_state(preset: str, checkpoint: str | os.PathLike | Mapping[str, Any]) -> tuple[dict[str, torch.Tensor], str]:
+    """The preset's state dict from ``checkpoint``: either what ``nasseg weights import`` wrote (our key names,
+    which ``build(preset genome)`` loads as is) or the official checkpoint itself (imported here).  Returns the
+    state dict and a one-line description of what was read."""
+    state, name = load_checkpoint(checkpoint)
+    p = presets.get(preset)
+    ours = build(p.genome, p.num_classes).state_dict()
+    stage_keys = [k for k in ours if k.startswith("stages.")]
+    if stage_keys and all(k in state and tuple(state[k].shape) == tuple(ours[k].shape) for k in stage_keys):
+        return dict(state), f"{name} (nasseg weights of {preset})"
+    imported, report = import_checkpoint(preset, state)
+    return imported, f"{name} (official {preset} checkpoint, imported: {len(report.loaded)} tensors)"
+
+
+def shared_stages(genome: Any, preset_genome: Any) -> tuple[int, ...]:
+    """Indices of the leading stages of ``genome`` that are structurally identical to ``preset_genome``'s (same
+    block, depth, width, stride, arguments, per-block arguments and downsampling; the stages before them too,
+    so their input channels agree): the stages a warm start can fill."""
+    n = 0
+    while n < min(len(genome.stages), len(preset_genome.stages)) and genome.stages[n] == preset_genome.stages[n]:
+        n += 1
+    return tuple(range(n))
+
+
+def stage_tensors(state: Mapping[str, torch.Tensor], stages: tuple[int, ...]) -> dict[str, torch.Tensor]:
+    """The tensors of ``state`` that belong to ``stages`` (``stages.<i>.`` keys)."""
+    prefixes = tuple(f"stages.{i}." for i in stages)
+    return {k: v for k, v in state.items() if k.startswith(prefixes)}
+
+
+def apply_warm_start(model: torch.nn.Module, tensors: Mapping[str, torch.Tensor]) -> list[str]:
+    """Copy ``tensors`` (a subset of the model's own state dict keys, e.g. :func:`stage_tensors`) into ``model``;
+    every key must exist with the same shape (WeightsError otherwise).  Returns the keys copied."""
+    own = model.state_dict()
+    for k, v in tensors.items():
+        if k not in own or tuple(own[k].shape) != tuple(v.shape):
+            have = "missing" if k not in own else f"shape {list(own[k].shape)}"
+            raise WeightsError(f"warm start: {k} {list(v.shape)} does not fit this network ({have})")
+    missing = model.load_state_dict(dict(tensors), strict=False).missing_keys
+    del missing  # the rest of the network stays as built
+    return sorted(tensors)

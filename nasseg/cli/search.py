@@ -57,6 +57,8 @@ def add_arguments(p: Any) -> None:
     p.add_argument("--prefilter", default=None, metavar="NAME:FRACTION", help="train only the candidates a "
                    "zero-cost proxy ranks in its top FRACTION (e.g. synflow:0.5); needs that proxy's rank agreement "
                    "stored by nasseg fidelity for this space, dataset and recipe")
+    p.add_argument("--init", default=None, metavar="PRESET:CHECKPOINT", help="warm-start the leading stages a "
+                   "candidate shares with PRESET from CHECKPOINT (official, or written by nasseg weights import)")
     p.add_argument("--fidelity-storage", default=None, help="where the fidelity study of this space is (default: "
                    "--storage)")
     p.add_argument("--verbose", action="store_true", help="show Ray's own console output and start its dashboard")
@@ -95,7 +97,8 @@ def config_from_args(a: Any) -> SearchConfig:
                         ray_address=a.ray_address, cpus_per_trial=a.cpus_per_trial, gpus_per_trial=a.gpus_per_trial,
                         concurrency=a.concurrency, asha=a.asha, progress=not a.no_progress, artifacts=a.artifacts,
                         screen=None if a.no_screen else ScreenSpec(margin=a.screen_margin), verbose=a.verbose,
-                        fidelity_storage=a.fidelity_storage, prefilter=parse_spec(a.prefilter) if a.prefilter else None)
+                        fidelity_storage=a.fidelity_storage, prefilter=parse_spec(a.prefilter) if a.prefilter else None,
+                        init=a.init)
 
 
 def banner(cfg: SearchConfig) -> str:

@@ -76,6 +76,7 @@ class SearchConfig:
     verbose: bool = False  # Ray's own console output (its experiment box, TensorBoard hint) and dashboard
     fidelity_storage: str | None = None  # where to look for a fidelity study (default: the search's storage)
     prefilter: tuple[str, float] | None = None  # (zero-cost proxy, fraction kept): see nasseg.search.prefilter
+    init: str | None = None  # "PRESET:CHECKPOINT": warm-start the stages a candidate shares with the preset
 
     def artifacts_dir(self) -> Path:
         """Per-study folder for trained weights; on a multi-node cluster it must be a shared path."""
@@ -106,6 +107,8 @@ class SearchConfig:
             raise ConfigError(f"--concurrency = {self.concurrency} must be >= 1")
         if not self.study or not isinstance(self.study, str):
             raise ConfigError("--study needs a name")
+        if self.init is not None:
+            parse_init(self.init)
         if self.prefilter is not None:
             from nasseg.search.prefilter import check_spec
 
@@ -135,11 +138,37 @@ def study_meta(cfg: SearchConfig, num_classes: int, sampler: str) -> dict[str, A
         "dataset": cfg.dataset, "num_classes": num_classes, "recipe": cfg.recipe.to_dict(),
         "sampler": {"name": sampler, "seed": cfg.seed}, "asha": cfg.asha,
         "prefilter": list(cfg.prefilter) if cfg.prefilter else None,
+        "init": init_key(cfg.init) if cfg.init else None,
         "nasseg_version": __version__,
     }
 
 
-DEFINING = ("space_sha", "mode", "latency_budget_ms", "latency", "dataset", "recipe", "sampler", "asha", "prefilter")
+DEFINING = ("space_sha", "mode", "latency_budget_ms", "latency", "dataset", "recipe", "sampler", "asha", "prefilter",
+            "init")
+
+
+def parse_init(text: str) -> tuple[str, Path]:
+    """``PRESET:CHECKPOINT`` -> (preset name, path); errors name the value and what is valid."""
+    preset, sep, path = str(text).partition(":")
+    if not sep or not preset or not path:
+        raise ConfigError(f"--init {text!r}: expected PRESET:CHECKPOINT, e.g. stdc1_seg:runs/stdc1.pt")
+    from nasseg import weights
+
+    if preset not in weights.names():
+        raise ConfigError(f"--init {text!r}: preset {preset!r} has no importable checkpoint; valid: "
+                          + ", ".join(weights.names()))
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"--init {text!r}: {path} is not a file; valid: a checkpoint file (official, or written by "
+                          "nasseg weights import)")
+    return preset, p
+
+
+def init_key(text: str) -> str:
+    """What identifies a warm start in the study (and keeps a resume honest): the preset and the checkpoint's
+    content hash."""
+    preset, path = parse_init(text)
+    return f"{preset}:{file_sha(str(path))}"
 
 
 def resumed_seed(seed: int, told: int) -> int:

@@ -43,10 +43,11 @@ class Driver:
     """Owns the study: asks, samples, measures, rejects, reuses and tells.  The only DB writer."""
 
     def __init__(self, cfg: SearchConfig, study: Any, space: Any, num_classes: int, log: Callable[[str], None],
-                 fidelity: dict[str, Any] | None = None):
+                 fidelity: dict[str, Any] | None = None, init: dict[str, Any] | None = None):
         self.cfg, self.study, self.space, self.num_classes, self.log = cfg, study, space, num_classes, log
         # the measured rank agreement of this proxy (nasseg.fidelity.rung_tau entry + where), stored on every trial
         self.proxy_fidelity = fidelity
+        self.init = init  # --init: {"preset", "key", "path", "genome"} (nasseg.search.run.prepare_init)
         self.recipe_json = cfg.recipe.to_json()
         self.inflight: dict[int, Job] = {}
         self.counts = {"trained": 0, "reused": 0, "rejected": 0, "stopped": 0, "failed": 0, "prefiltered": 0}
@@ -282,8 +283,16 @@ class Driver:
         device = "cuda" if self.cfg.gpus_per_trial > 0 else "cpu"
         threads = max(1, int(self.cfg.cpus_per_trial))
         weights = str((self.cfg.artifacts_dir() / f"trial_{trial.number:05d}" / "model.pt").resolve())
+        init = None
+        if self.init is not None:
+            from nasseg.weights import shared_stages
+
+            stages = shared_stages(genome, self.init["genome"])
+            trial.set_user_attr("init", self.init["key"])
+            trial.set_user_attr("warm_started_stages", list(stages))
+            init = {"path": self.init["path"], "stages": list(stages)} if stages else None
         return Job(trial.number, to_json(genome), self.cfg.recipe.to_dict(), self.cfg.dataset, seed,
-                   device, threads, weights, trial, time.perf_counter(), genome_id(genome))
+                   device, threads, weights, trial, time.perf_counter(), genome_id(genome), init)
 
     def _measure(self, genome: Any) -> dict[str, Any]:
         from nasseg.build import build

@@ -29,11 +29,12 @@ class Job:
     trial: Any = None  # the driver's optuna Trial (never sent to workers)
     started: float = 0.0
     genome_id: str = ""  # the driver's: duplicates proposed while this job trains wait for its result
+    init: dict[str, Any] | None = None  # warm start of leading stages: {"path", "stages"} (--init)
 
     def payload(self) -> dict[str, Any]:
         return {"number": self.number, "genome": self.genome_json, "recipe": self.recipe, "dataset": self.dataset,
                 "seed": self.seed, "device": self.device, "threads": self.threads,
-                "weights_path": self.weights_path}
+                "weights_path": self.weights_path, "init": self.init}
 
 
 def run_job(payload: dict[str, Any], report: Callable[[int, float], bool] | None = None) -> dict[str, Any]:
@@ -54,7 +55,7 @@ def run_job(payload: dict[str, Any], report: Callable[[int, float], bool] | None
             return True if report is None else bool(report(step, float(m.miou)))
 
         metrics = proxy_train(genome, recipe, payload["dataset"], payload["seed"], device=payload["device"],
-                              callback=cb, weights_path=payload.get("weights_path"))
+                              callback=cb, weights_path=payload.get("weights_path"), init=payload.get("init"))
         return {"ok": True, "metrics": metrics.to_dict(), "wall_s": time.perf_counter() - t0, "worker": worker}
     except MemoryError as e:
         return {"ok": False, "error": f"out of memory: MemoryError {e}".strip()[:2000],

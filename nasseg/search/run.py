@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import sys
 import time
 import warnings
@@ -77,6 +78,32 @@ def proxy_fidelity(cfg: SearchConfig) -> dict[str, Any]:
                                    "agreement with longer training is below the target or unmeasured: early "
                                    "stopping there may drop good architectures")
     return out
+
+
+def prepare_init(cfg: SearchConfig) -> dict[str, Any] | None:
+    """``--init PRESET:CHECKPOINT``: the preset's stage tensors (imported when the checkpoint is the official one)
+    written once to the artifacts folder, where every worker reads them; None without --init.  Raises a
+    NassegError (one line) for a checkpoint that does not fit, before the study is touched."""
+    if cfg.init is None:
+        return None
+    import torch
+
+    from nasseg import presets, weights
+    from nasseg.search.config import init_key, parse_init
+
+    preset, path = parse_init(cfg.init)
+    key = init_key(cfg.init)
+    state, what = weights.preset_state(preset, path)
+    genome = presets.get(preset).genome
+    tensors = weights.stage_tensors(state, tuple(range(len(genome.stages))))
+    dest = cfg.artifacts_dir() / "init" / f"{key.replace(':', '-')}.pt"
+    if not dest.exists():
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        tmp = dest.with_name(dest.name + f".tmp{os.getpid()}")
+        torch.save(tensors, tmp)
+        os.replace(tmp, dest)
+    return {"preset": preset, "key": key, "path": str(dest.resolve()), "genome": genome,
+            "line": f"warm start from {what}: a candidate's leading stages identical to {preset}'s start from it"}
 
 
 def ray_workdir(cfg: SearchConfig) -> Path:
@@ -163,6 +190,7 @@ def search(cfg: SearchConfig, log: Callable[[str], None] | None = None,
     num_classes = dataset_classes(cfg.dataset, log)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     fidelity = proxy_fidelity(cfg)  # before anything is written: --prefilter may refuse
+    init = prepare_init(cfg)  # a checkpoint that does not fit stops here
     if cfg.executor == "ray":  # a killed driver's Ray processes, whatever this run then does
         ray_session.reap(ray_workdir(cfg), log)
     db = sqlite_path(cfg.storage)
@@ -212,11 +240,11 @@ def search(cfg: SearchConfig, log: Callable[[str], None] | None = None,
             started()
         if new_folder is not None:
             log(f"created the folder {new_folder} for the study database")
-        for line in [fidelity["line"], *fidelity["warnings"]]:
+        for line in [fidelity["line"], *fidelity["warnings"], *([init["line"]] if init else [])]:
             log(line)
         study.set_user_attr("proxy_fidelity", {k: v for k, v in fidelity.items()
                                                if k not in ("prefilter_entry", "warnings")})
-        driver = Driver(cfg, study, space, num_classes, log, fidelity=fidelity)
+        driver = Driver(cfg, study, space, num_classes, log, fidelity=fidelity, init=init)
         t0 = time.perf_counter()
         prog_cm = progress(driver) if progress is not None and cfg.progress else _NoProgress()
         ran = driver.remaining() > 0
