@@ -59,6 +59,7 @@ __all__ = [
     "count_macs",
     "measure_latency",
     "measure_latency_checked",
+    "pool_records",
     "measure",
 ]
 
@@ -561,6 +562,23 @@ def measure_latency_checked(module: nn.Module, input_shape: Sequence[int], devic
                                      "the median may be off (measure on a quieter machine, or re-measure with "
                                      "nasseg export --remeasure)")
     return d
+
+
+def pool_records(first: dict, second: dict) -> dict:
+    """Two checked latency records (dicts) of the same network and settings as one: ``second``'s provenance with the
+    statistics of both records' samples together (``runs`` their count, a narrower interval of the median), and
+    ``pooled``: what each record was on its own (runs, median, interval, CV, date, load averages).  Noisy when
+    either was; both warnings kept."""
+    samples = [*first["samples_ms"], *second["samples_ms"]]
+    stats = latency_stats(samples, second.get("ci_level") or 0.95)
+    keep = ("runs", "median_ms", "median_ci_ms", "cv", "date_utc", "load_avg_before", "load_avg_after", "attempts")
+    out = {**second, **stats, "samples_ms": samples, "runs": len(samples),
+           "median_ci_ms": None if stats["median_ci_ms"] is None else list(stats["median_ci_ms"]),
+           "pooled": [{k: r.get(k) for k in keep} for r in (first, second)]}
+    warnings_ = [r["warning"] for r in (first, second) if r.get("warning")]
+    if warnings_:
+        out.update(noisy=True, warning=" / ".join(warnings_))
+    return out
 
 
 def time_calls(call: Callable[[], object], device: torch.device, *, warmup: int, runs: int,
