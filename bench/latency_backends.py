@@ -12,13 +12,15 @@ eager, and Kendall's tau-b between the two rankings with its paired-bootstrap 95
 ranks by eager latency rank like the runtime it deploys with?  With ``--device cuda``, a TensorRT fp16 column
 (engine build seconds apart).
 
-Part 2: ``--width-models`` presets, each timed ``--width-repeats`` times by three arms -- a fixed 30 runs (pinned),
-the stopping rule (pinned), the stopping rule (not pinned) -- on the machine as it is, then (``--load N``) again
-while N busy processes of this script's own spin (each ends by itself after ``--load-seconds``, and all are
-terminated when the part ends, whatever happens).  It reports the median relative half-width of the median's
-interval per arm and condition, and the runs and seconds each took.
+Part 2: ``--width-models`` presets at ``--width-resolution`` (small enough that the rule can take more than 30
+passes within its time bound), each timed ``--width-repeats`` times by four arms -- a fixed 30 runs and the
+stopping rule, each pinned and not pinned, in rotating order -- on the machine as it is, then (``--load N``)
+again while N busy processes of this script's own spin (each ends by itself after ``--load-seconds``, and all
+are terminated when the part ends, whatever happens).  It reports the median relative half-width of the
+median's interval per arm and condition, the runs and seconds each took, and the ratios rule / fixed (same
+pinning) and pinned / not pinned (same count rule).
 
-    python bench/latency_backends.py --quick --load 2          # 128x256, short rule; ~10 min on a loaded 2-core VM
+    python bench/latency_backends.py --quick --load 2          # 128x256 (part 2 64x128), short rule; ~15 min
     python bench/latency_backends.py --load 2                  # 512x1024 (slow on one CPU core)
     python bench/latency_backends.py --device cuda             # + TensorRT fp16 (needs the tensorrt package)
 """
@@ -56,15 +58,16 @@ def _spin(deadline: float) -> None:
 
 
 @contextlib.contextmanager
-def busy(n: int, seconds: float) -> Iterator[None]:
-    """``n`` processes spinning on the CPU until ``seconds`` have passed or the block ends, whichever is first."""
+def busy(n: int, seconds: float) -> Iterator[list]:
+    """``n`` processes spinning on the CPU until ``seconds`` have passed or the block ends, whichever is first
+    (yields them)."""
     ctx = mp.get_context("fork")
     procs = [ctx.Process(target=_spin, args=(time.time() + seconds,), daemon=True) for _ in range(n)]
     try:
         for p in procs:
             p.start()
         time.sleep(0.5)  # let the scheduler spread them
-        yield
+        yield procs
     finally:
         for p in procs:
             p.terminate()
@@ -109,7 +112,7 @@ def part1(args: argparse.Namespace, dev: torch.device, rule: StoppingRule) -> No
         row = [name, count_params(net) / 1e6]
         for b in backends:
             r = recs.get(b)
-            row += [r.median_ms, _ci(r), r.runs] if r else [float("nan"), f"failed: {errors.get(b, '?')}", 0]
+            row += [r.median_ms, _ci(r), r.runs] if r else [float("nan"), f"failed: {errors.get(b, '?')[:24]}", 0]
         eager = recs.get("torch")
         for b in backends[1:]:
             row.append(recs[b].median_ms / eager.median_ms if eager and b in recs else float("nan"))
@@ -141,7 +144,7 @@ def part1(args: argparse.Namespace, dev: torch.device, rule: StoppingRule) -> No
 
 
 # ------------------------------------------------------------------------------------------- part 2
-ARMS = ("fixed 30, pinned", "rule, pinned", "rule, not pinned")
+ARMS = ("fixed 30, pinned", "rule, pinned", "fixed 30, not pinned", "rule, not pinned")
 
 
 def _arm(net: torch.nn.Module, shape: tuple[int, ...], arm: str, rule: StoppingRule, args: argparse.Namespace,
@@ -153,7 +156,7 @@ def _arm(net: torch.nn.Module, shape: tuple[int, ...], arm: str, rule: StoppingR
 
 
 def part2(args: argparse.Namespace, dev: torch.device, rule: StoppingRule) -> None:
-    h, w = args.resolution
+    h, w = args.width_resolution
     names = [n.strip() for n in args.width_models.split(",") if n.strip()]
     conditions = ["as is"] + ([f"loaded: {args.load} busy process(es)"] if args.load else [])
     print(f"\npart 2: the median's 95 % interval, fixed 30 runs vs the stopping rule; {', '.join(names)} at "
@@ -167,7 +170,7 @@ def part2(args: argparse.Namespace, dev: torch.device, rule: StoppingRule) -> No
         with ctx:
             for r in range(args.width_repeats):
                 for name, net in nets.items():
-                    arms = ARMS[r % 3:] + ARMS[:r % 3]
+                    arms = ARMS[r % len(ARMS):] + ARMS[:r % len(ARMS)]
                     for arm in arms:
                         results.setdefault((name, arm), []).append(_arm(net, (1, 3, h, w), arm, rule, args, dev))
         after = load_average()
@@ -181,11 +184,13 @@ def part2(args: argparse.Namespace, dev: torch.device, rule: StoppingRule) -> No
         print(f"  {cond}: load average {before} -> {after}", flush=True)
     print(table(["condition", "model", "arm", "+-% median", "+-% worst", "runs", "seconds", "CV"], rows))
     for cond in conditions:
-        for arm in ARMS[1:]:
-            fixed = [r[3] for r in rows if r[0] == cond and r[2] == ARMS[0]]
-            other = [r[3] for r in rows if r[0] == cond and r[2] == arm]
-            ratio = statistics.median(o / f for o, f in zip(other, fixed) if f > 0) if fixed else float("nan")
-            print(f"{cond}: interval half-width {arm} / fixed 30 = {ratio:.2f} (median over models)")
+        for num, den in (("rule, pinned", "fixed 30, pinned"), ("rule, not pinned", "fixed 30, not pinned"),
+                         ("fixed 30, pinned", "fixed 30, not pinned"), ("rule, pinned", "rule, not pinned")):
+            a = [r[3] for r in rows if r[0] == cond and r[2] == num]
+            b = [r[3] for r in rows if r[0] == cond and r[2] == den]
+            ratios = [x / y for x, y in zip(a, b) if y > 0 and math.isfinite(x)]
+            ratio = statistics.median(ratios) if ratios else float("nan")
+            print(f"{cond}: interval half-width ({num}) / ({den}) = {ratio:.2f} (median over models)")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -193,21 +198,25 @@ def main(argv: list[str] | None = None) -> None:
     device_arg(ap)
     ap.add_argument("--resolution", default=None, help="HxW (default 512x1024; --quick: 128x256)")
     ap.add_argument("--samples", type=int, default=20, help="members of realtime.yaml besides the presets")
-    ap.add_argument("--quick", action="store_true", help="128x256, rule bounded at 100 runs / 3 s, 3 width repeats")
+    ap.add_argument("--quick", action="store_true", help="128x256 (part 2: 64x128), rule bounded at 100 runs / 3 s")
     ap.add_argument("--threads", type=int, default=1, help="intra-op threads of both runtimes")
     ap.add_argument("--warmup", type=int, default=5)
     ap.add_argument("--tolerance", type=float, default=0.02, help="the rule's relative half-width")
     ap.add_argument("--max-runs", type=int, default=None, help="the rule's count bound (default 200; --quick 100)")
     ap.add_argument("--max-seconds", type=float, default=None, help="the rule's time bound (default 10; --quick 3)")
     ap.add_argument("--width-models", default="stdc1_seg,regseg,lednet", help="presets of part 2")
-    ap.add_argument("--width-repeats", type=int, default=None, help="repeats per arm in part 2 (default 5; --quick 3)")
+    ap.add_argument("--width-resolution", default=None, help="HxW of part 2 (default: --resolution; --quick 64x128)")
+    ap.add_argument("--width-repeats", type=int, default=None, help="repeats per arm in part 2 (default 5)")
     ap.add_argument("--load", type=int, default=0, metavar="N", help="part 2 again beside N busy processes")
     ap.add_argument("--load-seconds", type=float, default=900.0, help="the busy processes end by themselves after this")
     ap.add_argument("--skip", default="", help="comma-separated parts to skip: 1, 2")
     args = ap.parse_args(argv)
     dev = check_device(args.device)
     args.resolution = parse_hw(args.resolution or ("128x256" if args.quick else "512x1024"), "--resolution")
-    args.width_repeats = args.width_repeats or (3 if args.quick else 5)
+    args.width_resolution = parse_hw(args.width_resolution or ("64x128" if args.quick else
+                                                               f"{args.resolution[0]}x{args.resolution[1]}"),
+                                     "--width-resolution")
+    args.width_repeats = args.width_repeats or 5
     rule = StoppingRule(tolerance=args.tolerance, max_runs=args.max_runs or (100 if args.quick else 200),
                         max_seconds=args.max_seconds or (3.0 if args.quick else 10.0)).check(30)
     torch.set_num_threads(args.threads)

@@ -32,7 +32,7 @@ from __future__ import annotations
 import contextlib
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -167,12 +167,46 @@ def _export(module: Any, path: Path, shape: tuple[int, int, int, int]) -> tuple[
     modes = [(m, m.training) for m in cpu.modules()]
     t0 = time.perf_counter()
     try:
-        info = export_onnx(cpu, path, shape, check_batches=())
+        with _native_stdout_silenced():
+            info = export_onnx(cpu, path, shape, check_batches=())
     finally:
         for m, training in modes:  # export_onnx puts the module in eval mode: give it back as it was
             m.training = training
     return path, {"onnx_opset": info["opset"], "onnx_max_abs_diff": info["max_abs_diff"],
                   "export_seconds": round(time.perf_counter() - t0, 3)}
+
+
+@contextlib.contextmanager
+def _native_stdout_silenced() -> Iterator[None]:
+    """File descriptor 1 on /dev/null while inside.  torch's TorchScript ONNX exporter prints the whole IR graph to
+    the process's native stdout when an export fails (its ``setup_onnx_logging`` tests a function object for
+    truth, so ONNX logging is always on): thousands of lines in the middle of a search's console, for a candidate
+    that is then recorded as failed with the exporter's one-line reason anyway.  The search writes its own output
+    to stderr, which stays as it is."""
+    import ctypes
+    import os
+    import sys
+
+    fd = 1  # native code writes to descriptor 1 whatever Python's sys.stdout is (pytest replaces it)
+    with contextlib.suppress(AttributeError, OSError, ValueError):
+        sys.stdout.flush()
+    try:
+        saved = os.dup(fd)
+    except OSError:  # no descriptor 1 at all: nothing to silence
+        yield
+        return
+    libc = ctypes.CDLL(None)
+    libc.fflush(None)
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), fd)
+        yield
+    finally:
+        with contextlib.suppress(AttributeError, OSError, ValueError):
+            sys.stdout.flush()
+        libc.fflush(None)  # what C++ buffered goes to /dev/null, not to the restored stdout
+        os.dup2(saved, fd)
+        os.close(saved)
 
 
 def _input(shape: tuple[int, int, int, int]):

@@ -1,5 +1,7 @@
 """Latency on onnxruntime (and the refusals of what cannot run here), recorded like eager with full provenance."""
 
+from pathlib import Path
+
 import onnxruntime as ort
 import pytest
 import torch
@@ -82,3 +84,17 @@ def test_tensorrt_fp16_on_a_gpu():  # pragma: no cover - no GPU where this was w
                           runs=MIN_RUNS)
     assert rec.backend == "tensorrt" and rec.backend_options["build_seconds"] > 0
     assert rec.backend_options["builder_flags"] == ["FP16"] and rec.median_ms > 0
+
+
+def test_a_graph_that_cannot_be_exported_is_one_error_and_no_console_dump(capfd):
+    from nasseg.build import build
+    from nasseg.errors import NassegError
+    from nasseg.space import load_space
+
+    space = load_space(str(Path(__file__).resolve().parents[2] / "search_spaces" / "realtime.yaml"))
+    net = build(space.random(6), 19)  # adaptive pooling the exporter refuses
+    with pytest.raises(NassegError, match="ONNX export") as e:
+        measure_backend(net, (1, 3, 64, 128), backend="onnxruntime", warmup=1, runs=MIN_RUNS)
+    assert "\n" not in str(e.value)
+    out, err = capfd.readouterr()
+    assert "Torch IR graph" not in out + err and len(out + err) < 2000
