@@ -568,7 +568,7 @@ def pool_records(first: dict, second: dict) -> dict:
     """Two checked latency records (dicts) of the same network and settings as one: ``second``'s provenance with the
     statistics of both records' samples together (``runs`` their count, a narrower interval of the median), and
     ``pooled``: what each record was on its own (runs, median, interval, CV, date, load averages).  Noisy when
-    either was; both warnings kept."""
+    either was; both warnings kept.  ``stopping`` and ``affinity`` stay the second record's (how it was taken)."""
     samples = [*first["samples_ms"], *second["samples_ms"]]
     stats = latency_stats(samples, second.get("ci_level") or 0.95)
     keep = ("runs", "median_ms", "median_ci_ms", "cv", "date_utc", "load_avg_before", "load_avg_after", "attempts")
