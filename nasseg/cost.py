@@ -10,10 +10,13 @@ This is the only module that imports fvcore.  Three quantities, each with its un
   (reference section 0, "fvcore-all").  Operators fvcore has no handler for (additions, activations ...)
   are counted in neither and listed in ``skipped_ops``.
 * latency -- milliseconds of a forward pass in eval mode under ``torch.inference_mode``, recorded with
-  its spread (median, p90, mean, std, CV, min, every sample) and its provenance (device, threads,
-  precision, resolution, batch, timer, versions, date, host) in a :class:`LatencyRecord`.  Timed by the
-  host's clock around a synchronised pass (``perf_counter``, the default on every device) or, on CUDA,
-  by CUDA events recorded on the stream around it (``cuda_event``).
+  its spread (median, p90, mean, std, CV, min, every sample), the median's distribution-free interval and
+  its provenance (device, threads, precision, resolution, batch, timer, versions, date, host, the cores it
+  was pinned to) in a :class:`LatencyRecord`.  Timed by the host's clock around a synchronised pass
+  (``perf_counter``, the default on every device) or, on CUDA, by CUDA events recorded on the stream around
+  it (``cuda_event``); a fixed count of runs, or as many as :class:`nasseg.latency.StoppingRule` asks for.
+  Other runtimes than PyTorch eager (onnxruntime, TensorRT) are :mod:`nasseg.latency.backends`; they return
+  the same record with ``backend`` set.
 
 Nothing here changes the module it is given: MACs are counted in eval mode and the previous mode is
 restored; latency is measured on a deep copy moved to the device, dtype and memory format asked for (or,
@@ -32,7 +35,6 @@ import logging
 import math
 import os
 import platform
-import statistics
 import time
 import warnings
 from collections.abc import Callable, Iterator, Sequence
@@ -43,6 +45,8 @@ from torch import nn
 
 from nasseg import __version__
 from nasseg.errors import ConfigError
+from nasseg.latency.affinity import pinned
+from nasseg.latency.stats import StoppingRule, latency_stats
 
 __all__ = [
     "MIN_RUNS",
@@ -54,6 +58,8 @@ __all__ = [
     "count_params",
     "count_macs",
     "measure_latency",
+    "measure_latency_checked",
+    "pool_records",
     "measure",
 ]
 
@@ -256,6 +262,16 @@ class LatencyRecord:
     deviation), ``cv`` = std / mean, ``min_ms``.  ``resolution`` is (H, W) and ``batch`` N of the input.
     ``timer`` is one of :data:`TIMERS`; a record written before it was recorded loads as
     ``perf_counter``, the only timer there was.
+
+    Which runtime ran the passes: ``backend`` (``torch`` = PyTorch eager, ``onnxruntime``, ``tensorrt``; see
+    :mod:`nasseg.latency.backends`), ``backend_version``, ``providers`` (onnxruntime's execution providers as
+    the session reports them) and ``backend_options`` (its settings: graph optimisation level, intra-/inter-op
+    threads, the ONNX export's check, TensorRT's engine build seconds ...).  ``median_ci_ms`` is the median's
+    distribution-free interval at ``ci_level`` (:func:`nasseg.latency.median_interval`); ``stopping`` the
+    stopping rule and why it stopped (None: a fixed count of runs); ``affinity`` the cores the measuring
+    thread was pinned to (:func:`nasseg.latency.pinned`; None: not pinned).  A record written before these
+    fields loads as PyTorch eager (``backend`` ``torch``, its ``torch_version`` as ``backend_version``) with
+    no interval, rule or pinning recorded.
     """
 
     median_ms: float
@@ -281,22 +297,44 @@ class LatencyRecord:
     hostname: str
     nasseg_version: str
     timer: str = "perf_counter"
+    backend: str = "torch"
+    backend_version: str | None = None
+    providers: tuple[str, ...] = ()
+    backend_options: dict = field(default_factory=dict)
+    median_ci_ms: tuple[float, float] | None = None
+    ci_level: float | None = None
+    stopping: dict | None = None
+    affinity: dict | None = None
+
+    @classmethod
+    def from_samples(cls, samples: Sequence[float], *, level: float = 0.95, **provenance: object) -> LatencyRecord:
+        """A record of ``samples`` (milliseconds, in order) with its statistics computed here
+        (:func:`nasseg.latency.latency_stats`) and ``provenance`` (every other field) as given."""
+        stats = latency_stats(samples, level)
+        return cls(samples_ms=tuple(samples), runs=len(samples), **stats, **provenance)  # type: ignore[arg-type]
 
     def to_dict(self) -> dict:
         """Plain JSON-safe dict (tuples become lists)."""
         d = dataclasses.asdict(self)
         d["samples_ms"] = list(self.samples_ms)
         d["resolution"] = list(self.resolution)
+        d["providers"] = list(self.providers)
+        d["median_ci_ms"] = None if self.median_ci_ms is None else list(self.median_ci_ms)
         return d
 
     @classmethod
     def from_dict(cls, d: dict) -> LatencyRecord:
         names = {f.name for f in dataclasses.fields(cls)}
-        d = {"timer": "perf_counter", **d}  # records from before the field: the host clock was the only timer
+        # records from before a field: the host clock was the only timer and PyTorch eager the only backend
+        d = {"timer": "perf_counter", "backend": "torch", "backend_version": d.get("torch_version"),
+             "providers": (), "backend_options": {}, "median_ci_ms": None, "ci_level": None, "stopping": None,
+             "affinity": None, **d}
         unknown, missing = sorted(set(d) - names), sorted(names - set(d))
         if unknown or missing:
             raise ConfigError(f"latency record: unknown keys {unknown}, missing keys {missing}")
-        return cls(**{**d, "samples_ms": tuple(d["samples_ms"]), "resolution": tuple(d["resolution"])})
+        ci = d["median_ci_ms"]
+        return cls(**{**d, "samples_ms": tuple(d["samples_ms"]), "resolution": tuple(d["resolution"]),
+                      "providers": tuple(d["providers"]), "median_ci_ms": None if ci is None else tuple(ci)})
 
     def to_json(self) -> str:
         """Canonical JSON: sorted keys, no spaces."""
@@ -305,13 +343,6 @@ class LatencyRecord:
     @classmethod
     def from_json(cls, text: str) -> LatencyRecord:
         return cls.from_dict(json.loads(text))
-
-
-def _percentile(sorted_values: Sequence[float], q: float) -> float:
-    pos = (len(sorted_values) - 1) * q
-    lo = math.floor(pos)
-    hi = min(lo + 1, len(sorted_values) - 1)
-    return sorted_values[lo] + (sorted_values[hi] - sorted_values[lo]) * (pos - lo)
 
 
 def _cpu_name() -> str:
@@ -348,6 +379,8 @@ def measure_latency(
     compile: bool = False,
     observe_warmup: Callable[[nn.Module], contextlib.AbstractContextManager] | None = None,
     timer: str = "perf_counter",
+    stopping: StoppingRule | None = None,
+    pin: bool = False,
 ) -> LatencyRecord:
     """Time ``runs`` forward passes of ``module`` on a random input of ``input_shape`` (N, C, H, W).
 
@@ -372,8 +405,14 @@ def measure_latency(
     ``observe_warmup(model)``, when given, returns a context manager entered around the warm-up passes of
     the model actually timed (:mod:`nasseg.screen` times its units there); the timed runs are untouched.
 
+    ``stopping``: a :class:`nasseg.latency.StoppingRule`; ``runs`` is then the minimum count, and timing goes
+    on until the median's interval is within the rule's tolerance or its count or time bound is reached (the
+    record's ``stopping`` says which).  None: exactly ``runs`` passes.  Either way the record holds the
+    median's distribution-free interval (``median_ci_ms``).  ``pin``: the warm-up and timed passes run with
+    the calling thread pinned to cores of its own (:func:`nasseg.latency.pinned`; recorded in ``affinity``).
+
     Raises ``ConfigError`` for fewer than ``MIN_RUNS`` runs, fewer than 1 warm-up pass, an unknown dtype
-    or timer, ``cuda_event`` on a CPU device, a bad input shape, or an unavailable device.
+    or timer, ``cuda_event`` on a CPU device, a bad input shape, a bad stopping rule, or an unavailable device.
     """
     shape = _check_input_shape(input_shape)
     dev = _device(device)
@@ -391,6 +430,8 @@ def measure_latency(
         raise ConfigError(f"timer = {timer!r} is not allowed; valid: {', '.join(map(repr, TIMERS))}")
     if timer == "cuda_event" and dev.type != "cuda":
         raise ConfigError(f"timer = 'cuda_event' needs a CUDA device, not {str(dev)!r}; valid on CPU: 'perf_counter'")
+    if stopping is not None:
+        stopping.check(runs)
 
     if threads is None:
         threads = 1 if dev.type == "cpu" else torch.get_num_threads()
@@ -408,39 +449,38 @@ def measure_latency(
             model = torch.compile(model)
     x = torch.randn(shape, device=dev).to(dtype=DTYPES[dtype], memory_format=memory_format)
 
-    with mode:
+    report: dict = {}
+    with mode, (pinned(threads) if pin else contextlib.nullcontext(None)) as affinity:
         samples = time_calls(lambda: model(x), dev, warmup=warmup, runs=runs, threads=threads,
                              warmup_context=observe_warmup(model) if observe_warmup is not None else None,
-                             timer=timer)
-
-    ordered = sorted(samples)
-    mean = statistics.fmean(samples)
-    std = statistics.stdev(samples)
-    return LatencyRecord(
-        median_ms=statistics.median(samples),
-        p90_ms=_percentile(ordered, 0.9),
-        mean_ms=mean,
-        std_ms=std,
-        cv=std / mean if mean > 0 else 0.0,
-        min_ms=ordered[0],
-        samples_ms=tuple(samples),
-        device=str(dev),
-        device_name=_device_name(dev),
-        threads=threads,
-        dtype=dtype,
-        resolution=(shape[2], shape[3]),
-        batch=shape[0],
-        channels_last=channels_last,
-        compile=compile,
-        warmup=warmup,
-        runs=runs,
-        torch_version=torch.__version__,
-        cuda_version=torch.version.cuda,
-        date_utc=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        hostname=platform.node(),
-        nasseg_version=__version__,
-        timer=timer,
+                             timer=timer, stopping=stopping, report=report)
+    return LatencyRecord.from_samples(
+        samples, level=stopping.level if stopping is not None else 0.95, **provenance(dev, threads),
+        dtype=dtype, resolution=(shape[2], shape[3]), batch=shape[0], channels_last=channels_last, compile=compile,
+        warmup=warmup, timer=timer, backend="torch", backend_version=torch.__version__,
+        stopping=stopping_record(stopping, report, samples), affinity=affinity,
     )
+
+
+def provenance(dev: torch.device, threads: int) -> dict:
+    """The fields of a :class:`LatencyRecord` that say where and when it was measured, whatever the backend."""
+    return {"device": str(dev), "device_name": _device_name(dev), "threads": threads,
+            "torch_version": torch.__version__, "cuda_version": torch.version.cuda,
+            "date_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            "hostname": platform.node(), "nasseg_version": __version__}
+
+
+def stopping_record(rule: StoppingRule | None, report: dict, samples: Sequence[float]) -> dict | None:
+    """A record's ``stopping``: the rule, why it stopped (``reason``), whether the final interval is within
+    its tolerance (``within_tolerance``) and the seconds spent timing; None for a fixed count."""
+    if rule is None:
+        return None
+    from nasseg.latency.stats import relative_half_width
+
+    width = relative_half_width(samples, rule.level)
+    return {**rule.to_dict(), "reason": report.get("reason"), "within_tolerance": width <= rule.tolerance,
+            "relative_half_width": round(width, 5) if math.isfinite(width) else None,
+            "timed_seconds": round(report.get("seconds", 0.0), 3)}
 
 
 #: a latency record whose CV exceeds this is measured again (bounded by ``NOISE_RETRIES``)
@@ -473,14 +513,17 @@ def measure_latency_checked(module: nn.Module, input_shape: Sequence[int], devic
                             retries: int | None = None, noisy_cv: float | None = None,
                             noisy_load_per_cpu: float | None = None,
                             observe_warmup: Callable[[nn.Module], contextlib.AbstractContextManager] | None = None,
-                            **kwargs: object) -> dict:
-    """:func:`measure_latency`, re-measured (at most ``retries`` more times) while the record is noisy: its CV
-    above ``noisy_cv``, or more other runnable tasks per core than ``noisy_load_per_cpu`` just before or just
-    after it (defaults: the module's ``NOISE_RETRIES``, ``NOISY_CV``, ``NOISY_LOAD_PER_CPU``).  Returns the least
-    noisy record's dict with its provenance: ``load_avg_before`` / ``load_avg_after`` (1, 5, 15 min),
-    ``runnable_before`` / ``runnable_after``, ``cpus``, ``attempts``, ``attempt_cvs``, and, when even the last
+                            measure: Callable[..., LatencyRecord] | None = None, **kwargs: object) -> dict:
+    """:func:`measure_latency` (or ``measure``, which takes the same arguments: another backend's, see
+    :func:`nasseg.latency.measure_backend`), re-measured (at most ``retries`` more times) while the record is
+    noisy: its CV above ``noisy_cv``, or more other runnable tasks per core than ``noisy_load_per_cpu`` just
+    before or just after it (defaults: the module's ``NOISE_RETRIES``, ``NOISY_CV``, ``NOISY_LOAD_PER_CPU``).
+    Returns the least noisy record's dict with its provenance: ``load_avg_before`` / ``load_avg_after`` (1, 5,
+    15 min), ``runnable_before`` / ``runnable_after``, ``cpus``, ``attempts``, ``attempt_cvs``, and, when even the last
     attempt was noisy, ``noisy: True`` and a one-line ``warning`` that the search shows on the trial, in
-    ``nasseg status`` and on the export card.  ``observe_warmup`` applies to the first attempt only.
+    ``nasseg status`` and on the export card.  A record whose stopping rule ended at its count or time bound
+    without the median's interval within tolerance is flagged the same way, but not re-measured (the rule has
+    already spent what it was allowed).  ``observe_warmup`` applies to the first attempt only.
     """
     retries = NOISE_RETRIES if retries is None else retries
     noisy_cv = NOISY_CV if noisy_cv is None else noisy_cv
@@ -489,8 +532,9 @@ def measure_latency_checked(module: nn.Module, input_shape: Sequence[int], devic
     attempts: list[tuple[float, dict, list[str]]] = []
     for attempt in range(1 + max(0, int(retries))):
         before, run_before = load_average(), runnable_tasks()
-        rec = measure_latency(module, input_shape, device, observe_warmup=observe_warmup if attempt == 0 else None,
-                              **kwargs)  # type: ignore[arg-type]
+        rec = (measure or measure_latency)(module, input_shape, device,
+                                           observe_warmup=observe_warmup if attempt == 0 else None,
+                                           **kwargs)  # type: ignore[arg-type]
         after, run_after = load_average(), runnable_tasks()
         d = rec.to_dict()
         d.update(load_avg_before=before, load_avg_after=after, runnable_before=run_before, runnable_after=run_after,
@@ -507,6 +551,12 @@ def measure_latency_checked(module: nn.Module, input_shape: Sequence[int], devic
             break
     _, d, reasons = attempts[-1] if not attempts[-1][2] else min(attempts, key=lambda a: a[0])
     d.update(attempts=len(attempts), attempt_cvs=[round(a[1]["cv"], 4) for a in attempts])
+    stop = d.get("stopping") or {}
+    if stop and not stop.get("within_tolerance"):  # the rule already spent its bounds: flagged, not re-measured
+        width = stop.get("relative_half_width")
+        reasons = [*reasons, f"median interval +-{100 * width:.1f} % > +-{100 * stop['tolerance']:g} % after "
+                             f"{d['runs']} runs ({stop.get('reason')})" if width is not None else
+                   f"no median interval after {d['runs']} runs"]
     if reasons:
         d.update(noisy=True, warning=f"noisy latency after {len(attempts)} measurement(s): {'; '.join(reasons)}; "
                                      "the median may be off (measure on a quieter machine, or re-measure with "
@@ -514,10 +564,30 @@ def measure_latency_checked(module: nn.Module, input_shape: Sequence[int], devic
     return d
 
 
+def pool_records(first: dict, second: dict) -> dict:
+    """Two checked latency records (dicts) of the same network and settings as one: ``second``'s provenance with the
+    statistics of both records' samples together (``runs`` their count, a narrower interval of the median), and
+    ``pooled``: what each record was on its own (runs, median, interval, CV, date, load averages).  Noisy when
+    either was; both warnings kept.  ``stopping`` and ``affinity`` stay the second record's (how it was taken)."""
+    samples = [*first["samples_ms"], *second["samples_ms"]]
+    stats = latency_stats(samples, second.get("ci_level") or 0.95)
+    keep = ("runs", "median_ms", "median_ci_ms", "cv", "date_utc", "load_avg_before", "load_avg_after", "attempts")
+    out = {**second, **stats, "samples_ms": samples, "runs": len(samples),
+           "median_ci_ms": None if stats["median_ci_ms"] is None else list(stats["median_ci_ms"]),
+           "pooled": [{k: r.get(k) for k in keep} for r in (first, second)]}
+    warnings_ = [r["warning"] for r in (first, second) if r.get("warning")]
+    if warnings_:
+        out.update(noisy=True, warning=" / ".join(warnings_))
+    return out
+
+
 def time_calls(call: Callable[[], object], device: torch.device, *, warmup: int, runs: int,
                threads: int, warmup_context: contextlib.AbstractContextManager | None = None,
-               timer: str = "perf_counter") -> list[float]:
-    """Milliseconds of each of ``runs`` calls of ``call()`` after ``warmup`` untimed ones.
+               timer: str = "perf_counter", stopping: StoppingRule | None = None,
+               report: dict | None = None) -> list[float]:
+    """Milliseconds of each of ``runs`` calls of ``call()`` after ``warmup`` untimed ones (with ``stopping``: at
+    least ``runs``, then as many as the rule asks for; ``report``, when given, receives the rule's ``reason``
+    and the ``seconds`` spent in the timed calls).
 
     The timing loop of :func:`measure_latency` (which checks its arguments; this does not): under
     ``torch.inference_mode`` with ``threads`` intra-op threads (restored afterwards), garbage collection
@@ -540,21 +610,32 @@ def time_calls(call: Callable[[], object], device: torch.device, *, warmup: int,
                 for _ in range(warmup):
                     call()
             sync(device)
-            if timer == "cuda_event":
-                with torch.cuda.device(device):  # the events go on the stream the call launches on
-                    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-                    for _ in range(runs):
+            events = timer == "cuda_event"
+            # the events go on the stream the call launches on
+            with torch.cuda.device(device) if events else contextlib.nullcontext():
+                start, end = (torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)) \
+                    if events else (None, None)
+            began = time.perf_counter()
+            reason = None
+            while reason is None:
+                if events:
+                    with torch.cuda.device(device):
                         start.record()
                         call()
                         end.record()
                         end.synchronize()
                         samples.append(start.elapsed_time(end))
-            else:
-                for _ in range(runs):
+                else:
                     t0 = time.perf_counter_ns()
                     call()
                     sync(device)
                     samples.append((time.perf_counter_ns() - t0) / 1e6)
+                if stopping is None:
+                    reason = "count" if len(samples) >= runs else None
+                else:
+                    reason = stopping.verdict(samples, time.perf_counter() - began, runs)
+            if report is not None:
+                report.update(reason=reason, seconds=time.perf_counter() - began)
     finally:
         torch.set_num_threads(previous_threads)
         if gc_was_enabled:

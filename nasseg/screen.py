@@ -33,8 +33,16 @@ What the prediction is worth:
   as before; predictions only ever reject, and a rejected trial says that its latency was predicted.
 
 The table lives in the study database (table ``nasseg_unit_costs``, SQLAlchemy), keyed by a hash of the
-measurement context (device name, threads, dtype, runs, torch and nasseg versions) and of the unit, so a
-resumed search, or a second driver of the same PostgreSQL study, starts with it filled.
+measurement context (device name, threads, dtype, runs, torch and nasseg versions, and the latency backend
+when it is not PyTorch eager) and of the unit, so a resumed search, or a second driver of the same PostgreSQL
+study, starts with it filled.
+
+Backends: the search screens only with ``--latency-backend torch``.  Units are timed in PyTorch eager, one at a
+time; onnxruntime and TensorRT run one optimised graph or engine per candidate, fusing operators across unit
+boundaries (convolution + batch norm + activation, a stage's merge into the next convolution), so a sum of
+eager units is not a model of their latency, and timing each unit on the backend would mean exporting and
+building a graph per unit.  With another backend the driver says so once and measures every candidate end to
+end on it.  A table for another backend, should one be built, is kept apart by its context.
 """
 
 from __future__ import annotations
@@ -232,7 +240,7 @@ class CostTable:
     """
 
     def __init__(self, device: str | torch.device = "cpu", *, threads: int | None = None, dtype: str = "float32",
-                 warmup: int = 2, runs: int = 7, engine: Any = None):
+                 warmup: int = 2, runs: int = 7, engine: Any = None, backend: str = "torch"):
         from nasseg.cost import DTYPES, _cpu_name, _device, _device_name, _positive_int
 
         self.device = _device(device)
@@ -248,6 +256,9 @@ class CostTable:
             else _cpu_name(), "threads": self.threads, "dtype": dtype, "warmup": self.warmup, "runs": self.runs,
             "torch": torch.__version__, "nasseg": __version__,
         }
+        if backend != "torch":  # keyed by backend; eager tables keep the context (and rows) they had before it
+            self.context["backend"] = backend
+        self.backend = backend
         self.context_id = hashlib.sha256(json.dumps(self.context, sort_keys=True).encode()).hexdigest()[:32]
         self.entries: dict[str, UnitCost] = {}  # timed alone
         self.network: dict[str, UnitCost] = {}  # timed inside a network

@@ -269,7 +269,8 @@ def test_runner_trains_every_variant_and_seed_then_resumes_and_rereports(tmp_pat
                 "fidelity", "ablation", "macs_resolution", "fov", "run_seconds"):
         assert key in t0, key
     assert "weights_path" not in t0  # no weights without --keep-weights (tests/test_ablation_power.py)
-    assert t0["macs_resolution"] == [64, 128] and t0["cost_num_classes"] == 11 and t0["latency"]["runs"] == 30
+    assert t0["macs_resolution"] == [64, 128] and t0["cost_num_classes"] == 11 and t0["latency"]["runs"] >= 30
+    assert t0["latency"]["stopping"]["rule"] == "median_ci"  # the study's runs are the stopping rule's minimum
     assert study.user_attrs["nasseg"]["kind"] == "ablation"
     paths = res["paths"]
     assert set(paths) == {"csv", "markdown", "plot"} and all(Path(p).stat().st_size > 0 for p in paths.values())
@@ -309,6 +310,42 @@ def test_cli_registers_ablate(tmp_path, capsys):
                     "--storage", f"sqlite:///{tmp_path / 'x.db'}"])
     assert "ablate" in COMMANDS and main_rc == 2
     assert "cannot read study file" in capsys.readouterr().err
+
+
+def test_variant_costs_on_onnxruntime_hold_both_latencies_and_old_cost_keys_still_match():
+    import dataclasses
+
+    study = A.load_study(TINY)
+    lat = study.fidelity("smoke", None, None).latency
+
+    ort = dataclasses.replace(lat, backend="onnxruntime", tolerance=0.5, max_seconds=1.0)
+    rec = A.measure_variant(study.variants[0].genome, study.spec.cost, ort)
+    assert rec["latency"]["backend"] == "onnxruntime" and rec["latency_eager"]["backend"] == "torch"
+    assert rec["latency_ms"] == rec["latency"]["median_ms"] and rec["latency_eager_ms"] > 0
+    assert rec["latency_backend"] == "onnxruntime" and rec["latency"]["median_ci_ms"]
+    # an eager spec hashes as it did before the backend existed, so stored costs are found again
+    old = {"device": "cpu", "resolution": [32, 64], "batch": 1, "threads": 1, "runs": 30, "warmup": 1,
+           "dtype": "float32"}
+    import hashlib
+    import json
+
+    from nasseg.ablation.runner import cost_key
+
+    before = hashlib.sha256(json.dumps({"cost": study.spec.cost.model_dump(mode="json"), "latency": old},
+                                       sort_keys=True).encode()).hexdigest()[:12]  # the key as it was computed
+    assert lat.defining() == old and cost_key(study, lat) == before != cost_key(study, ort)
+
+
+def test_ablate_refuses_a_backend_that_cannot_run_here_before_writing(tmp_path, capsys):
+    from nasseg.cli import main
+
+    db = tmp_path / "abl.db"
+    args = ["ablate", str(TINY), "--fidelity", "smoke", "--executor", "local", "--storage", f"sqlite:///{db}",
+            "--out", str(tmp_path / "out"), "--latency-backend", "onnxruntime", "--latency-precision", "fp16"]
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--latency-precision fp16 with --latency-backend onnxruntime" in err[0]
+    assert not db.exists() and not (tmp_path / "out").exists()
 
 
 def test_peak_memory_counts_the_live_activations():

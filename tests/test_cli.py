@@ -173,3 +173,33 @@ def test_presets_table_reads_at_80_columns():
 def test_show_cites_the_official_source_not_a_file_outside_the_repository():
     out = subprocess.run([sys.executable, "-m", "nasseg", "show", "regseg"], capture_output=True, text=True, env=WIDE)
     assert out.returncode == 0 and "RolandGao/RegSeg" in out.stdout and "shared/" not in out.stdout
+
+
+# ------------------------------------------------------------------------------------------- latency flags
+LATENCY_BAD = [
+    (["--latency-backend", "tvm"], "argument --latency-backend: invalid choice: 'tvm'"),
+    (["--latency-precision", "fp8"], "argument --latency-precision: invalid choice: 'fp8'"),
+    (["--latency-backend", "onnxruntime", "--latency-precision", "fp16"],
+     "--latency-precision fp16 with --latency-backend onnxruntime"),
+    (["--latency-backend", "onnxruntime", "--latency-precision", "bf16"],
+     "--latency-precision bf16 with --latency-backend onnxruntime"),
+    (["--latency-tolerance", "-1"], "--latency-tolerance = -1.0"),
+    (["--latency-max-runs", "10"], "--latency-max-runs = 10"),
+]
+if not __import__("torch").cuda.is_available():
+    LATENCY_BAD.append((["--latency-backend", "tensorrt", "--latency-precision", "fp16"],
+                        "--latency-backend tensorrt needs a CUDA device"))
+
+
+@pytest.mark.parametrize("extra,needle", LATENCY_BAD, ids=[" ".join(e) for e, _ in LATENCY_BAD])
+def test_bad_latency_options_exit_2_with_one_line_and_write_nothing(tmp_path, capsys, extra, needle):
+    db = tmp_path / "new" / "study.db"
+    argv = ["search", "--latency-budget-ms", "5", "--storage", f"sqlite:///{db}", "--trials", "1",
+            "--executor", "local", *extra]
+    try:
+        rc = main(argv)
+    except SystemExit as e:  # argparse's own refusals
+        rc = e.code
+    assert rc == 2
+    _assert_one_line_error(capsys.readouterr().err, needle)
+    assert not (tmp_path / "new").exists()

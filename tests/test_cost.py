@@ -243,3 +243,48 @@ def test_runnable_tasks_make_a_record_noisy(monkeypatch):
     assert d["noisy"] and "other runnable task(s)" in d["warning"] and d["runnable_before"] > 1
     monkeypatch.undo()
     assert cost.runnable_tasks() is None or cost.runnable_tasks() >= 1  # this process itself runs (Linux)
+
+
+def test_latency_record_from_before_the_backend_fields_loads_as_torch_eager():
+    d = _record().to_dict()
+    for key in ("backend", "backend_version", "providers", "backend_options", "median_ci_ms", "ci_level", "stopping",
+                "affinity", "timer"):
+        del d[key]
+    old = LatencyRecord.from_dict(d)
+    assert (old.backend, old.backend_version, old.providers, old.median_ci_ms) == ("torch", torch.__version__, (),
+                                                                                    None)
+    assert old.stopping is None and old.affinity is None and old.timer == "perf_counter"
+    assert LatencyRecord.from_json(old.to_json()) == old
+
+
+def test_a_fixed_count_record_has_the_median_interval_and_no_rule():
+    r = _record()
+    lo, hi = r.median_ci_ms
+    assert lo <= r.median_ms <= hi and r.ci_level == 0.95 and r.stopping is None and r.affinity is None
+    assert r.backend == "torch" and r.backend_version == torch.__version__
+
+
+def test_stopping_rule_takes_the_minimum_then_stops_and_says_why():
+    from nasseg.latency import StoppingRule
+
+    r = measure_latency(_Sleeper(False), (1, 3, 8, 8), warmup=1, runs=MIN_RUNS, pin=True,
+                        stopping=StoppingRule(tolerance=0.5, max_runs=100, max_seconds=30))
+    assert r.runs == len(r.samples_ms) >= MIN_RUNS and r.stopping["rule"] == "median_ci"
+    assert r.stopping["reason"] == "converged" and r.stopping["within_tolerance"] and r.runs == MIN_RUNS
+    assert r.affinity is not None and "scope" in r.affinity
+    tight = measure_latency(_Sleeper(True), (1, 3, 8, 8), warmup=1, runs=MIN_RUNS,
+                            stopping=StoppingRule(tolerance=1e-6, max_runs=40, max_seconds=30))
+    assert tight.runs == 40 and tight.stopping["reason"] == "max_runs" and not tight.stopping["within_tolerance"]
+    timed = measure_latency(_Sleeper(True), (1, 3, 8, 8), warmup=1, runs=MIN_RUNS,
+                            stopping=StoppingRule(tolerance=1e-6, max_runs=1000, max_seconds=0.01))
+    assert timed.runs == MIN_RUNS and timed.stopping["reason"] == "max_seconds"  # the minimum, even past the time
+
+
+def test_an_unconverged_rule_is_flagged_but_not_remeasured():
+    from nasseg.cost import measure_latency_checked
+    from nasseg.latency import StoppingRule
+
+    d = measure_latency_checked(_Sleeper(True), (1, 3, 8, 8), "cpu", warmup=1, runs=30, retries=2,
+                                noisy_load_per_cpu=1e9, noisy_cv=10.0,
+                                stopping=StoppingRule(tolerance=1e-6, max_runs=30, max_seconds=30))
+    assert d["attempts"] == 1 and d["noisy"] and "median interval" in d["warning"]

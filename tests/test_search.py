@@ -256,3 +256,100 @@ def test_bad_settings_are_config_errors(tmp_path):
     with pytest.raises(ConfigError, match="trials"):
         _cfg(tmp_path, 1.0, trials=0).validate()
     assert torch.get_num_threads() >= 1
+
+
+# ------------------------------------------------------------------------------------------- latency backends
+@pytest.mark.slow
+def test_search_on_onnxruntime_records_eager_and_backend_latency(tmp_path, tiny_budget_ms):
+    """A tiny search timed on onnxruntime: the budget applies to it, and every measured trial also holds its eager
+    record, both with full provenance; screening says it is off."""
+    lat = S.LatencySpec(resolution=LAT_RES, threads=1, warmup=3, backend="onnxruntime", max_seconds=2.0)
+    cfg = _cfg(tmp_path, tiny_budget_ms, trials=4, latency=lat, screen=S.ScreenSpec())
+    logs: list[str] = []
+    S.search(cfg, log=logs.append)
+    assert any("screening off with --latency-backend onnxruntime" in m for m in logs)
+    study = St.load_study(cfg.storage, "t")
+    assert study.user_attrs[S.META_KEY]["latency"]["backend"] == "onnxruntime"
+    measured = [t for t in study.trials if "latency" in t.user_attrs and "reused_from" not in t.user_attrs]
+    assert len(measured) == 4
+    for t in measured:
+        ua = t.user_attrs
+        ort, eager = ua["latency"], ua["latency_eager"]
+        assert ua["latency_backend"] == ort["backend"] == "onnxruntime" and eager["backend"] == "torch"
+        assert ort["providers"] == ["CPUExecutionProvider"] and ort["backend_options"]["intra_op_num_threads"] == 1
+        assert ort["backend_version"] and eager["backend_version"] == torch.__version__
+        for rec in (ort, eager):
+            assert rec["method"] == "measured" and rec["runs"] >= 30 and rec["dtype"] == "float32"
+            assert rec["median_ci_ms"][0] <= rec["median_ms"] <= rec["median_ci_ms"][1] and rec["stopping"]
+            assert "load_avg_before" in rec and "affinity" in rec
+        assert ua["latency_ms"] == ort["median_ms"] and ua["latency_eager_ms"] == eager["median_ms"]
+        assert ua["latency_decision"] in ("clear", "close")
+        if ua[S.STATUS_KEY] == "trained":
+            assert ua["latency_ms"] <= tiny_budget_ms
+        else:
+            assert ua["latency_ms"] > tiny_budget_ms and "(onnxruntime)" in ua["reason"]
+    frame = S.trials_frame(study)
+    assert set(frame.latency_backend) == {"onnxruntime"} and frame.latency_eager_ms.notna().all()
+
+
+def _record(samples: list[float]) -> dict:
+    from nasseg.latency import latency_stats
+
+    st = latency_stats(samples)
+    return {**st, "median_ci_ms": list(st["median_ci_ms"]), "samples_ms": samples, "runs": len(samples),
+            "date_utc": "2026-01-01T00:00:00+00:00", "method": "measured"}
+
+
+def _decider(tmp_path: Path, budget: float, records: list[dict]):
+    drv = object.__new__(S.Driver)  # only what _decide reads
+    drv.cfg, drv.logs = _cfg(tmp_path, budget), []
+    drv.log = drv.logs.append
+    it = iter(records)
+    drv._latency = lambda *a, **k: next(it)
+    return drv
+
+
+def test_a_budget_inside_the_interval_is_remeasured_before_deciding(tmp_path):
+    g = load_space(TINY).random(0)
+    spread = [10.0 + 0.1 * (i - 15) for i in range(31)]  # median 10, interval [9.5, 10.5]
+    far = _decider(tmp_path, 20.0, [])
+    assert far._decide(None, (1, 3, 8, 8), g, _record(spread)) == (_record(spread), "clear") and not far.logs
+
+    again = [10.0] * 400  # the second record pins the median: the pooled interval leaves the budget out
+    resolved = _decider(tmp_path, 10.4, [_record(again)])
+    rec, decision = resolved._decide(None, (1, 3, 8, 8), g, _record(spread))
+    assert decision == "clear" and rec["runs"] == 431 and len(rec["pooled"]) == 2
+    assert rec["median_ci_ms"][1] < 10.4 and "measuring again" in resolved.logs[0]
+
+    close = _decider(tmp_path, 10.0, [_record(spread)])
+    rec, decision = close._decide(None, (1, 3, 8, 8), g, _record(spread))
+    assert decision == "close" and rec["median_ci_ms"][0] <= 10.0 <= rec["median_ci_ms"][1]
+    assert [p["runs"] for p in rec["pooled"]] == [31, 31]
+
+
+@pytest.mark.slow
+def test_resuming_with_another_backend_is_refused_but_another_stopping_rule_is_not(tmp_path, tiny_budget_ms):
+    S.search(_cfg(tmp_path, tiny_budget_ms, trials=1), log=lambda s: None)
+    other = S.LatencySpec(resolution=LAT_RES, threads=1, warmup=3, backend="onnxruntime")
+    with pytest.raises(ConfigError, match="latency"):
+        S.search(_cfg(tmp_path, tiny_budget_ms, trials=2, latency=other), log=lambda s: None)
+    looser = S.LatencySpec(resolution=LAT_RES, threads=1, warmup=3, tolerance=0.1, max_runs=50, pin=False)
+    assert S.search(_cfg(tmp_path, tiny_budget_ms, trials=2, latency=looser), log=lambda s: None)["finished"] == 2
+
+
+def test_latency_defining_reads_old_specs_as_eager():
+    old = {"device": "cpu", "resolution": [64, 128], "batch": 1, "threads": 1, "runs": 30, "warmup": 3,
+           "dtype": "float32"}
+    new = S.LatencySpec(resolution=(64, 128), threads=1, warmup=3)
+    assert S.latency_defining(old) == new.defining() == old  # ablation cost keys hash this: unchanged for eager
+    assert "backend" in S.LatencySpec(backend="onnxruntime").defining()
+
+
+@pytest.mark.parametrize("kw,needle", [({"backend": "tvm"}, "--latency-backend = 'tvm'"),
+                                       ({"dtype": "float64"}, "--latency-precision"),
+                                       ({"tolerance": -0.1}, "--latency-tolerance"),
+                                       ({"max_runs": 20}, "--latency-max-runs = 20"),
+                                       ({"max_seconds": 0.0}, "--latency-max-seconds")])
+def test_bad_latency_settings_are_config_errors(tmp_path, kw, needle):
+    with pytest.raises(ConfigError, match=needle):
+        _cfg(tmp_path, 1.0, latency=S.LatencySpec(**kw)).validate()

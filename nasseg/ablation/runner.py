@@ -114,28 +114,35 @@ def peak_memory_bytes(module: Any, input_shape: tuple[int, ...], device: str = "
 
 def cost_key(study: Study, latency: LatencySpec) -> str:
     """What a cost record depends on: the cost section of the study and the latency measurement."""
-    d = {"cost": study.spec.cost.model_dump(mode="json"), "latency": latency.to_dict()}
+    d = {"cost": study.spec.cost.model_dump(mode="json"), "latency": latency.defining()}  # eager: as before
     return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:12]
 
 
 def measure_variant(genome: Any, cost: CostFile, latency: LatencySpec) -> dict[str, Any]:
-    """Params and MACs at the paper's resolution and class count, latency at ``latency``, field-of-view,
-    and (optionally) MACs / latency / peak memory at several resolutions.  Plain JSON values."""
+    """Params and MACs at the paper's resolution and class count, latency at ``latency`` (on its backend; with
+    another than PyTorch eager, the eager record too, as ``latency_eager``), field-of-view, and (optionally) MACs /
+    eager latency / peak memory at several resolutions.  Plain JSON values."""
     from nasseg.build import build
     from nasseg.cost import count_macs, count_params, measure_latency
+    from nasseg.latency import measure_backend
 
     net = build(genome, cost.num_classes)
     h, w = cost.resolution
     mc = count_macs(net, (1, 3, h, w))
-    rec = measure_latency(net, (latency.batch, 3, *latency.resolution), device=latency.device,
-                          warmup=latency.warmup, runs=latency.runs, threads=latency.threads, dtype=latency.dtype)
-    lat = rec.to_dict()
-    lat["isolation"] = "exclusive: measured by the ablation driver before any proxy trained"
+    shape = (latency.batch, 3, *latency.resolution)
+    records = {b: measure_backend(net, shape, latency.device, backend=b, **latency.measure_kwargs()).to_dict()
+               for b in dict.fromkeys(("torch", latency.backend))}
+    for rec in records.values():
+        rec["isolation"] = "exclusive: measured by the ablation driver before any proxy trained"
+    lat = records[latency.backend]
     out: dict[str, Any] = {
         "params": count_params(net), "macs": mc.macs, "macs_all": mc.macs_all, "macs_skipped_ops": mc.skipped_ops,
         "macs_resolution": [h, w], "cost_num_classes": cost.num_classes, "latency": lat,
-        "latency_ms": rec.median_ms, "fov": field_of_view(genome),
+        "latency_ms": lat["median_ms"], "latency_backend": latency.backend,
+        "latency_eager_ms": records["torch"]["median_ms"], "fov": field_of_view(genome),
     }
+    if latency.backend != "torch":
+        out["latency_eager"] = records["torch"]
     if cost.scaling is not None:
         rows = []
         for rh, rw in cost.scaling.resolutions:
@@ -259,6 +266,8 @@ class AblationConfig:
     plot: bool = True
     max_hours: float | None = None  # --fidelity auto: the time budget of the plan
     keep_weights: bool = False  # write each proxy's weights (off: no weights on disk)
+    latency_backend: str | None = None  # --latency-backend: overrides the study file's (torch)
+    latency_dtype: str | None = None  # --latency-precision, as a dtype name: overrides the study file's
 
 
 def optuna_study_name(study: Study, fidelity: str) -> str:
@@ -484,6 +493,14 @@ def ablate(cfg: AblationConfig, log: Callable[[str], None] | None = None) -> dic
         fid = study_def.fidelity(base_fidelity(study_def), None, cfg.dataset)
     else:
         fid = study_def.fidelity(cfg.fidelity, cfg.seeds, cfg.dataset)
+    if cfg.latency_backend is not None or cfg.latency_dtype is not None:
+        from nasseg.latency import check_backend
+
+        fid = dataclasses.replace(fid, latency=dataclasses.replace(
+            fid.latency, backend=cfg.latency_backend or fid.latency.backend, dtype=cfg.latency_dtype or
+            fid.latency.dtype))
+        fid.latency.validate()
+        check_backend(fid.latency.backend, fid.latency.device, fid.latency.dtype)  # before anything is opened
     name = optuna_study_name(study_def, fid.name)  # auto: the base fidelity's study, so its runs serve both
     ckey = cost_key(study_def, fid.latency)
     meta = {"kind": "ablation", "ablation": study_def.name, "study_file": str(cfg.study),

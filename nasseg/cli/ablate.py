@@ -11,6 +11,7 @@ from nasseg.ablation.runner import DEFAULT_STORAGE, AblationConfig, ablate
 from nasseg.ablation.schema import FIDELITIES, Fidelity, Study, load_study
 from nasseg.ablation.stats import Row
 from nasseg.cli.common import check_output_path
+from nasseg.latency import BACKENDS, PRECISIONS
 
 HELP = "replay a paper's ablation table (studies/*.yaml)"
 
@@ -84,6 +85,10 @@ def add_arguments(p: Any) -> None:
     p.add_argument("--artifacts", default=None, help="folder for proxy weights with --keep-weights (default: beside "
                    "the SQLite file)")
     p.add_argument("--no-plot", action="store_true", help="write no PNG plot")
+    p.add_argument("--latency-backend", choices=BACKENDS, default=None, help="time the variants on this runtime "
+                   "(default: the study file's, torch); with another than torch, eager latency is recorded too")
+    p.add_argument("--latency-precision", choices=tuple(PRECISIONS), default=None, help="precision of the timed "
+                   "passes (default: the study file's, fp32)")
 
 
 def run(a: Any) -> int:
@@ -97,7 +102,8 @@ def run(a: Any) -> int:
                          out=a.out, dataset=a.dataset, report_only=a.report_only, ray_address=a.ray_address,
                          cpus_per_trial=a.cpus_per_trial, gpus_per_trial=a.gpus_per_trial,
                          concurrency=a.concurrency, artifacts=a.artifacts, plot=not a.no_plot,
-                         max_hours=a.max_hours, keep_weights=a.keep_weights)
+                         max_hours=a.max_hours, keep_weights=a.keep_weights, latency_backend=a.latency_backend,
+                         latency_dtype=PRECISIONS[a.latency_precision] if a.latency_precision else None)
     res = ablate(cfg, log=lambda s: con.print(s))
     study = load_study(cfg.study, build_check=False)
     fid = res["fidelity_spec"]

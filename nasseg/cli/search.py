@@ -10,6 +10,7 @@ from typing import Any
 
 from nasseg.cli.common import check_output_path, parse_resolution, wide_console
 from nasseg.errors import ConfigError
+from nasseg.latency import BACKENDS, PRECISIONS, precision_name
 from nasseg.search.config import EXECUTORS, MODES, SAMPLERS, LatencySpec, ScreenSpec, SearchConfig
 
 HELP = "latency-constrained architecture search"
@@ -23,7 +24,21 @@ def add_arguments(p: Any) -> None:
     p.add_argument("--latency-batch", type=int, default=1, help="images per timed forward pass")
     p.add_argument("--latency-threads", type=int, default=None, help="CPU threads for the measurement "
                    "(default: 1 on CPU, so that records compare across machines; always recorded)")
-    p.add_argument("--latency-runs", type=int, default=30, help="timed runs per candidate (>= 30)")
+    p.add_argument("--latency-runs", type=int, default=30, help="timed runs per candidate: the minimum of the "
+                   "stopping rule, or the fixed count with --latency-tolerance 0 (>= 30)")
+    p.add_argument("--latency-backend", choices=BACKENDS, default="torch", help="the runtime the budget applies to: "
+                   "torch (PyTorch eager), onnxruntime (the exported ONNX graph, all graph optimisations) or tensorrt "
+                   "(CUDA only); with another than torch, eager latency is recorded too")
+    p.add_argument("--latency-precision", choices=tuple(PRECISIONS), default="fp32", help="precision of the timed "
+                   "passes (onnxruntime: fp32 only; bf16/fp16 where the device and backend run them)")
+    p.add_argument("--latency-tolerance", type=float, default=0.02, help="time each candidate until the median's 95 "
+                   "%% interval is within +- this fraction (0: exactly --latency-runs)")
+    p.add_argument("--latency-max-runs", type=int, default=200, help="at most this many timed runs per record")
+    p.add_argument("--latency-max-seconds", type=float, default=10.0, help="stop timing a record after this many "
+                   "seconds (the --latency-runs minimum is always taken)")
+    p.add_argument("--no-latency-pin", action="store_true", help="do not pin the measuring thread to a core of its "
+                   "own (pinning keeps nasseg's own work off it; on a machine shared with other jobs it also keeps the "
+                   "measurement from moving off a busy core)")
     p.add_argument("--trials", type=int, default=50, help="total finished trials of the study")
     p.add_argument("--storage", default="sqlite:///runs/study.db", help="sqlite:///path.db or postgresql://...")
     p.add_argument("--study", default="realtime", help="study name (an existing one is resumed)")
@@ -86,11 +101,14 @@ def config_from_args(a: Any) -> SearchConfig:
         recipe_kw["lr"] = a.proxy_lr
     lat = LatencySpec(device=a.latency_device, resolution=parse_resolution(a.latency_resolution,
                                                                             "--latency-resolution"),
-                      batch=a.latency_batch, threads=a.latency_threads, runs=a.latency_runs)
+                      batch=a.latency_batch, threads=a.latency_threads, runs=a.latency_runs,
+                      backend=a.latency_backend, dtype=PRECISIONS[a.latency_precision], tolerance=a.latency_tolerance,
+                      max_runs=a.latency_max_runs, max_seconds=a.latency_max_seconds, pin=not a.no_latency_pin)
     if lat.runs < 30:
         raise ConfigError(f"--latency-runs = {lat.runs}: at least 30 timed runs are needed for a stable median")
     if lat.batch < 1 or (lat.threads is not None and lat.threads < 1):
         raise ConfigError("--latency-batch and --latency-threads must be positive integers")
+    lat.validate()
     return SearchConfig(space=a.space, storage=a.storage, study=a.study, trials=a.trials,
                         latency_budget_ms=a.latency_budget_ms, latency=lat, mode=a.mode, sampler=a.sampler,
                         seed=a.seed, dataset=a.dataset, recipe=Recipe(**recipe_kw), executor=a.executor,
@@ -114,7 +132,12 @@ def banner(cfg: SearchConfig) -> str:
     return "\n".join([
         f"nasseg search: study {cfg.study!r} in {mask_url(cfg.storage)}, {cfg.trials} trials, space {cfg.space}",
         f"  latency budget {budget} on {lat.device} ({lat.threads or 1 if lat.device == 'cpu' else 'default'} "
-        f"thread(s)) at {lat.resolution[0]}x{lat.resolution[1]}, batch {lat.batch}; mode {cfg.mode}",
+        f"thread(s)) at {lat.resolution[0]}x{lat.resolution[1]}, batch {lat.batch}, {lat.backend} "
+        f"{precision_name(lat.dtype)}; mode {cfg.mode}",
+        "  timing: " + (f"{lat.runs} to {lat.max_runs} runs, until the median's 95 % interval is within "
+                        f"+-{100 * lat.tolerance:g} % or {lat.max_seconds:g} s" if lat.tolerance else
+                        f"{lat.runs} runs") + "; pinned to a core of its own" * lat.pin
+        + ("; eager latency recorded too" if lat.backend != "torch" else ""),
         f"  proxy: {cfg.dataset} at {r.resolution[0]}x{r.resolution[1]}, {r.steps} steps, batch {r.batch_size}, "
         f"lr {r.lr:g}; trained {runner}",
         f"  results: the study database; proxy weights in {cfg.artifacts_dir()}",
@@ -146,7 +169,7 @@ def run(a: Any) -> int:
         if summary["exhausted"]:
             con.print("the search ended early: the sampler kept proposing architectures already evaluated (the space "
                       "seems to hold fewer distinct architectures than --trials)")
-        if cfg.screen is not None and cfg.latency_budget_ms is not None:
+        if cfg.screen is not None and cfg.latency_budget_ms is not None and cfg.latency.backend == "torch":
             con.print(f"screening: {summary['screened']} of the {c['rejected']} rejections on a predicted latency "
                       "(sum of measured units, calibrated on candidates measured end to end); every trained "
                       "candidate was measured end to end")
@@ -192,7 +215,7 @@ def print_study(study: Any, con: Any, limit: int = 40) -> None:
 
     for r in shown.itertuples():
         latency = ("~" if r.latency_method == "predicted" else "") + f(r.latency_ms, ".2f") + \
-            ("!" if r.latency_noisy else "")
+            ("!" if r.latency_noisy else "") + ("?" if r.latency_decision == "close" else "")
         t.add_row(f"{r.trial}{'*' if r.trial in best else ''}", r.status or r.state, f(r.miou, ".4f"),
                   latency, f(r.latency_cv, ".3f"), f(r.params_M, ".3f"), f(r.GMACs, ".2f"),
                   f(r.train_s, ".1f"), r.genome_id, r.genome)
@@ -208,6 +231,13 @@ def print_study(study: Any, con: Any, limit: int = 40) -> None:
         con.print(f"! = noisy latency ({len(noisy)} trial(s): the CV or the machine's load stayed high after "
                   "re-measuring; the trial's latency_warning says which): trials "
                   + ", ".join(str(t) for t in noisy.trial))
+    close = df[df.latency_decision == "close"]
+    if len(close):
+        con.print(f"? = close to the budget ({len(close)} trial(s): the median's 95 % interval held the budget even "
+                  "after re-measuring; decided on the median): trials " + ", ".join(str(t) for t in close.trial))
+    backends = sorted({b for b in df.latency_backend if b})
+    if backends and backends != ["torch"]:
+        con.print(f"latency: {', '.join(backends)} (the budget's backend; eager latency in latency_eager_ms)")
     pf = study.user_attrs.get("proxy_fidelity")
     con.print("proxy fidelity: " + (pf.get("line", "") if isinstance(pf, dict) else "not recorded (a study from "
                                     "before nasseg measured it; see nasseg fidelity)"))

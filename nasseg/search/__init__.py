@@ -35,6 +35,7 @@ from nasseg.search.config import (
     LatencySpec,
     ScreenSpec,
     SearchConfig,
+    latency_defining,
     make_sampler,
     resumed_seed,
     study_meta,
@@ -48,7 +49,7 @@ from nasseg.study import META_KEY, STATUS_KEY
 
 __all__ = [
     "DEFINING", "EXECUTORS", "MODES", "SAMPLERS", "META_KEY", "STATUS_KEY",
-    "LatencySpec", "ScreenSpec", "SearchConfig", "make_sampler", "resumed_seed", "study_meta",
+    "LatencySpec", "ScreenSpec", "SearchConfig", "latency_defining", "make_sampler", "resumed_seed", "study_meta",
     "Driver", "counts_towards_trials", "Job", "run_job", "worker_info", "run_local", "run_ray",
     "search", "check_devices", "dataset_classes", "trials_frame",
 ]

@@ -20,8 +20,20 @@ SAMPLERS = ("tpe", "nsga2", "random")
 EXECUTORS = ("ray", "local")
 
 
+#: the keys of a latency spec that say *what* is measured (a resumed study must match them); the others say how
+#: carefully (the stopping rule, pinning) and may change between runs of a study
+LATENCY_DEFINING = ("device", "resolution", "batch", "threads", "runs", "warmup", "dtype", "backend")
+
+
 @dataclass(frozen=True)
 class LatencySpec:
+    """How candidates are timed: on ``backend`` (``torch`` eager, ``onnxruntime``, ``tensorrt``: see
+    :mod:`nasseg.latency.backends`) on ``device`` in ``dtype``, ``batch`` x 3 x ``resolution``, ``threads``
+    intra-op threads (1 on CPU when None), ``warmup`` untimed passes, then at least ``runs`` timed ones and more
+    until the median's 95 % interval is within +-``tolerance`` (relative), at most ``max_runs`` passes or
+    ``max_seconds`` of timing (``tolerance`` 0: exactly ``runs``; see :class:`nasseg.latency.StoppingRule`);
+    ``pin``: the measuring thread on cores of its own (:func:`nasseg.latency.pinned`)."""
+
     device: str = "cpu"
     resolution: tuple[int, int] = (512, 1024)
     batch: int = 1
@@ -29,11 +41,65 @@ class LatencySpec:
     runs: int = 30
     warmup: int = 10
     dtype: str = "float32"
+    backend: str = "torch"
+    tolerance: float = 0.02
+    max_runs: int = 200
+    max_seconds: float = 10.0
+    pin: bool = True
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
         d["resolution"] = list(self.resolution)
         return d
+
+    def defining(self) -> dict[str, Any]:
+        """What the measurement means (:func:`latency_defining` of :meth:`to_dict`)."""
+        return latency_defining(self.to_dict())
+
+    def stopping_rule(self) -> Any:
+        """The :class:`nasseg.latency.StoppingRule`, or None for a fixed count (``tolerance`` 0)."""
+        from nasseg.latency import StoppingRule
+
+        if not self.tolerance:
+            return None
+        return StoppingRule(tolerance=self.tolerance, max_runs=self.max_runs, max_seconds=self.max_seconds)
+
+    def measure_kwargs(self) -> dict[str, Any]:
+        """The keyword arguments of :func:`nasseg.latency.measure_backend` (and, but for ``backend``, of
+        :func:`nasseg.cost.measure_latency`) that this spec sets."""
+        return {"warmup": self.warmup, "runs": self.runs, "threads": self.threads, "dtype": self.dtype,
+                "stopping": self.stopping_rule(), "pin": self.pin}
+
+    def validate(self) -> None:
+        from nasseg.cost import DTYPES, MIN_RUNS
+        from nasseg.latency import BACKENDS, PRECISIONS
+
+        if self.backend not in BACKENDS:
+            raise ConfigError(f"--latency-backend = {self.backend!r} is not known; valid: {', '.join(BACKENDS)}")
+        if self.dtype not in DTYPES:
+            raise ConfigError(f"--latency-precision = {self.dtype!r} is not known; valid: {', '.join(PRECISIONS)}")
+        if self.runs < MIN_RUNS:
+            raise ConfigError(f"--latency-runs = {self.runs}: at least {MIN_RUNS} timed runs are needed for a stable "
+                              "median")
+        if isinstance(self.tolerance, bool) or not isinstance(self.tolerance, (int, float)) or self.tolerance < 0:
+            raise ConfigError(f"--latency-tolerance = {self.tolerance!r} is not allowed; valid: a fraction in (0, 1), "
+                              "or 0 for a fixed count of --latency-runs")
+        rule = self.stopping_rule()
+        if rule is not None:
+            rule.check(self.runs)
+
+
+def latency_defining(d: dict[str, Any] | None) -> dict[str, Any]:
+    """The defining part (:data:`LATENCY_DEFINING`) of a stored latency spec.  A study's spec from before the
+    backend existed has no ``backend`` key and means PyTorch eager; ``backend`` is left out when it is ``torch``,
+    so that the dict of an eager spec is the same as before (ablation cost keys hash it)."""
+    d = dict(d or {})
+    out = {k: d.get(k) for k in LATENCY_DEFINING if k != "backend"}
+    if d.get("backend", "torch") != "torch":
+        out["backend"] = d["backend"]
+    if isinstance(out.get("resolution"), tuple):
+        out["resolution"] = list(out["resolution"])
+    return out
 
 
 @dataclass(frozen=True)
@@ -109,6 +175,7 @@ class SearchConfig:
             raise ConfigError("--study needs a name")
         if self.init is not None:
             parse_init(self.init)
+        self.latency.validate()
         if self.prefilter is not None:
             from nasseg.search.prefilter import check_spec
 

@@ -20,6 +20,10 @@ def trials_frame(study: Any):
             "miou": ua.get("miou"), "latency_ms": ua.get("latency_ms"), "latency_cv": lat.get("cv"),
             "latency_method": lat.get("method", "measured" if lat else ""),
             "latency_noisy": bool(lat.get("noisy", False)),
+            "latency_backend": lat.get("backend", "torch") if lat else "",  # records from before it: eager
+            "latency_eager_ms": ua.get("latency_eager_ms", ua.get("latency_ms") if lat.get("backend", "torch") ==
+                                       "torch" else None),
+            "latency_decision": ua.get("latency_decision", ""),
             "params_M": (ua["params"] / 1e6) if "params" in ua else None,
             "GMACs": (ua["macs"] / 1e9) if "macs" in ua else None,
             "train_s": ua.get("train_seconds"), "genome_id": ua.get("genome_id", ""),

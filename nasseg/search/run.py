@@ -20,7 +20,14 @@ from typing import Any
 from nasseg import faults
 from nasseg.errors import ConfigError, StorageError
 from nasseg.search import ray_session
-from nasseg.search.config import DEFINING, SearchConfig, make_sampler, resumed_seed, study_meta
+from nasseg.search.config import (
+    DEFINING,
+    SearchConfig,
+    latency_defining,
+    make_sampler,
+    resumed_seed,
+    study_meta,
+)
 from nasseg.search.driver import Driver
 from nasseg.search.executors import run_local, run_ray
 from nasseg.study import (
@@ -123,7 +130,8 @@ class _NoProgress:
 
 
 def check_devices(cfg: SearchConfig) -> None:
-    """The latency device (and a local executor's GPU) exist here, before a study is created or touched."""
+    """The latency device (and a local executor's GPU) exist here, and the latency backend can run in its precision
+    there, before a study is created or touched."""
     import torch
 
     dev, valid = cfg.latency.device, "cpu, cuda or cuda:N"
@@ -138,6 +146,9 @@ def check_devices(cfg: SearchConfig) -> None:
         if n == 0 or (d.index is not None and d.index >= n):
             raise ConfigError(f"--latency-device = {dev!r} is not on this machine ({n} CUDA device(s)); valid here: "
                               + ("cpu" if n == 0 else f"cpu, cuda:0..cuda:{n - 1}"))
+    from nasseg.latency import check_backend
+
+    check_backend(cfg.latency.backend, dev, cfg.latency.dtype)  # tensorrt without a GPU, fp16 on onnxruntime ...
     if cfg.gpus_per_trial > 0 and cfg.executor == "local" and not torch.cuda.is_available():
         raise ConfigError(f"--gpus-per-trial = {cfg.gpus_per_trial:g} with --executor local, but this machine has no "
                           "CUDA device; valid: --gpus-per-trial 0, or --executor ray on a cluster with GPUs")
@@ -218,7 +229,9 @@ def search(cfg: SearchConfig, log: Callable[[str], None] | None = None,
             want = study_meta(dataclasses.replace(cfg, seed=meta["sampler"]["seed"] if cfg.sampler is None else
                                                   cfg.seed), num_classes, sampler_name)
             for key in DEFINING:
-                if want[key] != meta.get(key):
+                same = latency_defining(want[key]) == latency_defining(meta.get(key)) if key == "latency" \
+                    else want[key] == meta.get(key)
+                if not same:
                     raise ConfigError(
                         f"study {cfg.study!r} was created with {key} = {json.dumps(meta.get(key))}; this command "
                         f"gives {json.dumps(want[key])}. Resume with the same settings, or choose a new --study")
