@@ -1,6 +1,5 @@
 """Latency on onnxruntime (and the refusals of what cannot run here), recorded like eager with full provenance."""
 
-from pathlib import Path
 
 import onnxruntime as ort
 import pytest
@@ -87,14 +86,14 @@ def test_tensorrt_fp16_on_a_gpu():  # pragma: no cover - no GPU where this was w
 
 
 def test_a_graph_that_cannot_be_exported_is_one_error_and_no_console_dump(capfd):
-    from nasseg.build import build
     from nasseg.errors import NassegError
-    from nasseg.space import load_space
 
-    space = load_space(str(Path(__file__).resolve().parents[2] / "search_spaces" / "realtime.yaml"))
-    net = build(space.random(6), 19)  # adaptive pooling the exporter refuses
+    class Unexportable(torch.nn.Module):  # ONNX opset 17 has no SVD: the exporter refuses the graph
+        def forward(self, x):
+            return x * torch.linalg.svd(x.flatten(2))[0].sum()
+
     with pytest.raises(NassegError, match="ONNX export") as e:
-        measure_backend(net, (1, 3, 64, 128), backend="onnxruntime", warmup=1, runs=MIN_RUNS)
+        measure_backend(Unexportable(), (1, 3, 16, 16), backend="onnxruntime", warmup=1, runs=MIN_RUNS)
     assert "\n" not in str(e.value)
     out, err = capfd.readouterr()
     assert "Torch IR graph" not in out + err and len(out + err) < 2000
