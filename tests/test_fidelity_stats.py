@@ -3,11 +3,10 @@ import math
 
 import numpy as np
 import pytest
+import scipy.stats as stats  # a dev dependency: the agreement with scipy is the test
 
 from nasseg import fidelity_stats as fs
 from nasseg.errors import ConfigError
-
-stats = pytest.importorskip("scipy.stats")
 
 # Known rankings: perfect, reversed, partial, ties in x, ties in y, ties in both, ties shared by a pair.
 RANKINGS = [
