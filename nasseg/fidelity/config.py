@@ -13,7 +13,7 @@ from typing import Any
 
 from nasseg import __version__
 from nasseg.errors import ConfigError, NassegError
-from nasseg.search.config import EXECUTORS, LatencySpec, file_sha
+from nasseg.search.config import LatencySpec, check_executor, file_sha
 from nasseg.study import check_url
 
 #: fewest genomes ``--genomes`` may sample: Kendall's tau over 3 takes only 4 values, and its bootstrap
@@ -118,12 +118,7 @@ class FidelityConfig:
                 or not -1.0 <= float(self.target_tau) <= 1.0:
             raise ConfigError(f"--target-tau = {self.target_tau!r} is not allowed; valid: a number in [-1, 1]")
         check_proxies(self.proxy_names())
-        if self.executor not in EXECUTORS:
-            raise ConfigError(f"--executor = {self.executor!r}; valid: {', '.join(EXECUTORS)}")
-        if not self.cpus_per_trial > 0 or self.gpus_per_trial < 0:
-            raise ConfigError("--cpus-per-trial must be > 0 and --gpus-per-trial >= 0 (fractions allowed)")
-        if self.concurrency is not None and self.concurrency < 1:
-            raise ConfigError(f"--concurrency = {self.concurrency} must be >= 1")
+        check_executor(self.executor, self.cpus_per_trial, self.gpus_per_trial, self.concurrency)
         if self.latency_budget_ms is not None and not (isinstance(self.latency_budget_ms, (int, float))
                                                        and math.isfinite(self.latency_budget_ms)
                                                        and self.latency_budget_ms > 0):

@@ -165,12 +165,7 @@ class SearchConfig:
                               "milliseconds")
         if self.sampler is not None and self.sampler not in SAMPLERS:
             raise ConfigError(f"--sampler = {self.sampler!r}; valid: {', '.join(SAMPLERS)}")
-        if self.executor not in EXECUTORS:
-            raise ConfigError(f"--executor = {self.executor!r}; valid: {', '.join(EXECUTORS)}")
-        if not self.cpus_per_trial > 0 or self.gpus_per_trial < 0:
-            raise ConfigError("--cpus-per-trial must be > 0 and --gpus-per-trial >= 0 (fractions allowed)")
-        if self.concurrency is not None and self.concurrency < 1:
-            raise ConfigError(f"--concurrency = {self.concurrency} must be >= 1")
+        check_executor(self.executor, self.cpus_per_trial, self.gpus_per_trial, self.concurrency)
         if not self.study or not isinstance(self.study, str):
             raise ConfigError("--study needs a name")
         if self.init is not None:
@@ -187,6 +182,16 @@ class SearchConfig:
             if self.screen.unit_runs < 3 or self.screen.unit_warmup < 1:
                 raise ConfigError(f"screen unit_runs = {self.screen.unit_runs}, unit_warmup = "
                                   f"{self.screen.unit_warmup}; valid: runs >= 3, warm-up >= 1")
+
+
+def check_executor(executor: str, cpus_per_trial: float, gpus_per_trial: float, concurrency: int | None) -> None:
+    """Where proxies train and with what (search, fidelity): one line naming the bad option and what is valid."""
+    if executor not in EXECUTORS:
+        raise ConfigError(f"--executor = {executor!r}; valid: {', '.join(EXECUTORS)}")
+    if not cpus_per_trial > 0 or gpus_per_trial < 0:
+        raise ConfigError("--cpus-per-trial must be > 0 and --gpus-per-trial >= 0 (fractions allowed)")
+    if concurrency is not None and concurrency < 1:
+        raise ConfigError(f"--concurrency = {concurrency} must be >= 1")
 
 
 def file_sha(path: str) -> str:
