@@ -62,6 +62,9 @@ class Plan:
     unused: tuple[tuple[str, str], ...] = ()  # (official module, why it has no place in the preset)
     aliases: tuple[tuple[str, str], ...] = ()  # (regex on official keys, replacement): a second name of a tensor
     fresh: tuple[tuple[str, str], ...] = ()  # (our module, why the checkpoint cannot give it)
+    # the official backbone's module in the full network ("cp.backbone." in STDC-Seg): a checkpoint of the backbone
+    # alone (its ImageNet training: keys "features.*" without this prefix) imports into the encoder only
+    backbone: str | None = None
 
 
 def _seq(fmt: str, n: int, start: int = 0) -> tuple[str, ...]:
@@ -149,6 +152,7 @@ def _stdc_seg(backbone: str, repeats: tuple[int, int, int]) -> Plan:
         + tuple((f"conv_out_sp{s}", f"detail head at 1/{s}, not used by the released training (use_boundary_8 only)")
                 for s in (16, 4, 2)),
         aliases=((r"^cp\.backbone\.x(?:2|4|8|16|32)\.0\.", "cp.backbone.features."),),
+        backbone="cp.backbone.",  # STDCNet.init_weight loads an ImageNet checkpoint with the module's own keys
         fresh=(("train_heads.0", "auxiliary head on chain level 1: the official one sees another feature"),
                ("train_heads.1", "auxiliary head on chain level 2: the official one sees another feature")),
     )
@@ -214,8 +218,11 @@ class ImportReport:
             for key, reason in self.fresh:
                 why.setdefault(reason, []).append(key)
             for reason, keys in why.items():
-                out.append(f"  initialised here, not from the checkpoint ({len(keys)} tensors, training only): "
-                           f"{_common_prefix(keys)}* - {reason}")
+                mods = sorted({k.split(".")[0] for k in keys})
+                where = f"{_common_prefix(keys)}*" if len(mods) == 1 else ", ".join(f"{m}.*" for m in mods)
+                kind = "training only" if mods == ["train_heads"] else "the network outside the backbone"
+                out.append(f"  initialised here, not from the checkpoint ({len(keys)} tensors, {kind}): "
+                           f"{where} - {reason}")
         if self.unused:
             out.append(f"  unused: {len(self.unused)} official tensors have no place in the preset:")
             by_reason: dict[str, list[str]] = {}
@@ -344,13 +351,21 @@ def import_checkpoint(preset: str, checkpoint: str | os.PathLike | Mapping[str, 
                       ) -> tuple[dict[str, torch.Tensor], ImportReport]:
     """An official checkpoint as a state dict of ``build(preset genome, report.num_classes)``.
 
-    ``checkpoint`` is a path or an already loaded mapping.  Raises :class:`WeightsError` with one line for a
+    ``checkpoint`` is a path or an already loaded mapping.  For the STDC-Seg presets it may also be the backbone's
+    own ImageNet checkpoint (STDCNet813 / STDCNet1446, e.g. ``STDCNet813M_73.91.tar``): its tensors fill the encoder
+    stages, the decoder and heads stay as built (seed 0, listed as fresh), its ImageNet classifier is listed unused;
+    ``nasseg search --init`` then warm-starts the stages a candidate shares with the preset.  Raises
+    :class:`WeightsError` with one line for a
     file that is not a readable checkpoint and for a checkpoint of another network (naming the first official
     key, with its shape, that does not fit).
     """
     p = plan(preset)
     pr = presets.get(preset)
     ck, name = load_checkpoint(checkpoint)
+    backbone_only = p.backbone is not None and not any(k.startswith(p.backbone) for k in ck) \
+        and any(k.startswith("features.") for k in ck)
+    if backbone_only:  # the backbone's own (ImageNet) checkpoint: its keys are the full network's minus the prefix
+        ck = {p.backbone + k: v for k, v in ck.items()}
     order = {k: i for i, k in enumerate(ck)}
 
     key, dim = p.classes
@@ -368,7 +383,7 @@ def import_checkpoint(preset: str, checkpoint: str | os.PathLike | Mapping[str, 
     mine = _our_modules(net)
     if len(mine) != len(p.encoder):  # a plan that does not describe its preset: a bug, not the user's input
         raise AssertionError(f"plan {preset}: {len(p.encoder)} official encoder modules for {len(mine)} of ours")
-    pairs = list(zip(p.encoder, mine)) + list(p.pairs)
+    pairs = list(zip(p.encoder, mine)) + ([] if backbone_only else list(p.pairs))
 
     misfits: list[_Misfit] = []
     source_of: dict[str, str] = {}  # our key -> official key
@@ -409,6 +424,9 @@ def import_checkpoint(preset: str, checkpoint: str | os.PathLike | Mapping[str, 
         module = next((m for m in dict(p.fresh) if _under(k, m)), None)
         if module is not None:
             fresh.append((k, dict(p.fresh)[module]))
+            continue
+        if backbone_only and not any(_under(k, m) for _, m in pairs):
+            fresh.append((k, "not in a backbone checkpoint: as built (seed 0)"))
             continue
         off = next((o for o, m in pairs if _under(k, m)), None)
         if k.endswith(".num_batches_tracked") and off is not None \

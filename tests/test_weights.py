@@ -268,3 +268,25 @@ def test_cli_refuses_an_unknown_preset_and_a_missing_out_folder(tmp_path, capsys
     _one_line(capsys.readouterr().err, ["unknown preset 'regsg'", "did you mean regseg"])
     assert main(["weights", "import", "regseg", str(ckpt), "--out", str(tmp_path / "no" / "o.pt")]) == 2
     _one_line(capsys.readouterr().err, ["--out", "does not exist"])
+
+
+def test_an_imagenet_backbone_checkpoint_fills_the_encoder_and_warm_starts_a_search_genome(tmp_path):
+    """STDCNet813's own checkpoint (what STDCNet.init_weight loads: the module's keys, in ``state_dict``) imports
+    into stdc1_seg's encoder; decoder and heads stay as built and are listed; its ImageNet classifier is unused."""
+    from nasseg.weights import preset_state, shared_stages, stage_tensors
+
+    full = synthetic_checkpoint(load_spec("stdc1_seg"))
+    backbone = {k[len("cp.backbone."):]: v for k, v in full.items() if k.startswith("cp.backbone.")}
+    path = tmp_path / "STDCNet813M.tar"
+    torch.save({"state_dict": backbone}, path)
+    state, rep = import_checkpoint("stdc1_seg", path)
+    ref, _ = import_checkpoint("stdc1_seg", full)
+    enc = [k for k in ref if k.startswith("stages.")]
+    assert enc and all(torch.equal(state[k], ref[k]) for k in enc)
+    assert {k for _, k in rep.loaded} == set(enc)
+    assert any(k.startswith("decoder.") for k, _ in rep.fresh) and any("conv_last" in k for k, _, _ in rep.unused)
+    text = "\n".join(rep.lines())
+    assert "the network outside the backbone" in text and "ImageNet classifier" in text
+    stages, _ = preset_state("stdc1_seg", path)
+    pg = presets.get("stdc1_seg").genome
+    assert stage_tensors(stages, shared_stages(pg, pg)).keys() == {k for k in enc}
