@@ -62,9 +62,10 @@ class Plan:
     unused: tuple[tuple[str, str], ...] = ()  # (official module, why it has no place in the preset)
     aliases: tuple[tuple[str, str], ...] = ()  # (regex on official keys, replacement): a second name of a tensor
     fresh: tuple[tuple[str, str], ...] = ()  # (our module, why the checkpoint cannot give it)
-    # the official backbone's module in the full network ("cp.backbone." in STDC-Seg): a checkpoint of the backbone
-    # alone (its ImageNet training: keys "features.*" without this prefix) imports into the encoder only
-    backbone: str | None = None
+    # (prefix in the backbone's own ImageNet checkpoint, prefix of the same tensors in the full network): such a
+    # checkpoint imports into the encoder only.  STDC-Seg: ("", "cp.backbone."), ERFNet: ("features.encoder.",
+    # "encoder.")
+    backbone: tuple[str, str] | None = None
 
 
 def _seq(fmt: str, n: int, start: int = 0) -> tuple[str, ...]:
@@ -87,7 +88,10 @@ def _erfnet() -> Plan:
         pairs=(("decoder", "decoder"),),
         classes=("decoder.output_conv.weight", 1),
         unused=(("encoder.output_conv", "ERFNet's encoder-only classifier, used only when the encoder is "
-                 "trained alone (predict=True); the full network never runs it"),),
+                 "trained alone (predict=True); the full network never runs it"),
+                ("classifier", "the ImageNet classifier of the encoder's pretraining (imagenet/erfnet_imagenet.py)")),
+        # train/main.py takes ERFNet_imagenet(1000).features.encoder from the ImageNet checkpoint
+        backbone=("features.encoder.", "encoder."),
     )
 
 
@@ -152,7 +156,7 @@ def _stdc_seg(backbone: str, repeats: tuple[int, int, int]) -> Plan:
         + tuple((f"conv_out_sp{s}", f"detail head at 1/{s}, not used by the released training (use_boundary_8 only)")
                 for s in (16, 4, 2)),
         aliases=((r"^cp\.backbone\.x(?:2|4|8|16|32)\.0\.", "cp.backbone.features."),),
-        backbone="cp.backbone.",  # STDCNet.init_weight loads an ImageNet checkpoint with the module's own keys
+        backbone=("", "cp.backbone."),  # STDCNet.init_weight loads an ImageNet checkpoint with the module's own keys
         fresh=(("train_heads.0", "auxiliary head on chain level 1: the official one sees another feature"),
                ("train_heads.1", "auxiliary head on chain level 2: the official one sees another feature")),
     )
@@ -351,21 +355,24 @@ def import_checkpoint(preset: str, checkpoint: str | os.PathLike | Mapping[str, 
                       ) -> tuple[dict[str, torch.Tensor], ImportReport]:
     """An official checkpoint as a state dict of ``build(preset genome, report.num_classes)``.
 
-    ``checkpoint`` is a path or an already loaded mapping.  For the STDC-Seg presets it may also be the backbone's
-    own ImageNet checkpoint (STDCNet813 / STDCNet1446, e.g. ``STDCNet813M_73.91.tar``): its tensors fill the encoder
-    stages, the decoder and heads stay as built (seed 0, listed as fresh), its ImageNet classifier is listed unused;
-    ``nasseg search --init`` then warm-starts the stages a candidate shares with the preset.  Raises
-    :class:`WeightsError` with one line for a
+    ``checkpoint`` is a path or an already loaded mapping.  For the STDC-Seg and ERFNet presets it may also be the
+    backbone's own ImageNet checkpoint (STDCNet813 / STDCNet1446, e.g. ``STDCNet813M_73.91.tar``; ERFNet's
+    ``erfnet_encoder_pretrained.pth.tar``): its tensors fill the encoder stages, the decoder and heads stay as
+    built (seed 0, listed as fresh), its ImageNet classifier is listed unused; ``nasseg search --init`` then
+    warm-starts the stages a candidate shares with the preset.  Raises :class:`WeightsError` with one line for a
     file that is not a readable checkpoint and for a checkpoint of another network (naming the first official
     key, with its shape, that does not fit).
     """
     p = plan(preset)
     pr = presets.get(preset)
     ck, name = load_checkpoint(checkpoint)
-    backbone_only = p.backbone is not None and not any(k.startswith(p.backbone) for k in ck) \
-        and any(k.startswith("features.") for k in ck)
-    if backbone_only:  # the backbone's own (ImageNet) checkpoint: its keys are the full network's minus the prefix
-        ck = {p.backbone + k: v for k, v in ck.items()}
+    backbone_only = False
+    if p.backbone is not None:  # the backbone's own (ImageNet) checkpoint: re-prefix its keys as the full network's
+        theirs, full = p.backbone
+        backbone_only = not any(k.startswith(full) for k in ck) and any(k.startswith(theirs or "features.")
+                                                                          for k in ck)
+        if backbone_only:
+            ck = {(full + k[len(theirs):]) if k.startswith(theirs) else k: v for k, v in ck.items()}
     order = {k: i for i, k in enumerate(ck)}
 
     key, dim = p.classes

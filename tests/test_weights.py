@@ -290,3 +290,19 @@ def test_an_imagenet_backbone_checkpoint_fills_the_encoder_and_warm_starts_a_sea
     stages, _ = preset_state("stdc1_seg", path)
     pg = presets.get("stdc1_seg").genome
     assert stage_tensors(stages, shared_stages(pg, pg)).keys() == {k for k in enc}
+
+
+def test_erfnets_imagenet_encoder_checkpoint_fills_the_encoder():
+    """What train/main.py reads for --pretrainedEncoder: DataParallel(ERFNet_imagenet(1000)) under state_dict,
+    keys module.features.encoder.* and module.classifier.linear.*."""
+    full = synthetic_checkpoint(load_spec("erfnet"))
+    enc = {f"module.features.{k}": v for k, v in full.items() if k.startswith("encoder.")
+           and not k.startswith("encoder.output_conv")}
+    enc["module.classifier.linear.weight"] = torch.zeros(1000, 128)
+    enc["module.classifier.linear.bias"] = torch.zeros(1000)
+    state, rep = import_checkpoint("erfnet", {"state_dict": enc})
+    ref, _ = import_checkpoint("erfnet", full)
+    stages = [k for k in ref if k.startswith("stages.")]
+    assert stages and all(torch.equal(state[k], ref[k]) for k in stages)
+    assert any(k.startswith("decoder.") for k, _ in rep.fresh)
+    assert {k for k, _, _ in rep.unused} == {"classifier.linear.weight", "classifier.linear.bias"}
