@@ -161,6 +161,12 @@ def _espnet(p: int = 2, q: int = 8) -> Genome:
     ))
 
 
+def _espnet_c(p: int = 2, q: int = 8) -> Genome:
+    """ESPNet-C: ESPNet's encoder with a 1x1 classifier on level 3 (official ``ESPNet_Encoder``), logits at 1/8."""
+    enc = _espnet(p, q)
+    return resolve(Genome(stages=enc.stages, decoder=Decoder("espnet_c_decoder", (2,)), heads=Heads(None)))
+
+
 # ------------------------------------------------------------------------------------- DWRSeg
 def _dwrseg() -> Genome:
     """A DWRSeg-style network: SIR in the low-level stages, DWR in the high-level ones (no official code)."""
@@ -231,6 +237,11 @@ def _presets() -> dict[str, Preset]:
                365_109, 4_780_220_416,
                "official sacmehta/ESPNet train/Model.py (b335e48) run beside ours: 365,109 params, 4.780 GMACs",
                {"params": "0.364 M", "macs": "424 M 'FLOPs' (resolution not stated)", "miou_test": "60.3"}),
+        Preset("espnet_c", "ESPNet-C (p=2, q=8)", "Mehta et al., ESPNet, ECCV 2018", lambda: _espnet_c(), 20,
+               (512, 1024), 349_449, None,
+               "official sacmehta/ESPNet train/Model.py (afe71c3) ESPNet_Encoder(20, 2, 8) run beside ours: 349,449 "
+               "params; no official MAC figure",
+               {"miou_val": "ESPNet-C (p=5, q=3): 51.6 (paper, Table 2)"}),
         Preset("dwrseg", "DWRSeg-style network", "Wei et al., DWRSeg, arXiv 2212.01173", _dwrseg, 19, (512, 1024),
                None, None, "no official code is public: no official counts exist",
                {"miou_test": "72.7", "fps": "319.5 (1080Ti)"},

@@ -121,6 +121,17 @@ def _espnet() -> Plan:
     )
 
 
+def _espnet_c() -> Plan:
+    """ESPNet_Encoder alone: the same modules as ESPNet's ``encoder.*``, without that prefix."""
+    full = _espnet()
+    return Plan(
+        source="sacmehta/ESPNet@afe71c3 train/Model.py ESPNet_Encoder(classes, p=2, q=8)",
+        encoder=tuple(m.removeprefix("encoder.") for m in full.encoder),
+        pairs=(("classifier.conv", "decoder.classifier"),),
+        classes=("classifier.conv.weight", 0),
+    )
+
+
 def _fasternet(variant: str, depths: tuple[int, int, int, int]) -> Plan:
     enc: list[str] = ["patch_embed"]
     for i, d in enumerate(depths):
@@ -167,6 +178,7 @@ _PLANS = {
     "erfnet": _erfnet,
     "lednet": _lednet,
     "espnet": _espnet,
+    "espnet_c": _espnet_c,
     "fasternet_t0": lambda: _fasternet("t0", (1, 2, 8, 2)),
     "fasternet_t1": lambda: _fasternet("t1", (1, 2, 8, 2)),
     "fasternet_t2": lambda: _fasternet("t2", (1, 2, 8, 2)),

@@ -28,6 +28,9 @@ EXACT = {
     "fasternet_t0": (3_905_500, 335_422_720),
     # official: sacmehta/ESPNet train/Model.py (b335e48) run beside ours: 365,109 params, 4,780,220,416 MACs
     "espnet": (365_109, 4_780_220_416),
+    # official: sacmehta/ESPNet train/Model.py (afe71c3) ESPNet_Encoder(20, 2, 8) run beside ours: 349,449 params;
+    # MACs pinned, not an official figure (no official MAC count exists)
+    "espnet_c": (349_449, 3_470_155_776),
     # official: xiaoyufenfei/LEDNet, 923,083 inference params with the 20-class APN (blocks.md §6.4); MACs
     # pinned, not an official figure (official 11.21 GMACs is rounded)
     "lednet": (923_083, 11_209_539_328),

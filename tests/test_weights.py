@@ -34,8 +34,8 @@ def _network(name: str, state: dict, num_classes: int) -> torch.nn.Module:
 
 # -------------------------------------------------------------------------------- the mappings
 def test_every_preset_with_official_pytorch_code_has_a_plan_and_a_key_fixture():
-    assert weights.names() == sorted(["regseg", "erfnet", "lednet", "espnet", "fasternet_t0", "fasternet_t1",
-                                      "fasternet_t2", "stdc1_seg", "stdc2_seg"])
+    assert weights.names() == sorted(["regseg", "erfnet", "lednet", "espnet", "espnet_c", "fasternet_t0",
+                                      "fasternet_t1", "fasternet_t2", "stdc1_seg", "stdc2_seg"])
     for name in weights.names():
         assert (FIXTURES / f"{name}.json").exists(), name
 
@@ -306,3 +306,21 @@ def test_erfnets_imagenet_encoder_checkpoint_fills_the_encoder():
     assert stages and all(torch.equal(state[k], ref[k]) for k in stages)
     assert any(k.startswith("decoder.") for k, _ in rep.fresh)
     assert {k for k, _, _ in rep.unused} == {"classifier.linear.weight", "classifier.linear.bias"}
+
+
+def test_espnet_c_imports_espnets_encoder_keys():
+    """ESPNet-C is the official ESPNet_Encoder: the same modules as ESPNet's ``encoder.*`` without the prefix
+    (sacmehta/ESPNet afe71c3 train/Model.py).  Run beside the official module with these weights, the imported
+    preset's logits equal the official 1/8 logits bilinearly resized to the input (max diff 0.0 in float32);
+    the official code is not in the repository, so this test checks the mapping and the counts."""
+    full = synthetic_checkpoint(load_spec("espnet"))
+    ck = {k[len("encoder."):]: v for k, v in full.items() if k.startswith("encoder.")}
+    state, rep = import_checkpoint("espnet_c", {"state_dict": ck})
+    assert rep.num_classes == 20 and not rep.unused and not rep.fresh
+    assert {k for k, _ in rep.loaded} == set(ck)
+    assert load_spec("espnet_c")["keys"] == [[k, list(v.shape), str(v.dtype).removeprefix("torch.")]
+                                             for k, v in ck.items()]  # the official ESPNet_Encoder's own keys
+    net = build(presets.get("espnet_c").genome, 20)
+    net.load_state_dict(state, strict=True)
+    assert torch.equal(state["decoder.classifier.weight"], ck["classifier.conv.weight"])
+    assert sum(p.numel() for p in net.parameters()) == presets.get("espnet_c").official_params == 349_449
