@@ -35,6 +35,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="H x W at which model.onnx is traced and checked (default: the study's latency resolution, "
                    "the deployment size); the graph keeps a dynamic H x W when it also verifies at a second "
                    "resolution, else a static one")
+    p.add_argument("--latency-backend", choices=("torch", "onnxruntime", "tensorrt"), default=None,
+                   help="runtime --remeasure times each model on (default: the study's)")
+    p.add_argument("--latency-precision", choices=("fp32", "fp16", "bf16"), default=None,
+                   help="precision --remeasure times each model in (default: the study's)")
     p.add_argument("--overwrite", action="store_true", help="replace a previous nasseg export in --out")
     p.add_argument("--no-progress", action="store_true", help="no progress lines while exporting")
 
@@ -49,6 +53,7 @@ def run(a: argparse.Namespace) -> int:
                        else parse_resolution(a.onnx_resolution, "--onnx-resolution"))
     s = export(a.storage, a.study, a.out, top=a.top, remeasure=a.remeasure, retrain_steps=a.retrain_steps,
                device=a.device, overwrite=a.overwrite, onnx_resolution=onnx_resolution,
+               latency_backend=a.latency_backend, latency_precision=a.latency_precision,
                progress=not a.no_progress)
     out = Console(highlight=False, soft_wrap=True)
     out.print(f"exported {s['exported']} of {s['front_size']} front architecture(s) of study {a.study!r} to "

@@ -155,12 +155,15 @@ def _is_export(out: Path) -> bool:
 def export(storage: str, study: str, out: str | os.PathLike, *, top: int | None = None, remeasure: bool = False,
            retrain_steps: int | None = None, device: str | None = None, overwrite: bool = False,
            onnx_resolution: Sequence[int] | None = None, progress: bool = True,
-           log: Callable[[str], None] | None = None) -> dict[str, Any]:
+           log: Callable[[str], None] | None = None, latency_backend: str | None = None,
+           latency_precision: str | None = None) -> dict[str, Any]:
     """Export the front of ``study`` in ``storage`` to ``out`` (see the :mod:`nasseg.export` docstring).
 
     ``onnx_resolution`` (H, W) is where ``model.onnx`` is traced and checked (default: the study's latency
     resolution, the deployment size); the graph keeps a dynamic H x W where it verifies at a second
-    resolution too, else a static one (:func:`nasseg.export.onnx.export_onnx`).
+    resolution too, else a static one (:func:`nasseg.export.onnx.export_onnx`).  ``remeasure`` times each model
+    on the study's latency backend and precision, or on ``latency_backend`` / ``latency_precision`` (fp32, fp16,
+    bf16) when given, with the study's stopping rule.
 
     Returns a summary: ``{"out", "front_size", "exported", "incomplete", "max_onnx_diff", "wall_seconds",
     "members": [...]}``.  Raises :class:`NassegError` (nothing written) for a missing study, a study
@@ -215,6 +218,20 @@ def export(storage: str, study: str, out: str | os.PathLike, *, top: int | None 
             raise ConfigError(f"--device = {device!r} is not available here (torch.cuda.is_available() is False); "
                               "valid: cpu")
         dev = "cpu"  # the study measured on a GPU this machine lacks: "the current device" is the CPU
+    if (latency_backend or latency_precision) and not remeasure:
+        raise ConfigError("--latency-backend and --latency-precision choose how --remeasure times the models; "
+                          "valid: give --remeasure too")
+    remeasure_spec = dict(lat_spec)
+    if remeasure:
+        from nasseg.latency import PRECISIONS, check_backend
+
+        if latency_precision is not None and latency_precision not in PRECISIONS:
+            raise ConfigError(f"--latency-precision = {latency_precision!r} is not known; valid: "
+                              f"{', '.join(PRECISIONS)}")
+        remeasure_spec["backend"] = latency_backend or str(lat_spec.get("backend", "torch"))
+        if latency_precision is not None:
+            remeasure_spec["dtype"] = PRECISIONS[latency_precision]
+        check_backend(remeasure_spec["backend"], dev, str(remeasure_spec.get("dtype", "float32")))
 
     tmp = out.parent / f".{out.name}.partial-{os.getpid()}"
     if tmp.exists():
@@ -234,7 +251,8 @@ def export(storage: str, study: str, out: str | os.PathLike, *, top: int | None 
 
                 try:
                     info = _export_member(m, folder, st, num_classes, class_names, (batch, 3, h, w),
-                                          (batch, 3, onnx_h, onnx_w), dev, remeasure, retrain_steps, step, rep.log)
+                                          (batch, 3, onnx_h, onnx_w), dev, remeasure_spec if remeasure else None,
+                                          retrain_steps, step, rep.log)
                 except (RuntimeError, ValueError, OSError, MemoryError) as e:  # e.g. out of memory: keep going
                     why = _one_line(f"export failed: {type(e).__name__}: {e}")
                     info = {"folder": folder.name, "rank": m.rank, "trial": m.number, "genome_id": m.genome_id,
@@ -296,7 +314,7 @@ def _threads_used(lat_spec: Mapping[str, Any], records: Sequence[Mapping[str, An
 
 def _export_member(m: FrontMember, folder: Path, st: _Study, num_classes: int, class_names: list[str],
                    input_shape: tuple[int, int, int, int], onnx_shape: tuple[int, int, int, int], device: str,
-                   remeasure: bool, retrain_steps: int | None, step: Callable[[str], None],
+                   remeasure: Mapping[str, Any] | None, retrain_steps: int | None, step: Callable[[str], None],
                    log: Callable[[str], None]) -> dict[str, Any]:
     import torch
 
@@ -337,6 +355,7 @@ def _export_member(m: FrontMember, folder: Path, st: _Study, num_classes: int, c
         "recipe": json.loads(ua["recipe_json"]) if ua.get("recipe_json") else st.meta.get("recipe"),
         "dataset": ua.get("dataset", st.meta.get("dataset")), "seed": ua.get("seed"),
         "proxy_fidelity": ua.get("proxy_fidelity"),
+        "latency_eager": ua.get("latency_eager"), "latency_decision": ua.get("latency_decision"),
     }
     _write_json(folder / "model.json", model_json)  # written early: load() and the card need it
 
@@ -403,7 +422,7 @@ def _export_member(m: FrontMember, folder: Path, st: _Study, num_classes: int, c
             (folder / "model.onnx").unlink(missing_ok=True)
         if remeasure:
             step("re-measuring latency")
-            model_json["latency_remeasured"] = _remeasure(rebuilt, input_shape, device, st.meta.get("latency") or {})
+            model_json["latency_remeasured"] = _remeasure(rebuilt, input_shape, device, remeasure)
     info["onnx"] = model_json.get("onnx")
     info["onnx_failure"] = model_json.get("onnx_failure")
     info["latency_remeasured_ms"] = (model_json.get("latency_remeasured") or {}).get("median_ms")
@@ -446,11 +465,17 @@ def _retrain(m: FrontMember, st: _Study, steps: int, dest: Path, step: Callable[
 
 
 def _remeasure(module: Any, input_shape: tuple[int, ...], device: str, spec: Mapping[str, Any]) -> dict[str, Any]:
-    from nasseg.cost import MIN_RUNS, measure_latency
+    """One latency record on the spec's backend and precision, with its stopping rule (the study's unless
+    overridden by --latency-backend / --latency-precision)."""
+    from nasseg.cost import MIN_RUNS
+    from nasseg.latency import measure_backend
+    from nasseg.search.config import LatencySpec
 
-    rec = measure_latency(module, input_shape, device=device, warmup=max(1, int(spec.get("warmup", 10))),
-                          runs=max(MIN_RUNS, int(spec.get("runs", 30))), threads=spec.get("threads"),
-                          dtype=str(spec.get("dtype", "float32")))
+    fields = {k: v for k, v in spec.items() if k in LatencySpec.__dataclass_fields__}
+    fields["resolution"] = tuple(fields.get("resolution") or input_shape[2:])
+    fields["runs"] = max(MIN_RUNS, int(fields.get("runs", 30)))
+    ls = LatencySpec(**fields)
+    rec = measure_backend(module, input_shape, device, backend=ls.backend, **ls.measure_kwargs())
     d = rec.to_dict()
     d["isolation"] = "measured by nasseg export (--remeasure), one model at a time"
     return d

@@ -52,7 +52,15 @@ def _latency_lines(rec: Mapping[str, Any] | None) -> list[str]:
     if not rec:
         return ["- (no latency record)"]
     res = rec.get("resolution") or ["?", "?"]
-    return [
+    ci = rec.get("median_ci_ms")
+    stop = rec.get("stopping") or {}
+    runtime = [f"- runtime **{rec.get('backend', 'torch')}** {rec.get('backend_version') or ''}".rstrip()
+               + (f" ({', '.join(rec['providers'])})" if rec.get("providers") else "")
+               + (f"; median's 95 % interval [{_fmt(ci[0], '.3f')}, {_fmt(ci[1], '.3f')}] ms" if ci else "")
+               + (f"; stopped: {stop.get('reason')}" if isinstance(stop, Mapping) and stop.get("reason") else "")
+               + (f"; pinned to cores {rec['affinity'].get('cores')}" if isinstance(rec.get("affinity"), Mapping)
+                  and rec["affinity"].get("cores") else "")]
+    return runtime + [
         f"- median **{_fmt(rec.get('median_ms'), '.3f')} ms**, p90 {_fmt(rec.get('p90_ms'), '.3f')} ms, "
         f"CV {_fmt(rec.get('cv'), '.3f')} (mean {_fmt(rec.get('mean_ms'), '.3f')}, min {_fmt(rec.get('min_ms'), '.3f')}"
         f" ms; {rec.get('runs')} timed runs after {rec.get('warmup')} warm-up)",
@@ -93,7 +101,17 @@ def _write_card(path: Path, m: FrontMember, mj: Mapping[str, Any], st: _Study, g
           + (f" (ties: trials {', '.join(map(str, m.ties))})" if m.ties else "") + " |",
           f"| storage | `{st.storage_masked}` |",
           f"| genome id | `{m.genome_id}` |", ""]
-    L += ["## Latency (as measured by the search, before training)", ""] + _latency_lines(mj.get("latency")) + [""]
+    L += ["## Latency (as measured by the search, before training)", ""] + _latency_lines(mj.get("latency"))
+    if mj.get("latency_decision") == "close":
+        L += ["- **the budget decision was close**: the budget lay inside the median's interval even after a second "
+              "measurement"]
+    L += [""]
+    if mj.get("latency_eager"):
+        e, b = mj["latency_eager"], mj.get("latency") or {}
+        L += ["## PyTorch eager latency, beside it", ""] + _latency_lines(e)
+        if e.get("median_ms") and b.get("median_ms"):
+            L += [f"- {b.get('backend')} / eager: {b['median_ms'] / e['median_ms']:.2f}x"]
+        L += [""]
     if mj.get("latency_remeasured"):
         r = mj["latency_remeasured"]
         L += ["## Latency re-measured at export (`--remeasure`)", ""] + _latency_lines(r)
