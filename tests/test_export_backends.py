@@ -35,6 +35,8 @@ def test_cards_show_the_backend_record_and_the_eager_one(ort_study):
         assert "## PyTorch eager latency, beside it" in c and "onnxruntime / eager:" in c
         remeasured = c.split("## Latency re-measured at export")[1]
         assert "runtime **onnxruntime**" in remeasured.split("##")[0]  # --remeasure used the study's backend
+    report = (out / "report.md").read_text()
+    assert "on **onnxruntime** (the eager PyTorch latency beside it" in report and "| eager ms |" in report
 
 
 @pytest.mark.parametrize("args, needle", [

@@ -426,6 +426,7 @@ def _export_member(m: FrontMember, folder: Path, st: _Study, num_classes: int, c
     info["onnx"] = model_json.get("onnx")
     info["onnx_failure"] = model_json.get("onnx_failure")
     info["latency_remeasured_ms"] = (model_json.get("latency_remeasured") or {}).get("median_ms")
+    info["latency_eager_ms"] = (model_json.get("latency_eager") or {}).get("median_ms")
     info["weights"] = source
     info["params"], info["macs"] = ua.get("params"), ua.get("macs")
     info["genome"] = ua.get("genome")

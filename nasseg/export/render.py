@@ -347,7 +347,9 @@ def _write_report(path: Path, s: Mapping[str, Any], front: Sequence[FrontMember]
          + (f"{s['latency_budget_ms']:g} ms" if s.get("latency_budget_ms") is not None else "none"),
          f"- latency: {lat.get('batch', 1)}x3x{res[0]}x{res[1]} on `{lat.get('device')}`, "
          f"{_threads_text(s.get('latency_threads', lat.get('threads')), lat.get('device'))}, {lat.get('dtype')}, "
-         f"median of {lat.get('runs')} runs",
+         f"median of at least {lat.get('runs')} runs, on **{lat.get('backend', 'torch')}**"
+         + ("" if lat.get("backend", "torch") == "torch" else " (the eager PyTorch latency beside it in each card and "
+            "in the table)"),
          f"- dataset: `{s.get('dataset')}` ({s.get('num_classes')} classes); proxy: {recipe.get('steps')} steps at "
          f"{'x'.join(map(str, recipe.get('resolution') or []))}, batch {recipe.get('batch_size')}",
          f"- trials: {s['trials']} (" + ", ".join(f"{k} {v}" for k, v in s["counts"].items()) + ")",
@@ -358,13 +360,14 @@ def _write_report(path: Path, s: Mapping[str, Any], front: Sequence[FrontMember]
          f"- max ONNX |onnxruntime - PyTorch|: {_fmt(s.get('max_onnx_diff'), '.3g')} (tolerance {ONNX_TOLERANCE:g}); "
          f"export took {s.get('wall_seconds', 0):.1f} s", "",
          "![Pareto front](pareto.png)", "",
-         "| rank | trial | mIoU | latency ms | re-measured ms | params | GMACs | ONNX | folder | genome |",
-         "|---:|---:|---:|---:|---:|---:|---:|---|---|---|"]
+         "| rank | trial | mIoU | latency ms | eager ms | re-measured ms | params | GMACs | ONNX | folder | genome |",
+         "|---:|---:|---:|---:|---:|---:|---:|---:|---|---|---|"]
     for i in s["members"]:
         ox = i.get("onnx")
         onnx_cell = (f"{_onnx_hw_text(ox)}, diff {_fmt(ox.get('max_abs_diff'), '.2g')}" if ox
                      else "**failed**" if i.get("onnx_failure") else "-")
         L.append(f"| {i['rank']} | {i['trial']} | {_fmt(i['miou'])} | {_fmt(i['latency_ms'], '.3f')} | "
+                 f"{_fmt(i.get('latency_eager_ms'), '.3f')} | "
                  f"{_fmt(i.get('latency_remeasured_ms'), '.3f')} | "
                  f"{_fmt(i.get('params'), ',d')} | {_fmt((i.get('macs') or 0) / 1e9, '.4f')} | "
                  f"{onnx_cell} | [{i['folder']}]({i['folder']}/README.md) | "
