@@ -145,7 +145,8 @@ def render_markdown(study: Study, fid: Fidelity, rows: list[Row], claims: list[C
              f"the dataset's validation split, in percent; it is compared with the paper by direction only.", "",
              f"Costs: params and MACs (fvcore, conv + linear, one multiply-add = 1; 'all' adds fvcore's other "
              f"handlers) at {cfg_res(spec.cost.resolution)} with {spec.cost.num_classes} classes; latency = median "
-             f"of {lat.runs} runs after {lat.warmup} warm-up on {lat.device}, {lat.threads or 'default'} thread(s), "
+             f"of at least {lat.runs} runs after {lat.warmup} warm-up on {lat.device} with "
+             f"{getattr(lat, 'backend', 'torch')}, {lat.threads or 'default'} thread(s), "
              f"batch {lat.batch}, {cfg_res(lat.resolution)}, {lat.dtype}."
              + (f"  Paper's speed setting: {spec.latency.note}." if spec.latency.note else ""), "",
              f"Reference row (*): `{study.reference}`.  Δ replay = variant − reference in percentage points, ± 2 SE.  "
