@@ -162,9 +162,10 @@ def _espnet(p: int = 2, q: int = 8) -> Genome:
 
 
 def _espnet_c(p: int = 2, q: int = 8) -> Genome:
-    """ESPNet-C: ESPNet's encoder with a 1x1 classifier on level 3 (official ``ESPNet_Encoder``), logits at 1/8."""
+    """ESPNet-C: ESPNet's encoder with a 1x1 classifier on level 3 (official ``ESPNet_Encoder``), logits at 1/8.
+    The taps are ESPNet's (the classifier reads the deepest), so ``search_spaces/espnet.yaml`` holds both."""
     enc = _espnet(p, q)
-    return resolve(Genome(stages=enc.stages, decoder=Decoder("espnet_c_decoder", (2,)), heads=Heads(None)))
+    return resolve(Genome(stages=enc.stages, decoder=Decoder("espnet_c_decoder", (0, 1, 2)), heads=Heads(None)))
 
 
 # ------------------------------------------------------------------------------------- DWRSeg
