@@ -79,8 +79,8 @@ def busy(n: int, seconds: float) -> Iterator[list]:
 
 
 # --------------------------------------------------------------------------------------------- models
-def models(samples: int) -> list[tuple[str, object]]:
-    out = [(name, presets.get(name).genome) for name in presets.names()]
+def models(samples: int, names: list[str] | None = None) -> list[tuple[str, object]]:
+    out = [(name, presets.get(name).genome) for name in (names or presets.names())]
     space = load_space(ROOT / "search_spaces" / "realtime.yaml")
     out += [(f"realtime#{i}", space.random(i)) for i in range(samples)]
     return out
@@ -98,7 +98,7 @@ def part1(args: argparse.Namespace, dev: torch.device, rule: StoppingRule) -> No
           f"{args.threads} thread(s), warm-up {args.warmup}, rule: >= 30 runs until the median's 95 % interval is "
           f"within +-{100 * rule.tolerance:g} % (at most {rule.max_runs} runs / {rule.max_seconds:g} s), pinned")
     rows, medians = [], {b: [] for b in backends}
-    for i, (name, genome) in enumerate(models(args.samples)):
+    for i, (name, genome) in enumerate(models(args.samples, args.presets)):
         net = build(genome, NUM_CLASSES).eval().to(dev)
         order = backends if i % 2 == 0 else backends[::-1]
         recs, errors = {}, {}
@@ -204,6 +204,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--tolerance", type=float, default=0.02, help="the rule's relative half-width")
     ap.add_argument("--max-runs", type=int, default=None, help="the rule's count bound (default 200; --quick 100)")
     ap.add_argument("--max-seconds", type=float, default=None, help="the rule's time bound (default 10; --quick 3)")
+    ap.add_argument("--presets", default=None, help="comma-separated presets of part 1 (default: every preset)")
     ap.add_argument("--width-models", default="stdc1_seg,regseg,lednet", help="presets of part 2")
     ap.add_argument("--width-resolution", default=None, help="HxW of part 2 (default: --resolution; --quick 64x128)")
     ap.add_argument("--width-repeats", type=int, default=None, help="repeats per arm in part 2 (default 5)")
@@ -217,6 +218,11 @@ def main(argv: list[str] | None = None) -> None:
                                                                f"{args.resolution[0]}x{args.resolution[1]}"),
                                      "--width-resolution")
     args.width_repeats = args.width_repeats or 5
+    if args.presets:
+        args.presets = [n.strip() for n in args.presets.split(",") if n.strip()]
+        unknown = sorted(set(args.presets) - set(presets.names()))
+        if unknown:
+            ap.error(f"--presets: unknown preset(s) {unknown}; valid: {', '.join(presets.names())}")
     rule = StoppingRule(tolerance=args.tolerance, max_runs=args.max_runs or (100 if args.quick else 200),
                         max_seconds=args.max_seconds or (3.0 if args.quick else 10.0)).check(30)
     torch.set_num_threads(args.threads)

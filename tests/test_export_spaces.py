@@ -4,8 +4,9 @@ A sample is what a search draws: ``load_space(path).sample(trial)`` on an Optuna
 Each export traces the network at two resolutions (the graph must not depend on the one it was traced at)
 and checks it in onnxruntime against PyTorch at both, or falls back to a static H x W checked at the first;
 either way it must succeed.  A tiny class count keeps the heads small (ESPNet's decoder needs >= 5).
-The fast path exports one sample per space; the slow tests sweep more samples at two deployment sizes, the
-exact architecture of the issue, and every preset.
+The fast path exports one sample per space at 64x128; the slow tests export two more samples per space and
+every preset at 128x256 (each export already traces and checks two sizes), and the exact architecture of the
+issue at two deployment sizes.
 """
 
 from __future__ import annotations
@@ -57,12 +58,10 @@ def test_a_sample_of_every_space_exports(space, tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("seed", [1, 2, 3])
+@pytest.mark.parametrize("seed", [1, 2])
 @pytest.mark.parametrize("space", SPACES, ids=lambda p: p.stem)
-def test_samples_of_every_space_export_at_two_resolutions(space, seed, tmp_path):
-    genome = _sample(space, seed)
-    for resolution in ((128, 256), (256, 512)):
-        _export(genome, tmp_path, resolution)
+def test_samples_of_every_space_export(space, seed, tmp_path):
+    _export(_sample(space, seed), tmp_path, (128, 256))
 
 
 @pytest.mark.slow
@@ -74,7 +73,5 @@ def test_the_architecture_of_issue_15_exports_with_a_dynamic_height_and_width(re
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", presets.names())
-def test_every_preset_exports_at_two_resolutions(name, tmp_path):
-    genome = presets.get(name).genome
-    for resolution in ((64, 128), (256, 512)):
-        _export(genome, tmp_path, resolution)
+def test_every_preset_exports(name, tmp_path):
+    _export(presets.get(name).genome, tmp_path, (128, 256))
