@@ -80,3 +80,21 @@ def test_maxpool_is_shufflenets_stem_pool_and_keeps_the_width():
     assert pool(torch.randn(1, 24, 33, 47)).shape == (1, 24, 17, 24)
     with pytest.raises(BlockArgumentError, match="'out_channels' = 32"):
         registry.get("maxpool", "block").create(24, 32, 2)
+
+
+@pytest.mark.parametrize("widths,published", [
+    ((48, 96, 192, 1024), 1_366_792),   # shufflenet_v2_x0_5
+    ((116, 232, 464, 1024), 2_278_604),  # shufflenet_v2_x1_0
+    ((176, 352, 704, 1024), 3_503_624),  # shufflenet_v2_x1_5
+    ((244, 488, 976, 2048), 7_393_996),  # shufflenet_v2_x2_0
+])
+def test_every_torchvision_width_has_its_published_parameter_count(widths, published):
+    """torchvision's weights metadata (``num_params`` of ShuffleNet_V2_X*_Weights, pytorch/vision 0248e36)."""
+    from nasseg.build import build
+    from nasseg.cost import count_params
+    from nasseg.genome import parse
+
+    a, b, c, d = widths
+    g = parse(f"v1|conv1x24s2/maxpool1x24s2/shufflev24x{a}s2/shufflev28x{b}s2/shufflev24x{c}s2/"
+              f"conv1x{d}s1(kernel_size=1)|classifier@5(hidden_channels=0)|-")
+    assert count_params(build(g, 1000)) == published
