@@ -22,8 +22,9 @@ NETWORKS = {
              "ghost1x160s1(se=true)|lraspp@2,4(inter_channels=64)|-",
     "shufflev2": "v1|conv1x24s2/shufflev22x24s2/shufflev21x48s2(kernel_size=5)/shufflev22x96s2/shufflev21x160s1"
                  "|decoder14@2,4|-",
-    "mbv3": "v1|conv1x16s2(act=hardswish)/mbv32x24s2(act=relu,expansion=3.0)/mbv31x40s2(act=relu,kernel_size=5,se=true)/"
-            "mbv32x80s2/mbv32x160s1(dilation=2,se=true)|lraspp@2,4(inter_channels=64)|-",
+    "mbv3": "v1|conv1x16s2(act=hardswish)/mbv32x24s2(act=relu,expansion=3.0)/"
+            "mbv31x40s2(act=relu,kernel_size=5,se=true)/mbv32x80s2/mbv32x160s1(dilation=2,se=true)"
+            "|lraspp@2,4(inter_channels=64)|-",
 }
 
 

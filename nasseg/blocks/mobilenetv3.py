@@ -2,7 +2,9 @@
 Sec. 5.3 / Fig. 4 (the MobileNetV2 block with squeeze-excite), Table 1 (MobileNetV3-Large)).
 
 Follows torchvision's ``models/mobilenetv3.py`` (pytorch/vision 00542d9; the reference whose ImageNet weights
-people load): ``InvertedResidual`` with ``SqueezeExcitation``, BN eps 1e-3 and momentum 0.01.
+people load): ``InvertedResidual`` with ``SqueezeExcitation``, BN eps 1e-3 and momentum 0.01.  torchvision's
+``mobilenet_v3_large`` checkpoint imports into the ``mobilenetv3_large`` preset with ``nasseg weights import``
+(torchvision's ``block.0`` ... ``block.3`` are this block's ``expand``, ``dw``, ``se``, ``project``).
 
 Why a block of its own rather than more arguments of ``mbconv``: MobileNetV3's expanded widths are not integer
 multiples of the input (200/80, 184/80, 72/24 ...), it skips the expand conv when the expanded width equals the

@@ -5,7 +5,7 @@ ECCV 2018, Sec. 4, Fig. 3c (basic unit) and 3d (spatial down sampling unit), Tab
 The unit follows torchvision's ``models/shufflenetv2.py`` ``InvertedResidual`` (pytorch/vision 0248e36): the
 reference whose ImageNet weights people load, and the layer order of the paper's Fig. 3 (concat, then channel
 shuffle at the end of the unit; both branches of the down-sampling unit out/2 wide).  The authors' own code
-(megvii-model/ShuffleNet-Series ``ShuffleNetV2/blocks.py``, aa91feb) computes the same network with two
+(megvii-model/ShuffleNet-Series ``ShuffleNetV2/blocks.py``, aa91feb) builds the same kinds of layers with two
 differences, listed in the docstring of :class:`ShuffleV2Unit`.  Submodule names and indices are
 torchvision's (``branch1``, ``branch2``), so torchvision's ``shufflenet_v2_x1_0`` checkpoint imports into the
 ``shufflenetv2_1x`` preset with ``nasseg weights import``.
