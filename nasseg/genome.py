@@ -642,6 +642,7 @@ def parse(text: str) -> Genome:
 
 
 _STAGE = re.compile(r"([A-Za-z_]+?[A-Za-z_0-9]*?)(\d+)x(\d+)s(\d+)")
+_STAGE_TAIL = re.compile(r"(\d+)x(\d+)s(\d+)")
 
 
 def _parse_stage(p: _Parser) -> Stage:
@@ -663,11 +664,17 @@ def _parse_stage(p: _Parser) -> Stage:
     if not m:
         raise GenomeError(f"genome string: stage {tok!r} at position {pos} is malformed; expected "
                           f"BLOCK<depth>x<width>s<stride>, e.g. stdc2x256s2")
-    block = m.group(1)
-    if block not in registry.names("block"):
-        raise GenomeError(f"genome string: unknown block {block!r} at position {pos}; valid codes: "
+    # a block name may end in digits (mbv3, shufflev2: 'mbv31x16s1' is mbv3, depth 1): split at the registered name
+    splits = [(b, t) for b in registry.names("block") if tok.startswith(b)
+              for t in [_STAGE_TAIL.fullmatch(tok[len(b):])] if t]
+    if not splits:
+        raise GenomeError(f"genome string: unknown block {m.group(1)!r} at position {pos}; valid codes: "
                           + ", ".join(registry.names("block")))
-    depth, width, stride = int(m.group(2)), int(m.group(3)), int(m.group(4))
+    if len(splits) > 1:
+        raise GenomeError(f"genome string: stage {tok!r} at position {pos} is ambiguous: it reads as "
+                          + " or ".join(f"{b} depth {t.group(1)}" for b, t in splits))
+    block, t = splits[0]
+    depth, width, stride = int(t.group(1)), int(t.group(2)), int(t.group(3))
     entry = registry.get(block, "block")
     args = p.args(entry)
     block_args: tuple[Args, ...] = ()

@@ -201,6 +201,61 @@ def _fasternet(embed: int, act: str) -> Genome:
     ))
 
 
+# ------------------------------------------------------------------- GhostNet, ShuffleNet V2, MobileNetV3
+def _ghostnet_1x() -> Genome:
+    """GhostNet 1.0x (Han et al., CVPR 2020, Table 1) with its ImageNet classifier; one stage per width (the
+    official ``blocks.K`` groups split where the width changes), expansion = official #exp / #in."""
+    return resolve(Genome(
+        stages=(
+            S("conv", 1, 16, 2),
+            S("ghost", 1, 16, 1, expansion=1.0),
+            S("ghost", 2, 24, 2, expansion=3.0),
+            S("ghost", 2, 40, 2, kernel_size=5, se=True, expansion=3.0),
+            S("ghost", 4, 80, 2, per_block={"expansion": [6.0, 2.5, 2.3, 2.3]}),
+            S("ghost", 2, 112, 1, se=True, expansion=6.0),
+            S("ghost", 5, 160, 2, kernel_size=5, expansion=6.0, per_block={"se": [True, False, True, False, True]}),
+            S("conv", 1, 960, 1, kernel_size=1),
+        ),
+        decoder=Decoder("mlp_classifier", (7,), _args({"hidden_channels": 1280, "hidden_layer": "conv1x1",
+                                                       "act": "relu", "dropout": 0.2})),
+        heads=Heads(None),
+    ))
+
+
+def _shufflenetv2_1x() -> Genome:
+    """ShuffleNet V2 1.0x (Ma et al., ECCV 2018, Table 5) as torchvision's ``shufflenet_v2_x1_0``."""
+    return resolve(Genome(
+        stages=(
+            S("conv", 1, 24, 2),
+            S("maxpool", 1, 24, 2),
+            S("shufflev2", 4, 116, 2),
+            S("shufflev2", 8, 232, 2),
+            S("shufflev2", 4, 464, 2),
+            S("conv", 1, 1024, 1, kernel_size=1),
+        ),
+        decoder=Decoder("classifier", (5,), _args({"hidden_channels": 0})),
+        heads=Heads(None),
+    ))
+
+
+def _mobilenetv3_large() -> Genome:
+    """MobileNetV3-Large (Howard et al., ICCV 2019, Table 1) as torchvision's ``mobilenet_v3_large``."""
+    return resolve(Genome(
+        stages=(
+            S("conv", 1, 16, 2, act="hardswish", bn_eps=1e-3),
+            S("mbv3", 1, 16, 1, expansion=1.0, act="relu"),
+            S("mbv3", 2, 24, 2, act="relu", per_block={"expansion": [4.0, 3.0]}),
+            S("mbv3", 3, 40, 2, kernel_size=5, act="relu", se=True, expansion=3.0),
+            S("mbv3", 4, 80, 2, per_block={"expansion": [6.0, 2.5, 2.3, 2.3]}),
+            S("mbv3", 2, 112, 1, se=True, expansion=6.0),
+            S("mbv3", 3, 160, 2, kernel_size=5, se=True, expansion=6.0),
+            S("conv", 1, 960, 1, kernel_size=1, act="hardswish", bn_eps=1e-3),
+        ),
+        decoder=Decoder("mlp_classifier", (7,), _args({"hidden_channels": 1280, "act": "hardswish", "dropout": 0.2})),
+        heads=Heads(None),
+    ))
+
+
 def _presets() -> dict[str, Preset]:
     items = [
         Preset("stdc1_seg", "STDC1-Seg", "Fan et al., Rethinking BiSeNet for Real-time Semantic Segmentation, "
@@ -263,6 +318,28 @@ def _presets() -> dict[str, Preset]:
                (224, 224), 14_982_888, 1_900_000_000, "official JierunChen/FasterNet models/fasternet.py run beside "
                "ours; MACs: the paper's and the official README's 1.90 G at 224x224",
                {"params": "15.0 M", "flops": "1.90 G", "top1": "78.9"}),
+        Preset("ghostnet_1x", "GhostNet 1.0x (ImageNet)", "Han et al., GhostNet: More Features from Cheap Operations, "
+               "CVPR 2020", _ghostnet_1x, 1000, (224, 224), 5_182_508, 141_150_512,
+               "official huawei-noah/Efficient-AI-Backbones (f90e129) ghostnet_pytorch/ghostnet.py ghostnet() run "
+               "beside ours: 5,182,508 params, 141,150,512 conv + linear MACs @224 (fvcore)",
+               {"params": "5.2 M", "flops": "141 M", "top1": "73.9"}),
+        Preset("shufflenetv2_1x", "ShuffleNet V2 1.0x (ImageNet)", "Ma et al., ShuffleNet V2: Practical Guidelines "
+               "for Efficient CNN Architecture Design, ECCV 2018", _shufflenetv2_1x, 1000, (224, 224),
+               2_278_604, 144_907_992,
+               "torchvision models/shufflenetv2.py (pytorch/vision 0248e36) shufflenet_v2_x1_0() run beside ours: "
+               "2,278,604 params (torchvision's metadata: 2278604), 144,907,992 conv + linear MACs @224 (fvcore; "
+               "metadata 0.145 G); the authors' megvii-model/ShuffleNet-Series (aa91feb) 1.0x: 2,278,760 and "
+               "145,814,296",
+               {"params": "2.3 M", "flops": "146 M", "top1": "69.4 (paper: 30.6 % top-1 error)"},
+               notes="Follows torchvision (both branches of a down-sampling unit out/2 wide, shuffle at the end of "
+                     "every unit), whose ImageNet weights are the ones people load; see nasseg/blocks/shufflenet.py "
+                     "for the authors' code's two differences."),
+        Preset("mobilenetv3_large", "MobileNetV3-Large 1.0 (ImageNet)", "Howard et al., Searching for MobileNetV3, "
+               "ICCV 2019", _mobilenetv3_large, 1000, (224, 224), 5_483_032, 216_589_760,
+               "torchvision models/mobilenetv3.py (pytorch/vision 00542d9) mobilenet_v3_large() run beside ours: "
+               "5,483,032 params (torchvision's metadata: 5483032), 216,589,760 conv + linear MACs @224 (fvcore; "
+               "metadata 0.217 G)",
+               {"params": "5.4 M", "madds": "219 M", "top1": "75.2 (paper) / 74.042 (torchvision V1 weights)"}),
     ]
     return {p.name: p for p in items}
 

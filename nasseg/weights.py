@@ -173,6 +173,35 @@ def _stdc_seg(backbone: str, repeats: tuple[int, int, int]) -> Plan:
     )
 
 
+def _ghostnet_1x() -> Plan:
+    blocks = (1, 1, 1, 1, 1, 1, 5, 1, 4)  # the official blocks.K groups; blocks.9 is the 1x1 ConvBnAct
+    return Plan(
+        source="huawei-noah/Efficient-AI-Backbones@f90e129 ghostnet_pytorch/ghostnet.py ghostnet(num_classes)",
+        encoder=("conv_stem", *(m for k, n in enumerate(blocks) for m in _seq(f"blocks.{k}.{{}}", n)), "blocks.9.0"),
+        # the stem's BN is a module of its own officially (bn1); its tensors join conv_stem's in our stem block
+        pairs=(("bn1", "stages.0.blocks.0"), ("conv_head", "decoder.hidden"), ("classifier", "decoder.fc")),
+        classes=("classifier.weight", 0),
+    )
+
+
+def _shufflenetv2_1x() -> Plan:
+    return Plan(
+        source="pytorch/vision@0248e36 torchvision/models/shufflenetv2.py shufflenet_v2_x1_0(num_classes)",
+        encoder=("conv1", "maxpool", *_seq("stage2.{}", 4), *_seq("stage3.{}", 8), *_seq("stage4.{}", 4), "conv5"),
+        pairs=(("fc", "decoder.fc"),),
+        classes=("fc.weight", 0),
+    )
+
+
+def _mobilenetv3_large() -> Plan:
+    return Plan(
+        source="pytorch/vision@00542d9 torchvision/models/mobilenetv3.py mobilenet_v3_large(num_classes)",
+        encoder=_seq("features.{}", 17),
+        pairs=(("classifier.0", "decoder.hidden"), ("classifier.3", "decoder.fc")),
+        classes=("classifier.3.weight", 0),
+    )
+
+
 _PLANS = {
     "regseg": _regseg,
     "erfnet": _erfnet,
@@ -184,6 +213,9 @@ _PLANS = {
     "fasternet_t2": lambda: _fasternet("t2", (1, 2, 8, 2)),
     "stdc1_seg": lambda: _stdc_seg("STDCNet813", (2, 2, 2)),
     "stdc2_seg": lambda: _stdc_seg("STDCNet1446", (4, 5, 3)),
+    "ghostnet_1x": _ghostnet_1x,
+    "shufflenetv2_1x": _shufflenetv2_1x,
+    "mobilenetv3_large": _mobilenetv3_large,
 }
 
 
@@ -430,6 +462,8 @@ def import_checkpoint(preset: str, checkpoint: str | os.PathLike | Mapping[str, 
 
     for off, mod in pairs:
         mine_k = [k for k in ours if _under(k, mod)]
+        if not mine_k and not any(_under(k, off) for k in ck):
+            continue  # a module without tensors on both sides (ShuffleNet V2's max pool)
         if not mine_k:  # a plan pair naming a module we do not have: a bug in the plan, not the user's input
             raise AssertionError(f"plan {preset}: our module {mod!r} holds no tensors")
         _match(off, mod, [k for k in ck if _under(k, off) and k not in skip], mine_k, ck, ours, source_of,

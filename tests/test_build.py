@@ -15,7 +15,7 @@ from nasseg.errors import GenomeError
 from nasseg.space import load_space, space_files
 
 SPACES = {p.stem: p for p in space_files()}
-CLASSIFIER_SPACES = {"fasternet"}  # builds ImageNet classifiers: (N, 1000) logits at 224x224
+CLASSIFIER_SPACES = {"fasternet", "mobile_imagenet", "shufflenet_imagenet"}  # ImageNet classifiers: (N, 1000) at 224
 SEG_SAMPLES, CLASSIFIER_SAMPLES = 200, 20
 
 

@@ -159,20 +159,36 @@ def test_pinned_presets_are_unchanged():
 
 # --------------------------------------------------------------------- the registry fits the grammar
 def test_registered_names_and_values_fit_the_string_grammar():
-    """The compact string reads a stage as NAME<depth>x<width>s<stride> and a fusion as NAME<width>: such
-    names must not end in a digit, and every string argument value must read back as the same name."""
+    """The compact string reads a stage as NAME<depth>x<width>s<stride> and a fusion as NAME<width>: a fusion
+    name must not end in a digit; a block name may (mbv3, shufflev2: the parser splits a stage at the registered
+    name), unless another block name is it plus digits, which would make a stage ambiguous.  Every string
+    argument value must read back as the same name."""
     from nasseg import registry
 
     ident = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+    blocks = registry.names("block")
     for entry in registry.entries():
         assert ident.fullmatch(entry.name), entry.name
-        if entry.kind in ("block", "fusion"):
+        if entry.kind == "fusion":
             assert not entry.name[-1].isdigit(), f"{entry.kind} {entry.name!r} ends in a digit"
+        if entry.kind == "block":
+            longer = [b for b in blocks if b != entry.name and b.startswith(entry.name)
+                      and b[len(entry.name):].isdigit()]
+            assert not longer, f"block {entry.name!r} and {longer} make stage strings ambiguous"
         for arg in entry.args:
             if arg.type == "str":
                 assert arg.choices, f"{entry.name}.{arg.name}: a free string cannot be written in a genome string"
                 for c in arg.choices:
                     assert ident.fullmatch(c) and c not in ("true", "false"), f"{entry.name}.{arg.name} = {c!r}"
+
+
+def test_block_names_ending_in_digits_parse():
+    g = G.parse("v1|conv1x16s2/mbv31x16s1(expansion=1.0)/shufflev24x116s2/mbv312x24s2|classifier@3|-")
+    assert [(s.block, s.depth, s.width) for s in g.stages] == [
+        ("conv", 1, 16), ("mbv3", 1, 16), ("shufflev2", 4, 116), ("mbv3", 12, 24)]
+    assert G.parse(G.to_string(g)) == g
+    with pytest.raises(GenomeError, match="unknown block 'mbv'"):
+        G.parse("v1|conv1x16s2/mbv1x16s1|classifier@1|-")
 
 
 @settings(max_examples=200, deadline=None)

@@ -49,6 +49,15 @@ EXACT = {
     "fasternet_t2": (14_982_888, 1_904_334_848),
     # pinned, not an official figure (DWRSeg has no public code): params and MACs
     "dwrseg": (3_988_851, 14_205_517_824),
+    # official: huawei-noah/Efficient-AI-Backbones f90e129, ghostnet_pytorch/ghostnet.py, ghostnet() run beside
+    # ours (fvcore, conv + linear, 224x224): 5,182,508 params, 141,150,512 MACs
+    "ghostnet_1x": (5_182_508, 141_150_512),
+    # official: pytorch/vision 0248e36, torchvision/models/shufflenetv2.py, shufflenet_v2_x1_0() run beside ours:
+    # 2,278,604 params, 144,907,992 MACs
+    "shufflenetv2_1x": (2_278_604, 144_907_992),
+    # official: pytorch/vision 00542d9, torchvision/models/mobilenetv3.py, mobilenet_v3_large() run beside ours:
+    # 5,483,032 params, 216,589,760 MACs
+    "mobilenetv3_large": (5_483_032, 216_589_760),
 }
 
 
@@ -136,6 +145,15 @@ def test_fasternet_published_figures(params, macs):
     for name, p, m in (("fasternet_t0", 3.9e6, 0.34e9), ("fasternet_t1", 7.6e6, 0.85e9),
                        ("fasternet_t2", 15.0e6, 1.90e9)):
         assert _rel(params[name], p) < 0.01 and _rel(macs[name], m) < 0.015, name
+
+
+@pytest.mark.slow
+def test_mobile_presets_published_figures(params, macs):
+    """GhostNet Table 7: 5.2 M / 141 M FLOPs (= MACs); ShuffleNet V2 Table 8 and megvii README: 2.3 M / 146 M;
+    MobileNetV3 Table 3: 5.4 M / 219 M MAdds (torchvision's metadata 5,483,032 / 0.217 G)."""
+    for name, p, m in (("ghostnet_1x", 5.2e6, 141e6), ("shufflenetv2_1x", 2.3e6, 146e6),
+                       ("mobilenetv3_large", 5.4e6, 219e6)):
+        assert _rel(params[name], p) < 0.02 and _rel(macs[name], m) < 0.015, name
 
 
 def test_genomes_are_built_lazily_and_cached():

@@ -6,8 +6,11 @@ from nasseg.blocks import (
     erfnet,  # noqa: F401
     espnet,  # noqa: F401
     fasternet,  # noqa: F401
+    ghostnet,  # noqa: F401
     lednet,  # noqa: F401
     mobilenet,  # noqa: F401
+    mobilenetv3,  # noqa: F401
     regseg,  # noqa: F401
+    shufflenet,  # noqa: F401
     stdc,  # noqa: F401
 )
