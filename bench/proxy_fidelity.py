@@ -23,7 +23,8 @@ A recipe is ``key=value`` pairs separated by commas: any nasseg.train.Recipe fie
                  ``warmup_steps = steps // 20``); ``warmup_steps`` itself is not accepted (it would not scale)
 * ``x_loss=wce`` (prototype, bench only) class-weighted cross-entropy: weight_c = (median f / f_c) ** p,
                  f_c the pixel frequency of class c in 256 training scenes at the recipe's resolution,
-                 clipped to [0.2, 10]; ``x_wce_power=p`` (default 0.5)
+                 clipped to [floor, 10]; ``x_wce_power=p`` (default 0.5), ``x_wce_floor=floor`` (default 0.2;
+                 1 up-weights the rare classes only)
 
 Fields not given keep the values ``nasseg search`` gives the demo (Recipe defaults, amp off on CPU,
 eval only at the end).  Every finished run is appended at once as one JSON line to ``--results``
@@ -61,7 +62,7 @@ from typing import Any
 
 from _common import ROOT, CpuShare, load_average, machine, median, table
 
-PROTO_KEYS = {"x_loss": ("wce",), "x_wce_power": None}
+PROTO_KEYS = {"x_loss": ("wce",), "x_wce_power": None, "x_wce_floor": None}
 DEMO = {"resolution": (64, 128), "steps": 100, "batch_size": 8, "eval_every": 0, "amp": False}
 
 
@@ -220,18 +221,18 @@ def select_genomes(args, store: Store) -> list:
 _WEIGHTS: dict[tuple, Any] = {}
 
 
-def _class_weights(resolution: tuple[int, int], power: float):
+def _class_weights(resolution: tuple[int, int], power: float, floor: float = 0.2):
     import torch
 
     from nasseg.data.synthetic import NUM_CLASSES, render_synthetic
 
-    key = (resolution, power)
+    key = (resolution, power, floor)
     if key not in _WEIGHTS:
         _, labels = render_synthetic(range(256), "train", resolution, seed=12345)
         freq = torch.bincount(labels.flatten(), minlength=NUM_CLASSES)[:NUM_CLASSES].double()
         freq = freq / freq.sum()
         w = (freq.median() / freq.clamp(min=1e-6)) ** power
-        _WEIGHTS[key] = w.clamp(0.2, 10.0).float()
+        _WEIGHTS[key] = w.clamp(floor, 10.0).float()
     return _WEIGHTS[key]
 
 
@@ -249,7 +250,8 @@ def _train_one(task: dict) -> dict:
     proto = task["proto"]
     saved = nt._Criterion.segmentation
     if proto.get("x_loss") == "wce":
-        weight = _class_weights(recipe.resolution, float(proto.get("x_wce_power", 0.5)))
+        weight = _class_weights(recipe.resolution, float(proto.get("x_wce_power", 0.5)),
+                                float(proto.get("x_wce_floor", 0.2)))
 
         def segmentation(self, logits, labels):  # noqa: ANN001
             if logits.shape[-2:] != labels.shape[-2:]:

@@ -27,7 +27,8 @@ def test_busy_processes_spin_then_are_terminated_even_on_an_error():
 def test_a_tiny_run_prints_ratio_tau_and_widths():
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
     proc = subprocess.run([sys.executable, str(ROOT / "bench" / "latency_backends.py"), "--resolution", "32x64",
-                           "--samples", "1", "--presets", "lednet,espnet", "--max-seconds", "0.3", "--max-runs", "40", "--width-models", "lednet",
+                           "--samples", "1", "--presets", "lednet,espnet", "--max-seconds", "0.3", "--max-runs", "40",
+                           "--width-models", "lednet",
                            "--width-repeats", "1", "--load", "1", "--load-seconds", "60"], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
