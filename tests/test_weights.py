@@ -325,3 +325,17 @@ def test_espnet_c_imports_espnets_encoder_keys():
     net.load_state_dict(state, strict=True)
     assert torch.equal(state["decoder.classifier.weight"], ck["classifier.conv.weight"])
     assert sum(p.numel() for p in net.parameters()) == presets.get("espnet_c").official_params == 349_449
+
+
+def test_fast_scnn_checkpoint_trained_with_aux_lists_its_auxiliary_head():
+    """Tramac's FastSCNN(19, aux=True) adds ``auxlayer`` (3x3 conv 64->32, BN, ReLU, Dropout, 1x1 conv -> C);
+    the preset has no auxiliary head, so those tensors are reported unused and the rest imports unchanged."""
+    spec = load_spec("fast_scnn")
+    aux = [["auxlayer.0.weight", [32, 64, 3, 3], "float32"], ["auxlayer.1.weight", [32], "float32"],
+           ["auxlayer.1.bias", [32], "float32"], ["auxlayer.1.running_mean", [32], "float32"],
+           ["auxlayer.1.running_var", [32], "float32"], ["auxlayer.1.num_batches_tracked", [], "int64"],
+           ["auxlayer.4.weight", [19, 32, 1, 1], "float32"], ["auxlayer.4.bias", [19], "float32"]]
+    plain, _ = import_checkpoint("fast_scnn", synthetic_checkpoint(spec))
+    state, rep = import_checkpoint("fast_scnn", synthetic_checkpoint({**spec, "keys": spec["keys"] + aux}))
+    assert [k for k, _, _ in rep.unused] == [k for k, _, _ in aux]
+    assert all(torch.equal(state[k], plain[k]) for k in plain)
