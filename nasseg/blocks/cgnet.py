@@ -1,5 +1,6 @@
 """CGNet's context-guided block (Wu et al., "CGNet: A Light-weight Context Guided Network for Semantic
-Segmentation", IEEE TIP 2021 / arXiv 1811.08201, Sec. 3.1, Fig. 3; network Sec. 3.2, Table 1).
+Segmentation", IEEE TIP 2021 / arXiv 1811.08201, Sec. 3 "Proposed Approach": the CG block, then the network
+built of it).
 
 Official code: wutianyiRosun/CGNet ``model/CGNet.py`` (commit cfccea3), classes ``ContextGuidedBlock``,
 ``ContextGuidedBlock_Down``, ``FGlo`` and ``Context_Guided_Network``.  CGNet's input-injection stages (the
@@ -55,7 +56,7 @@ class FGlo(nn.Module):
     ],
 )
 class ContextGuidedBlock(nn.Module):
-    """Context-guided (CG) block of CGNet (Wu et al., Sec. 3.1, Fig. 3).
+    """Context-guided (CG) block of CGNet (Wu et al., IEEE TIP 2021, Sec. 3, the CG block).
 
     Stride 1 (official ``ContextGuidedBlock(nIn, nOut, dilation_rate, reduction, add=True)``), with m = out / 2:
 
