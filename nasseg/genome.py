@@ -61,7 +61,7 @@ from nasseg import registry
 from nasseg.errors import BlockArgumentError, GenomeError, UnknownBlockError
 
 SCHEMA = 1
-STRIDES = (1, 2, 4)
+STRIDES = (1, 2, 4, 8)  # 8: a block that is a whole 1/8 stem (Fast-SCNN's learning to downsample)
 
 Args = tuple[tuple[str, Any], ...]
 

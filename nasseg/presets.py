@@ -256,6 +256,41 @@ def _mobilenetv3_large() -> Genome:
     ))
 
 
+# ---------------------------------------------------------------------------------------- CGNet
+def _cgnet(m: int = 3, n: int = 21) -> Genome:
+    """CGNet M3N21: three CBR 3x3 (32, the first s2) with the image/2 injected; a CG_Down (64, d 2, r 8) and
+    M - 1 CG blocks concatenated [last, first, image/4]; a CG_Down (128, d 4, r 16) and N - 1 CG blocks
+    concatenated [first, last]; each concatenation BN + PReLU; 1x1 classifier (no bias) at 1/8 (official
+    ``Context_Guided_Network(classes, M=3, N=21)``, the same concatenation orders as ESPNet's)."""
+    return resolve(Genome(
+        stages=(
+            S("conv", 3, 32, 2, act="prelu", bn_eps=1e-3, inject=True),
+            S("cg", m, 64, 2, dilation=2, reduction=8, inject=True, concat_first=True),
+            S("cg", n, 128, 2, dilation=4, reduction=16, concat_first=True, first_leads=True),
+        ),
+        decoder=Decoder("espnet_c_decoder", (2,)),
+        heads=Heads(None),
+    ))
+
+
+# ------------------------------------------------------------------------------------ Fast-SCNN
+def _fast_scnn() -> Genome:
+    """Fast-SCNN: learning to downsample (32, 48, 64; 1/8), three bottleneck stages (MobileNetV2, t = 6, ReLU:
+    3 x 64 s2, 3 x 96 s2, 3 x 128 s1) with pyramid pooling (128) as the chain's context, the feature fusion
+    module (128) fusing it with the 1/8 path, and the two-DSConv classifier (Tramac/Fast-SCNN-pytorch)."""
+    return resolve(Genome(
+        stages=(
+            S("ltd", 1, 64, 8),
+            S("mbconv", 3, 64, 2, act="relu"),
+            S("mbconv", 3, 96, 2, act="relu"),
+            S("mbconv", 3, 128, 1, act="relu"),
+        ),
+        decoder=Decoder("chain", (0, 3), context=M("fastscnn_ppm"), context_width=128,
+                        fusions=(Fusion("fastscnn_ffm", 128), Fusion("passthrough", 128))),
+        heads=Heads(M("fastscnn_head"), align_corners=True),
+    ))
+
+
 def _presets() -> dict[str, Preset]:
     items = [
         Preset("stdc1_seg", "STDC1-Seg", "Fan et al., Rethinking BiSeNet for Real-time Semantic Segmentation, "
@@ -340,6 +375,20 @@ def _presets() -> dict[str, Preset]:
                "5,483,032 params (torchvision's metadata: 5483032), 216,589,760 conv + linear MACs @224 (fvcore; "
                "metadata 0.217 G)",
                {"params": "5.4 M", "madds": "219 M", "top1": "75.2 (paper) / 74.042 (torchvision V1 weights)"}),
+        Preset("cgnet", "CGNet (M=3, N=21)", "Wu et al., CGNet: A Light-weight Context Guided Network for Semantic "
+               "Segmentation, IEEE TIP 2021 (arXiv 1811.08201)", lambda: _cgnet(), 19, (512, 1024),
+               496_306, 6_762_312_704,
+               "official wutianyiRosun/CGNet@cfccea3 model/CGNet.py Context_Guided_Network(19, M=3, N=21) run beside "
+               "ours: 496,306 params, 6,762,312,704 conv+linear MACs @512x1024 (fvcore)",
+               {"params": "< 0.5 M (README); 0.41 M [3rd]", "miou_test": "64.8 (Cityscapes, README)"}),
+        Preset("fast_scnn", "Fast-SCNN", "Poudel et al., Fast-SCNN: Fast Semantic Segmentation Network, BMVC 2019 "
+               "(arXiv 1902.04502)", _fast_scnn, 19, (1024, 2048), 1_138_051, 6_708_323_168,
+               "no code from the paper's authors; Tramac/Fast-SCNN-pytorch@0638517 models/fast_scnn.py FastSCNN(19) "
+               "run beside ours: 1,138,051 params, 6,708,323,168 conv MACs @1024x2048 (fvcore)",
+               {"params": "1.11 M [3rd]", "miou_val": "68.6 [3rd]", "miou_test": "68.0 (abstract)",
+                "fps": "123.5 (abstract, 1024x2048)"},
+               notes="The paper's own network is not public; the preset follows the Tramac re-implementation "
+                     "(stem conv without padding, FFM depthwise conv without dilation, classifier dropout 0.1)."),
     ]
     return {p.name: p for p in items}
 

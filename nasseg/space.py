@@ -72,7 +72,7 @@ class StageSpace(_Strict):
     block: str | ChoiceMap
     width: int | list[int]
     depth: int | list[int] | IntRange = 1
-    stride: Literal[1, 2, 4] = 1
+    stride: Literal[1, 2, 4, 8] = 1
     inject: bool = False
     concat_first: bool = False
     first_leads: bool = False  # with concat_first: [first, last] instead of [last, first] (ESPNet level 3)

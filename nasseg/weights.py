@@ -202,6 +202,29 @@ def _mobilenetv3_large() -> Plan:
     )
 
 
+def _cgnet() -> Plan:
+    return Plan(
+        source="wutianyiRosun/CGNet@cfccea3 model/CGNet.py Context_Guided_Network(classes, M=3, N=21)",
+        encoder=("level1_0", "level1_1", "level1_2", "b1",
+                 "level2_0", *_seq("level2.{}", 2), "bn_prelu_2",
+                 "level3_0", *_seq("level3.{}", 20), "bn_prelu_3"),
+        pairs=(("classifier.0.conv", "decoder.classifier"),),
+        classes=("classifier.0.conv.weight", 0),
+    )
+
+
+def _fast_scnn() -> Plan:
+    gfe = "global_feature_extractor"
+    return Plan(
+        source="Tramac/Fast-SCNN-pytorch@0638517 models/fast_scnn.py FastSCNN(num_classes) (no code from the "
+               "paper's authors)",
+        encoder=("learning_to_downsample", *(f"{gfe}.bottleneck{i}.{j}" for i in (1, 2, 3) for j in range(3))),
+        pairs=((f"{gfe}.ppm", "decoder.context"), ("feature_fusion", "decoder.fusions.0"), ("classifier", "head")),
+        classes=("classifier.conv.1.weight", 0),
+        unused=(("auxlayer", "training-only auxiliary head (aux=True), off by default in Tramac's train.py"),),
+    )
+
+
 _PLANS = {
     "regseg": _regseg,
     "erfnet": _erfnet,
@@ -216,6 +239,8 @@ _PLANS = {
     "ghostnet_1x": _ghostnet_1x,
     "shufflenetv2_1x": _shufflenetv2_1x,
     "mobilenetv3_large": _mobilenetv3_large,
+    "cgnet": _cgnet,
+    "fast_scnn": _fast_scnn,
 }
 
 

@@ -233,7 +233,7 @@ MALFORMED = [
     ("non-integer width", _swap("stdc2x512s2", "stdc2x51.2s2"), ["'stdc2x51'", "position 37", "BLOCK<depth>"]),
     ("width not a number", _swap("stdc2x512s2", "stdc2xabcs2"), ["'stdc2xabcs2'", "position 37"]),
     ("negative width", _swap("stdc2x512s2", "stdc2x-512s2"), ["'stdc2x'", "position 37"]),
-    ("stride not allowed", _swap("stdc2x512s2", "stdc2x512s3"), ["stages.3.stride", "3", "(1, 2, 4)"]),
+    ("stride not allowed", _swap("stdc2x512s2", "stdc2x512s3"), ["stages.3.stride", "3", "(1, 2, 4, 8)"]),
     ("zero width", _swap("stdc2x512s2", "stdc2x0s2"), ["stages.3.width", "integer >= 1"]),
     ("wrong per-block count", _swap("{dilations=[1],[1,2]}", "{dilations=[1],[1,2],[1,4]}", REGSEG_LIKE),
      ["'dblock2x256s2'", "position 41", "[3] entries", "depth is 2"]),

@@ -58,6 +58,13 @@ EXACT = {
     # official: pytorch/vision 00542d9, torchvision/models/mobilenetv3.py, mobilenet_v3_large() run beside ours:
     # 5,483,032 params, 216,589,760 MACs
     "mobilenetv3_large": (5_483_032, 216_589_760),
+    # official: wutianyiRosun/CGNet@cfccea3 model/CGNet.py Context_Guided_Network(19, M=3, N=21) run beside ours
+    # (torch 2.13 CPU, fvcore 0.1.5, conv + linear): 496,306 params, 6,762,312,704 MACs @512x1024
+    "cgnet": (496_306, 6_762_312_704),
+    # official (no code from the paper's authors): Tramac/Fast-SCNN-pytorch@0638517 models/fast_scnn.py
+    # FastSCNN(19) run beside ours (torch 2.13 CPU, fvcore 0.1.5, conv): 1,138,051 params, 6,708,323,168 MACs
+    # @1024x2048
+    "fast_scnn": (1_138_051, 6_708_323_168),
 }
 
 

@@ -215,7 +215,7 @@ BAD_YAML = [
      ["key 'stages.2.depth'", "low 3 > high 1"]),
     ("unknown key in a range", _edit("depth: {low: 1, high: 3}", "depth: {low: 1, high: 3, stp: 2}"),
      ["key 'stages.2.depth.stp'", "Extra inputs", "valid keys: low, high, step"]),
-    ("stride 3", _edit("depth: 1, stride: 2}", "depth: 1, stride: 3}"), ["key 'stages.0.stride'", "1, 2 or 4"]),
+    ("stride 3", _edit("depth: 1, stride: 2}", "depth: 1, stride: 3}"), ["key 'stages.0.stride'", "1, 2, 4 or 8"]),
     ("taps out of range", _edit("taps: [1, 2]", "taps: [1, 5]"), ["key 'decoder.taps'", "[1, 5]", "0..2"]),
     ("taps not increasing", _edit("taps: [1, 2]", "taps: [2, 1]"), ["key 'decoder.taps'", "increasing"]),
     ("chain widths of the wrong length", _edit("widths: [[32, 64], [64, 64]]", "widths: [[32, 64, 128]]"),

@@ -23,7 +23,7 @@ from nasseg.weights import WeightsError, import_checkpoint
 from tests.synthetic_weights import FIXTURES, load_spec, synthetic_checkpoint
 
 NUMERIC = ["regseg", "erfnet", "lednet", "espnet", "fasternet_t0", "stdc1_seg", "ghostnet_1x", "shufflenetv2_1x",
-           "mobilenetv3_large"]
+           "mobilenetv3_large", "cgnet", "fast_scnn"]
 TOL = 1e-5
 
 
@@ -37,7 +37,7 @@ def _network(name: str, state: dict, num_classes: int) -> torch.nn.Module:
 def test_every_preset_with_official_pytorch_code_has_a_plan_and_a_key_fixture():
     assert weights.names() == sorted(["regseg", "erfnet", "lednet", "espnet", "espnet_c", "fasternet_t0",
                                       "fasternet_t1", "fasternet_t2", "stdc1_seg", "stdc2_seg", "ghostnet_1x",
-                                      "shufflenetv2_1x", "mobilenetv3_large"])
+                                      "shufflenetv2_1x", "mobilenetv3_large", "cgnet", "fast_scnn"])
     for name in weights.names():
         assert (FIXTURES / f"{name}.json").exists(), name
 
@@ -326,3 +326,17 @@ def test_espnet_c_imports_espnets_encoder_keys():
     net.load_state_dict(state, strict=True)
     assert torch.equal(state["decoder.classifier.weight"], ck["classifier.conv.weight"])
     assert sum(p.numel() for p in net.parameters()) == presets.get("espnet_c").official_params == 349_449
+
+
+def test_fast_scnn_checkpoint_trained_with_aux_lists_its_auxiliary_head():
+    """Tramac's FastSCNN(19, aux=True) adds ``auxlayer`` (3x3 conv 64->32, BN, ReLU, Dropout, 1x1 conv -> C);
+    the preset has no auxiliary head, so those tensors are reported unused and the rest imports unchanged."""
+    spec = load_spec("fast_scnn")
+    aux = [["auxlayer.0.weight", [32, 64, 3, 3], "float32"], ["auxlayer.1.weight", [32], "float32"],
+           ["auxlayer.1.bias", [32], "float32"], ["auxlayer.1.running_mean", [32], "float32"],
+           ["auxlayer.1.running_var", [32], "float32"], ["auxlayer.1.num_batches_tracked", [], "int64"],
+           ["auxlayer.4.weight", [19, 32, 1, 1], "float32"], ["auxlayer.4.bias", [19], "float32"]]
+    plain, _ = import_checkpoint("fast_scnn", synthetic_checkpoint(spec))
+    state, rep = import_checkpoint("fast_scnn", synthetic_checkpoint({**spec, "keys": spec["keys"] + aux}))
+    assert [k for k, _, _ in rep.unused] == [k for k, _, _ in aux]
+    assert all(torch.equal(state[k], plain[k]) for k in plain)

@@ -2,10 +2,12 @@
 
 from nasseg.blocks import (
     basic,  # noqa: F401
+    cgnet,  # noqa: F401
     dwrseg,  # noqa: F401
     erfnet,  # noqa: F401
     espnet,  # noqa: F401
     fasternet,  # noqa: F401
+    fastscnn,  # noqa: F401
     ghostnet,  # noqa: F401
     lednet,  # noqa: F401
     mobilenet,  # noqa: F401

@@ -5,6 +5,7 @@ from nasseg.context import (
     attention,  # noqa: F401
     basic,  # noqa: F401
     ddrnet,  # noqa: F401
+    fastscnn,  # noqa: F401
     pidnet,  # noqa: F401
     ppliteseg,  # noqa: F401
     ppm,  # noqa: F401

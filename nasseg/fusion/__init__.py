@@ -3,6 +3,7 @@
 from nasseg.fusion import (
     basic,  # noqa: F401
     bisenet,  # noqa: F401
+    fastscnn,  # noqa: F401
     icnet,  # noqa: F401
     pidnet,  # noqa: F401
     ppliteseg,  # noqa: F401

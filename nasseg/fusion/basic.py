@@ -64,3 +64,22 @@ class ConcatFusion(nn.Module):
 
     def forward(self, low: torch.Tensor, high: torch.Tensor) -> torch.Tensor:
         return self.conv(torch.cat([low, _up(high, low.shape[-2:], self.upsample)], dim=1))
+
+
+@register("passthrough", kind="fusion", examples=[
+    {"low_channels": 32, "high_channels": 64, "out_channels": 64},
+])
+class PassThrough(nn.Module):
+    """No fusion at this level: returns ``high`` (the deeper path) unchanged, upsampled to low's size; ``low``
+    is ignored.  The chain decoder's level for a tap whose only reader is the context module, e.g. Fast-SCNN's
+    global feature extractor (PPM on the 1/32 bottlenecks, fused only at 1/8 with the learning-to-downsample
+    output).  Like the ``none`` context, ``out_channels`` is accepted and **ignored**: ``self.out_channels ==
+    high_channels``.  Upsampling: bilinear, align_corners=False (a no-op when the sizes already agree).
+    """
+
+    def __init__(self, low_channels: int, high_channels: int, out_channels: int):
+        super().__init__()
+        self.out_channels = high_channels
+
+    def forward(self, low: torch.Tensor, high: torch.Tensor) -> torch.Tensor:
+        return _up(high, low.shape[-2:], "bilinear")

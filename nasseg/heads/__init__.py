@@ -8,6 +8,7 @@ from nasseg.heads import (
     dwrseg,  # noqa: F401
     erfnet,  # noqa: F401
     espnet,  # noqa: F401
+    fastscnn,  # noqa: F401
     lednet,  # noqa: F401
     regseg,  # noqa: F401
     seg,  # noqa: F401
