@@ -147,6 +147,17 @@ def check_sqlite_file(path: Path, shown: str) -> None:
         raise StorageError(f"cannot open storage {shown}: {path} is not a SQLite database (it does not start with the "
                            f"SQLite header; {keep}); valid: a study file written by nasseg search (or Optuna), or "
                            "the path of a new one")
+    with open(path, "rb") as f:
+        header = f.read(100)
+    page = int.from_bytes(header[16:18], "big") if len(header) == 100 else 0
+    page = 65536 if page == 1 else page
+    pages = int.from_bytes(header[28:32], "big") if header[24:28] == header[92:96] else 0  # valid in-header size
+    wal = path.with_name(path.name + "-wal")
+    if not (wal.exists() and wal.stat().st_size > 0) and (  # a WAL may hold pages the file does not yet
+            page < 512 or size % page or size < pages * page):  # SQLite reads a short last page as zeros: check
+        raise StorageError(f"cannot open storage {shown}: {path} is truncated or corrupt ({size} bytes; its header "
+                           f"says {pages} pages of {page} bytes; {keep}); nasseg does not repair a study: restore it "
+                           f"from a copy, or salvage what it holds with 'sqlite3 {path} .recover' into a new file")
     try:
         with contextlib.closing(sqlite3.connect(f"file:{path.resolve()}?mode=ro", uri=True, timeout=60)) as con:
             rows = [r[0] for r in con.execute("PRAGMA quick_check(3)").fetchall()]
