@@ -223,9 +223,10 @@ def failure_message(exc: BaseException, url: str) -> str | None:
             where = str(path)
         else:
             where = f"the database server of {mask_url(url)}"
-        return (f"no space left on the device holding {where} ({scrub(' '.join(str(full).split()), url)[:200]}): the "
-                "search stopped; the study is intact (the failed write was rolled back, finished trials are kept): "
-                "free space there and run the same command again to resume")
+        why = full.strerror if isinstance(full, OSError) and full.strerror else _one_line(full)
+        return (f"no space left on the device holding {where} ({scrub(why, url)[:200]}): the search stopped; the "
+                "study is intact (finished trials are kept; a write that failed was rolled back): free space there "
+                "and run the same command again to resume")
     for e in _chain(exc):
         if path is not None and ("database disk image is malformed" in str(e) or "file is not a database" in str(e)):
             return (f"storage {mask_url(url)}: {path} is corrupt (SQLite: {' '.join(str(e).split())[:120]}); the "
