@@ -48,7 +48,10 @@ def postgres_bin() -> Path | None:
 class PostgresServer:
     """initdb + pg_ctl in a temp dir, loopback only, a free port, password auth; ``stop()`` removes it all."""
 
-    def __init__(self) -> None:
+    def __init__(self, durable: bool = False) -> None:
+        """``durable``: commits reach the OS before they are acknowledged (``synchronous_commit=on``), so that a
+        server killed with ``pg_ctl stop -m immediate`` loses no acknowledged commit; the default trades that for
+        speed (fine for a server the tests never kill)."""
         self.bin = postgres_bin()
         if self.bin is None:
             raise FileNotFoundError("no PostgreSQL binaries (install Debian's postgresql package)")
@@ -64,13 +67,28 @@ class PostgresServer:
             shutil.chown(self.dir / "pw", "postgres", "postgres")
         self._run([str(self.bin / "initdb"), "-D", str(self.data), "-U", self.user, f"--pwfile={self.dir / 'pw'}",
                    "-A", "scram-sha-256", "-E", "UTF8", "--no-sync", "--no-instructions"])
-        opts = (f"-c listen_addresses=127.0.0.1 -c port={self.port} -c unix_socket_directories={self.dir} "
-                "-c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=300")
-        self._run([str(self.bin / "pg_ctl"), "-D", str(self.data), "-l", str(self.dir / "log"), "-w", "-t", "60",
-                   "-o", opts, "start"])
+        self.opts = (f"-c listen_addresses=127.0.0.1 -c port={self.port} -c unix_socket_directories={self.dir} "
+                     f"-c fsync=off -c synchronous_commit={'on' if durable else 'off'} -c full_page_writes=off "
+                     "-c max_connections=300")
+        self.start()
         self.url = f"postgresql://{self.user}:{self.password}@127.0.0.1:{self.port}/postgres"
         create_database(self.url, "nasseg")
         self.url = with_database(self.url, "nasseg")
+
+    def start(self) -> None:
+        """Start the server (again), waiting until it accepts connections."""
+        self._run([str(self.bin / "pg_ctl"), "-D", str(self.data), "-l", str(self.dir / "log"), "-w", "-t", "60",
+                   "-o", self.opts, "start"])
+
+    def halt(self, mode: str = "fast") -> None:
+        """``pg_ctl stop -m MODE``: fast ends every session (rolling back open transactions) and shuts down
+        cleanly; immediate kills the server processes outright (crash recovery at the next start)."""
+        self._run([str(self.bin / "pg_ctl"), "-D", str(self.data), "-m", mode, "-w", "-t", "60", "stop"])
+
+    def restart(self, mode: str = "fast") -> None:
+        """``pg_ctl restart -m MODE``, with the same options, waiting until it accepts connections again."""
+        self._run([str(self.bin / "pg_ctl"), "-D", str(self.data), "-l", str(self.dir / "log"), "-m", mode, "-w",
+                   "-t", "60", "-o", self.opts, "restart"])
 
     def _run(self, cmd: list[str]) -> None:
         kw = {"user": "postgres", "group": "postgres"} if self._as_root else {}
