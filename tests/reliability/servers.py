@@ -274,3 +274,77 @@ class RayCluster:
                 node.kill(signal.SIGKILL)
             time.sleep(0.3)
         shutil.rmtree(self.root, ignore_errors=True)
+
+
+# ------------------------------------------------------------------------------------------ network cut
+class CuttingProxy:
+    """A TCP proxy on a free loopback port in front of a PostgreSQL server that can cut a connection at the worst
+    moment: after forwarding the COMMIT of a transaction that ran a statement containing ``marker`` (the server
+    commits it) and before the server's reply reaches the client, which then sees the connection die.  Real
+    sockets and a real server; only the timing is chosen."""
+
+    def __init__(self, port: int):
+        import threading
+
+        self.target = ("127.0.0.1", port)
+        self.marker: bytes | None = None
+        self.cuts = 0
+        self._lock = threading.Lock()
+        self._listener = socket.socket()
+        self._listener.bind(("127.0.0.1", 0))
+        self._listener.listen(64)
+        self.port = self._listener.getsockname()[1]
+        self._closed = False
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def arm(self, marker: bytes) -> None:
+        """Cut the next connection that commits a transaction holding ``marker`` (once)."""
+        with self._lock:
+            self.marker = marker
+
+    def _accept(self) -> None:
+        import threading
+
+        while not self._closed:
+            try:
+                client, _ = self._listener.accept()
+            except OSError:
+                return
+            server = socket.create_connection(self.target)
+            state = {"seen": False, "cut": False}
+            threading.Thread(target=self._pump, args=(client, server, state, True), daemon=True).start()
+            threading.Thread(target=self._pump, args=(server, client, state, False), daemon=True).start()
+
+    def _pump(self, src: socket.socket, dst: socket.socket, state: dict, upstream: bool) -> None:
+        try:
+            while True:
+                data = src.recv(65536)
+                if not data or state["cut"]:
+                    break
+                if upstream:
+                    with self._lock:
+                        marker = self.marker
+                    if marker is not None and marker in data:
+                        state["seen"] = True
+                    if state["seen"] and b"COMMIT" in data:
+                        with self._lock:
+                            self.marker = None
+                            self.cuts += 1
+                        state["cut"] = True  # the reply is never forwarded
+                        dst.sendall(data)
+                        time.sleep(0.5)  # the server commits
+                        break
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for s in (src, dst):
+                with contextlib.suppress(OSError):
+                    s.shutdown(socket.SHUT_RDWR)
+                with contextlib.suppress(OSError):
+                    s.close()
+
+    def close(self) -> None:
+        self._closed = True
+        with contextlib.suppress(OSError):
+            self._listener.close()

@@ -220,3 +220,40 @@ def test_server_down_longer_than_the_retry_window_stops_in_one_line_and_resumes(
     print(f"\nFIGURES postgres down > window: faults injected 1 | trials lost "
           f"{sum(1 for k in before if k not in finished(St.load_study(db_url, 'w', readonly=True)))} | gave up "
           f"{gave_up_s:.1f} s after the stop (window 4 s) | resumed run to --trials {resumed_s:.1f} s")
+
+
+def test_a_tell_whose_commit_landed_before_the_connection_died_is_not_told_twice(server, db_url):
+    """The connection is cut right after the server received the COMMIT of a tell (through a TCP proxy): the driver
+    sees the connection die, reconnects, finds the trial already told, and goes on: no 'already finished' error,
+    the value stored once.  The same through a plain RDBStorage fails (the fault is real)."""
+    proxy = servers.CuttingProxy(server.port)
+    url = db_url.replace(f":{server.port}/", f":{proxy.port}/")
+    try:
+        storage = St.open_storage(url)
+        lines: list[str] = []
+        storage.log = lines.append
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        study = optuna.create_study(study_name="c", storage=storage)
+        trial = study.ask()
+        trial.set_user_attr("genome", "x")
+        proxy.arm(b"UPDATE trials SET state")
+        study.tell(trial, 0.75)  # the cut lands inside this tell's COMMIT
+        assert proxy.cuts == 1
+        assert any("connection lost" in ln for ln in lines) and any("reconnected after" in ln for ln in lines), lines
+        told_ = St.load_study(db_url, "c", readonly=True).trials
+        assert [(t.state, t.value) for t in told_] == [(optuna.trial.TrialState.COMPLETE, 0.75)]
+        nxt = study.ask()  # the study goes on over a fresh connection
+        study.tell(nxt, 0.5)
+        assert len(St.load_study(db_url, "c", readonly=True).trials) == 2
+
+        plain = optuna.storages.RDBStorage(St.postgres_driver_url(url))
+        other = optuna.load_study(study_name="c", storage=plain)
+        t3 = other.ask()
+        proxy.arm(b"UPDATE trials SET state")
+        with pytest.raises(optuna.exceptions.StorageInternalError):
+            other.tell(t3, 0.25)
+        assert proxy.cuts == 2
+        plain.engine.dispose()
+        storage.engine.dispose()
+    finally:
+        proxy.close()
