@@ -127,15 +127,16 @@ def check_sqlite_file(path: Path, shown: str) -> None:
     """Refuse (StorageError, one line naming the file) an existing SQLite study file that is not a database, or
     that is truncated or corrupt, before anything opens it for writing: nasseg never overwrites or "repairs" it.
 
-    Reads only: the 16-byte header, then ``PRAGMA quick_check`` on a read-only connection (milliseconds for a
-    study file; it reads every page once).  An empty file is a new database and passes.
+    Reads only: the header (the SQLite magic; the file's size against the header's page size and page count,
+    since SQLite reads a short last page as zeros), then ``PRAGMA quick_check`` on a read-only connection
+    (milliseconds for a study file; it reads every page once).  An empty file is a new database and passes.
     """
     import sqlite3
 
     try:
         size = path.stat().st_size
         with open(path, "rb") as f:
-            head = f.read(len(SQLITE_HEADER))
+            header = f.read(100)
     except FileNotFoundError:
         return
     except OSError as e:
@@ -143,18 +144,16 @@ def check_sqlite_file(path: Path, shown: str) -> None:
     keep = "the file was left as it is"
     if size == 0:
         return
-    if head != SQLITE_HEADER:
+    if not header.startswith(SQLITE_HEADER):
         raise StorageError(f"cannot open storage {shown}: {path} is not a SQLite database (it does not start with the "
                            f"SQLite header; {keep}); valid: a study file written by nasseg search (or Optuna), or "
                            "the path of a new one")
-    with open(path, "rb") as f:
-        header = f.read(100)
     page = int.from_bytes(header[16:18], "big") if len(header) == 100 else 0
     page = 65536 if page == 1 else page
     pages = int.from_bytes(header[28:32], "big") if header[24:28] == header[92:96] else 0  # valid in-header size
     wal = path.with_name(path.name + "-wal")
     if not (wal.exists() and wal.stat().st_size > 0) and (  # a WAL may hold pages the file does not yet
-            page < 512 or size % page or size < pages * page):  # SQLite reads a short last page as zeros: check
+            page < 512 or size % page or size < pages * page):
         raise StorageError(f"cannot open storage {shown}: {path} is truncated or corrupt ({size} bytes; its header "
                            f"says {pages} pages of {page} bytes; {keep}); nasseg does not repair a study: restore it "
                            f"from a copy, or salvage what it holds with 'sqlite3 {path} .recover' into a new file")
@@ -208,7 +207,7 @@ def _chain(exc: BaseException) -> Iterator[BaseException]:
             continue
         seen.add(id(e))
         yield e
-        todo += [getattr(e, "orig", None), e.__cause__, e.__context__]
+        todo += [getattr(e, "orig", None), e.__cause__, None if e.__suppress_context__ else e.__context__]
 
 
 def failure_message(exc: BaseException, url: str) -> str | None:
@@ -281,7 +280,7 @@ def _retrying_storage_class():
                 try:
                     out = fn(*args, _attempt=attempt, **kwargs)
                 except Exception as e:
-                    if not connection_lost(e):
+                    if isinstance(e, StorageError) or not connection_lost(e):  # StorageError: an inner retry gave up
                         raise
                     now = time.monotonic()
                     window = retry_window_s()

@@ -64,6 +64,7 @@ class Driver:
         self.duplicate_streak = 0  # ... of them in a row
         self.waiting: dict[str, list[Any]] = {}  # genome_id -> duplicate trials waiting for its in-flight job
         self.exhausted = False  # the sampler proposed MAX_DUPLICATES_IN_A_ROW duplicates: stop proposing
+        self.fatal: Exception | None = None  # a storage failure met inside Ray Tune's callbacks (run_ray raises it)
         if cfg.screen is not None and cfg.latency_budget_ms is not None and cfg.latency.backend != "torch":
             log(f"screening off with --latency-backend {cfg.latency.backend}: the per-unit cost table times units in "
                 f"PyTorch eager, one unit at a time, while {cfg.latency.backend} runs one optimised graph per "
