@@ -296,7 +296,7 @@ def _retrying_storage_class():
                             "database server (or restore the network) and run the same command again to resume"
                         ) from None
                     time.sleep(max(0.0, min(delay, lost_at + window - now)))
-                    delay = min(2 * delay, 5.0)
+                    delay = min(2 * delay, 2.0)  # a returning server is seen within ~2 s
                     attempt += 1
                     continue
                 if lost_at is not None:
