@@ -10,11 +10,13 @@ status and export commands all open their studies through it.
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import os
 import re
 import socket
 import threading
+import time
 import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -27,6 +29,9 @@ STATUS_KEY = "nasseg_status"  # trained | reused | rejected | stopped | failed |
 META_KEY = "nasseg"  # the study's defining settings (a dict), written when nasseg creates the study
 HEARTBEAT_S = 30  # PostgreSQL studies: trial heartbeat interval (s)
 GRACE_S = 120  # a RUNNING trial without a heartbeat this long is stale
+RETRY_S = 60.0  # PostgreSQL studies: how long a lost connection is retried (backoff) before the search gives up
+RETRY_ENV = "NASSEG_STORAGE_RETRY_S"  # overrides RETRY_S (seconds; the tests shorten it)
+SQLITE_HEADER = b"SQLite format 3\x00"
 
 _USERINFO = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*://)([^:/@\s]*):(\S*)@")  # greedy: up to the token's last @
 _PASSWORD_KV = re.compile(r"((?:^|[?&;\s])password\s*=\s*)('[^']*'|[^&\s]+)", re.IGNORECASE)
@@ -118,6 +123,233 @@ def _sqlite_creator(path: Path) -> Callable[[], Any]:
     return connect
 
 
+def check_sqlite_file(path: Path, shown: str) -> None:
+    """Refuse (StorageError, one line naming the file) an existing SQLite study file that is not a database, or
+    that is truncated or corrupt, before anything opens it for writing: nasseg never overwrites or "repairs" it.
+
+    Reads only: the header (the SQLite magic; the file's size against the header's page size and page count,
+    since SQLite reads a short last page as zeros), then ``PRAGMA quick_check`` on a read-only connection
+    (milliseconds for a study file; it reads every page once).  An empty file is a new database and passes.
+    """
+    import sqlite3
+
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as f:
+            header = f.read(100)
+    except FileNotFoundError:
+        return
+    except OSError as e:
+        raise StorageError(f"cannot open storage {shown}: cannot read {path} ({e.strerror or e})") from None
+    keep = "the file was left as it is"
+    if size == 0:
+        return
+    if not header.startswith(SQLITE_HEADER):
+        raise StorageError(f"cannot open storage {shown}: {path} is not a SQLite database (it does not start with the "
+                           f"SQLite header; {keep}); valid: a study file written by nasseg search (or Optuna), or "
+                           "the path of a new one")
+    page = int.from_bytes(header[16:18], "big") if len(header) == 100 else 0
+    page = 65536 if page == 1 else page
+    pages = int.from_bytes(header[28:32], "big") if header[24:28] == header[92:96] else 0  # valid in-header size
+    wal = path.with_name(path.name + "-wal")
+    if not (wal.exists() and wal.stat().st_size > 0) and (  # a WAL may hold pages the file does not yet
+            page < 512 or size % page or size < pages * page):
+        raise StorageError(f"cannot open storage {shown}: {path} is truncated or corrupt ({size} bytes; its header "
+                           f"says {pages} pages of {page} bytes; {keep}); nasseg does not repair a study: restore it "
+                           f"from a copy, or salvage what it holds with 'sqlite3 {path} .recover' into a new file")
+    try:
+        with contextlib.closing(sqlite3.connect(f"file:{path.resolve()}?mode=ro", uri=True, timeout=60)) as con:
+            rows = [r[0] for r in con.execute("PRAGMA quick_check(3)").fetchall()]
+    except sqlite3.DatabaseError as e:
+        if "unable to open" in str(e) or "locked" in str(e):
+            return  # cannot be checked read-only here (e.g. a WAL without its index): the normal open reports it
+        rows = [str(e)]
+    if rows != ["ok"]:
+        why = " ".join(" ".join(rows).replace("*** in database main ***", "").split())[:200]
+        raise StorageError(f"cannot open storage {shown}: {path} is truncated or corrupt (SQLite: {why}; {keep}); "
+                           "nasseg does not repair a study: restore it from a copy, or salvage what it holds with "
+                           f"'sqlite3 {path} .recover' into a new file")
+
+
+def disk_full(exc: BaseException) -> OSError | BaseException | None:
+    """The error in ``exc``'s chain that says the disk is full (ENOSPC, SQLite's "database or disk is full",
+    PostgreSQL's disk-full class 53100), or None."""
+    for e in _chain(exc):
+        if isinstance(e, OSError) and e.errno == errno.ENOSPC:
+            return e
+        text = str(e)
+        if "database or disk is full" in text or "No space left on device" in text or \
+                getattr(e, "pgcode", None) == "53100":
+            return e
+    return None
+
+
+def connection_lost(exc: BaseException) -> bool:
+    """Whether ``exc`` (or an error in its chain) is a lost or refused database connection, or a transaction
+    the server aborted (a restart, a deadlock): the operation may be tried again on a new connection."""
+    from sqlalchemy import exc as sa_exc
+
+    for e in _chain(exc):
+        if isinstance(e, sa_exc.DBAPIError) and e.connection_invalidated:
+            return True
+        if isinstance(e, (sa_exc.OperationalError, sa_exc.InterfaceError, sa_exc.DisconnectionError)):
+            return disk_full(e) is None
+    return False
+
+
+def _chain(exc: BaseException) -> Iterator[BaseException]:
+    """``exc``, its causes and contexts, and the DB-API errors SQLAlchemy wrapped (``.orig``), each once."""
+    seen: set[int] = set()
+    todo: list[Any] = [exc]
+    while todo:
+        e = todo.pop(0)
+        if not isinstance(e, BaseException) or id(e) in seen:
+            continue
+        seen.add(id(e))
+        yield e
+        todo += [getattr(e, "orig", None), e.__cause__, None if e.__suppress_context__ else e.__context__]
+
+
+def failure_message(exc: BaseException, url: str) -> str | None:
+    """One line for a storage failure a search cannot go on through (a full disk, a study file found corrupt
+    while it was read), naming the path and what to do; None for any other error."""
+    full = disk_full(exc)
+    path = sqlite_path(url)
+    if full is not None:
+        if isinstance(full, OSError) and full.filename:
+            where = str(full.filename)
+        elif path is not None:
+            where = str(path)
+        else:
+            where = f"the database server of {mask_url(url)}"
+        why = full.strerror if isinstance(full, OSError) and full.strerror else _one_line(full)
+        return (f"no space left on the device holding {where} ({scrub(why, url)[:200]}): the search stopped; the "
+                "study is intact (finished trials are kept; a write that failed was rolled back): free space there "
+                "and run the same command again to resume")
+    for e in _chain(exc):
+        if path is not None and ("database disk image is malformed" in str(e) or "file is not a database" in str(e)):
+            return (f"storage {mask_url(url)}: {path} is corrupt (SQLite: {' '.join(str(e).split())[:120]}); the "
+                    "search stopped and did not repair it: restore it from a copy, or salvage what it holds with "
+                    f"'sqlite3 {path} .recover' into a new file")
+    return None
+
+
+def retry_window_s() -> float:
+    """How long a lost PostgreSQL connection is retried: RETRY_S, or the environment's NASSEG_STORAGE_RETRY_S."""
+    raw = os.environ.get(RETRY_ENV)
+    if raw is None or raw == "":
+        return RETRY_S
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if not value >= 0 or value == float("inf"):
+        raise ConfigError(f"{RETRY_ENV} = {raw!r} is not allowed; valid: seconds >= 0 (default {RETRY_S:g})")
+    return value
+
+
+_RETRYING: Any = None
+
+
+def _retrying_storage_class():
+    """RDBStorage whose every operation survives a lost connection (a server restart, a network cut) for up to
+    :func:`retry_window_s` seconds: tried again with exponential backoff on a fresh connection (the engine has
+    ``pool_pre_ping``).  After the window, StorageError: one line naming the (masked) URL and what to do.
+
+    Retried writes are idempotent: attributes, params and intermediate values are upserts, and a ``tell``
+    (``set_trial_state_values`` to a finished state) whose COMMIT reached the server before the connection died
+    is recognised on retry (the trial already holds that state) instead of failing as "already finished".
+    """
+    global _RETRYING, RetryingRDBStorage
+    if _RETRYING is not None:
+        return _RETRYING
+    import optuna
+
+    base = optuna.storages.RDBStorage
+
+    class RetryingRDBStorage(base):
+        log: Any = None  # a callable taking one line (the search's log), or None: set on the instance
+        url_shown: str = ""  # the password-masked URL, for those lines and the final error
+
+        def _retry(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+            lost_at: float | None = None
+            delay = 0.2
+            first_error = ""
+            attempt = 0
+            while True:
+                try:
+                    out = fn(*args, _attempt=attempt, **kwargs)
+                except Exception as e:
+                    if isinstance(e, StorageError) or not connection_lost(e):  # StorageError: an inner retry gave up
+                        raise
+                    now = time.monotonic()
+                    window = retry_window_s()
+                    if lost_at is None:
+                        lost_at = now
+                        first_error = _one_line(e)
+                        self._say(f"storage {self.url_shown}: connection lost ({first_error}); reconnecting, for up "
+                                  f"to {window:g} s")
+                    if now - lost_at >= window:
+                        raise StorageError(
+                            f"lost the connection to the study database {self.url_shown} and could not reconnect "
+                            f"within {window:g} s ({first_error}); the trials finished so far are stored: start the "
+                            "database server (or restore the network) and run the same command again to resume"
+                        ) from None
+                    time.sleep(max(0.0, min(delay, lost_at + window - now)))
+                    delay = min(2 * delay, 2.0)  # a returning server is seen within ~2 s
+                    attempt += 1
+                    continue
+                if lost_at is not None:
+                    self._say(f"storage {self.url_shown}: reconnected after {time.monotonic() - lost_at:.1f} s; "
+                              "the search goes on")
+                return out
+
+        def _say(self, line: str) -> None:
+            if self.log is not None:
+                with contextlib.suppress(Exception):
+                    self.log(line)
+
+        def set_trial_state_values(self, trial_id: int, state: Any, values: Any = None) -> bool:
+            def op(_attempt: int) -> bool:
+                if _attempt and state.is_finished():  # did the lost attempt's COMMIT land?
+                    if base.get_trial(self, trial_id).state == state:
+                        return True
+                return base.set_trial_state_values(self, trial_id, state, values)
+
+            return self._retry(op)
+
+    def wrap(name: str) -> None:
+        method = getattr(base, name)
+
+        def retried(self: Any, *args: Any, **kwargs: Any) -> Any:
+            return self._retry(lambda _attempt: method(self, *args, **kwargs))
+
+        retried.__name__ = name
+        retried.__doc__ = method.__doc__
+        setattr(RetryingRDBStorage, name, retried)
+
+    for name in ("create_new_study", "delete_study", "set_study_user_attr", "set_study_system_attr",
+                 "get_study_id_from_name", "get_study_name_from_id", "get_study_directions", "get_study_user_attrs",
+                 "get_study_system_attrs", "get_all_studies", "create_new_trial", "_create_new_trial",
+                 "set_trial_param", "_set_trial_param", "get_trial_id_from_study_id_trial_number",
+                 "_get_best_trial_id", "set_trial_intermediate_value", "set_trial_user_attr",
+                 "set_trial_system_attr", "get_trial", "get_all_trials", "_get_trials", "get_n_trials",
+                 "record_heartbeat", "_get_stale_trial_ids", "get_best_trial"):
+        if hasattr(base, name):
+            wrap(name)
+    RetryingRDBStorage.__qualname__ = "RetryingRDBStorage"  # picklable as nasseg.study.RetryingRDBStorage
+    _RETRYING = RetryingRDBStorage
+    return RetryingRDBStorage
+
+
+def _one_line(e: BaseException) -> str:
+    inner = getattr(e, "orig", None) or e.__cause__ or e
+    inner = getattr(inner, "orig", None) or inner
+    text = re.sub(r"\(Background on this error at: [^)]*\)", "", str(inner))
+    text = " ".join(text.split("[SQL:")[0].split())
+    return f"{type(inner).__name__}: {text[:160]}" if text else type(inner).__name__
+
+
 def open_storage(url: str, *, readonly: bool = False, create: bool = True):
     """An Optuna RDBStorage for ``url``; SQLite gets WAL and a busy timeout.
 
@@ -140,7 +372,8 @@ def open_storage(url: str, *, readonly: bool = False, create: bool = True):
             if not path.exists():
                 raise StorageError(f"storage {shown}: the file {path} does not exist; valid: the file a nasseg search "
                                    "wrote (check the path)")
-        else:
+        check_sqlite_file(path, shown)  # before anything writes to it
+        if not (readonly or not create):
             import sqlite3
 
             try:
@@ -148,6 +381,8 @@ def open_storage(url: str, *, readonly: bool = False, create: bool = True):
                 with contextlib.closing(sqlite3.connect(path, timeout=60)) as con:
                     con.execute("PRAGMA journal_mode=WAL")
             except (OSError, sqlite3.Error) as e:
+                if disk_full(e) is not None:
+                    raise StorageError(f"cannot open storage {shown}: {failure_message(e, url)}") from None
                 why = (f"{path} is not a SQLite database; valid: a study file written by nasseg search (or Optuna), "
                        "or the path of a new one") if "file is not a database" in str(e) else str(e)
                 raise StorageError(f"cannot open storage {shown}: {why}") from None
@@ -166,10 +401,15 @@ def open_storage(url: str, *, readonly: bool = False, create: bool = True):
         kwargs["engine_kwargs"] = {"pool_pre_ping": True, "connect_args": connect_args}
         kwargs["heartbeat_interval"] = HEARTBEAT_S
         kwargs["grace_period"] = GRACE_S
+    retrying = path is None and not readonly  # a shared server: ride out restarts and network cuts
+    cls = _retrying_storage_class() if retrying else optuna.storages.RDBStorage
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # heartbeat_interval is "experimental" (stable since Optuna 3)
-            return optuna.storages.RDBStorage(target, **kwargs)
+            storage = cls(target, **kwargs)
+        if retrying:
+            storage.url_shown = shown
+        return storage
     except (SQLAlchemyError, OSError, ValueError, RuntimeError, ImportError) as e:
         text = str(e).strip()
         text = re.sub(r"\(Background on this error at: [^)]*\)", "", text)
@@ -290,15 +530,25 @@ def recover_crashed(study: Any, url: str, log: Callable[[str], None]) -> int:
     n = 0
     for t in running:
         faults.point("recover")
-        storage.set_trial_user_attr(t._trial_id, STATUS_KEY, "crashed")
-        storage.set_trial_user_attr(t._trial_id, "reason", "its driver died before telling a result; re-queued")
-        if storage.set_trial_state_values(t._trial_id, optuna.trial.TrialState.FAIL):
-            if t.params:
-                study.enqueue_trial(t.params, user_attrs={"requeued_from": t.number})
-            n += 1
+        n += requeue(study, t, "its driver died before telling a result; re-queued")
     if n:
         log(f"recovered {n} trial(s) left running by a crashed driver; their genomes are re-queued")
     return n
+
+
+def requeue(study: Any, trial: Any, reason: str) -> bool:
+    """Mark a RUNNING trial failed with status 'crashed' (it does not count towards --trials) and queue its genome
+    again, so that the next driver evaluates it; False when another driver finished it first."""
+    import optuna
+
+    storage = study._storage
+    storage.set_trial_user_attr(trial._trial_id, STATUS_KEY, "crashed")
+    storage.set_trial_user_attr(trial._trial_id, "reason", reason)
+    if not storage.set_trial_state_values(trial._trial_id, optuna.trial.TrialState.FAIL):
+        return False
+    if trial.params:
+        study.enqueue_trial(trial.params, user_attrs={"requeued_from": trial.number})
+    return True
 
 
 def _orphan(trial: Any) -> bool:

@@ -30,6 +30,7 @@ import contextlib
 import dataclasses
 import difflib
 import hashlib
+import io
 import json
 import math
 import os
@@ -840,6 +841,14 @@ def proxy_train(
         path = Path(weights_path)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-        torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, tmp)
-        os.replace(tmp, path)
+        buf = io.BytesIO()  # serialised first, written by Python: a full disk is then an OSError (ENOSPC) naming
+        torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, buf)  # the file, not torch's
+        try:  # "unexpected pos" RuntimeError; and no half-written file is left behind
+            with open(tmp, "wb") as f:
+                f.write(buf.getbuffer())
+            os.replace(tmp, path)
+        except OSError as e:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise OSError(e.errno, e.strerror or str(e), str(e.filename or path)) from e
     return metrics

@@ -18,10 +18,10 @@ from pathlib import Path
 from typing import Any
 
 from nasseg import faults
-from nasseg.errors import NassegError
+from nasseg.errors import NassegError, StorageError
 from nasseg.search.config import SearchConfig
 from nasseg.search.jobs import Job
-from nasseg.study import STATUS_KEY, checkpoint, heartbeat_on
+from nasseg.study import STATUS_KEY, checkpoint, failure_message, heartbeat_on, requeue
 
 #: a sampler that proposes this many already evaluated genomes in a row ends the search (a small space)
 MAX_DUPLICATES_IN_A_ROW = 100
@@ -64,6 +64,7 @@ class Driver:
         self.duplicate_streak = 0  # ... of them in a row
         self.waiting: dict[str, list[Any]] = {}  # genome_id -> duplicate trials waiting for its in-flight job
         self.exhausted = False  # the sampler proposed MAX_DUPLICATES_IN_A_ROW duplicates: stop proposing
+        self.fatal: Exception | None = None  # a storage failure met inside Ray Tune's callbacks (run_ray raises it)
         if cfg.screen is not None and cfg.latency_budget_ms is not None and cfg.latency.backend != "torch":
             log(f"screening off with --latency-backend {cfg.latency.backend}: the per-unit cost table times units in "
                 f"PyTorch eager, one unit at a time, while {cfg.latency.backend} runs one optimised graph per "
@@ -152,6 +153,8 @@ class Driver:
         faults.point("ask")
         try:
             genome = self.space.sample(trial)
+        except StorageError:  # the study database itself failed (it is no property of the genome)
+            raise
         except NassegError as e:
             self._fail(trial, f"the space produced an invalid genome: {e}")
             return None
@@ -188,6 +191,8 @@ class Driver:
                 self._reject_predicted(trial, predicted)
                 return None
             cost = self._measure(genome)
+        except StorageError:
+            raise
         except NassegError as e:
             self._fail(trial, f"cannot build or measure the genome: {e}")
             return None
@@ -426,6 +431,8 @@ class Driver:
         trial.set_user_attr("wall_seconds", round(time.perf_counter() - job.started, 3))
         if result.get("worker"):
             trial.set_user_attr("worker", result["worker"])
+        if result.get("disk_full") is not None:
+            self._disk_full(trial, result["disk_full"])
         if not result.get("ok"):
             self._fail(trial, result.get("error", "the worker failed"), result.get("traceback"))
             return
@@ -454,6 +461,18 @@ class Driver:
         self._tell(trial, "complete", values=values)
         self.counts["trained"] += 1
         self._remember(self.study._storage.get_trial(trial._trial_id))
+
+    def _disk_full(self, trial: Any, path: str) -> None:
+        """The proxy trained but its weights could not be written (no space left on the device): not the candidate's
+        fault, so it is neither failed nor counted.  Its genome is queued again (status ``crashed``) and the search
+        stops with one line naming the path; the same command resumes once space is freed."""
+        import errno
+
+        reason = f"no space left on the device to write {path}; re-queued"
+        with contextlib.suppress(Exception):  # the study may sit on the full device too: resume recovers it then
+            requeue(self.study, trial, reason)
+        full = OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), path or str(self.cfg.artifacts_dir()))
+        raise StorageError(failure_message(full, self.cfg.storage))
 
     def _fail(self, trial: Any, reason: str, tb: str | None = None) -> None:
         self.inflight.pop(trial.number, None)

@@ -14,12 +14,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from nasseg.errors import NassegError
+from nasseg.errors import NassegError, StorageError
 from nasseg.search import jobs as _jobs
 from nasseg.search import ray_session
 from nasseg.search.config import SearchConfig
 from nasseg.search.driver import Driver
 from nasseg.search.jobs import Job
+from nasseg.study import failure_message
 
 
 def run_local(driver: Driver, progress: Callable[[], None]) -> None:
@@ -74,7 +75,26 @@ def _searcher_class():
         def restore(self, checkpoint_path: str) -> None:
             pass
 
+        def _fatal(self, e: Exception) -> bool:
+            """A failure of the study's storage (a full disk, a server gone past the retry window): Tune would only
+            log it and go on proposing, so it is kept on the driver, nothing more is proposed, and run_ray raises
+            it once the trials in flight have ended."""
+            if isinstance(e, StorageError) or failure_message(e, self.driver.cfg.storage) is not None:
+                self.driver.fatal = self.driver.fatal or e
+                return True
+            return False
+
         def suggest(self, trial_id: str) -> dict[str, Any] | str | None:
+            if self.driver.fatal is not None:
+                return Searcher.FINISHED
+            try:
+                return self._suggest(trial_id)
+            except Exception as e:
+                if self._fatal(e):
+                    return Searcher.FINISHED
+                raise
+
+        def _suggest(self, trial_id: str) -> dict[str, Any] | str | None:
             d = self.driver
             if not self.queue:
                 if self.jobs:  # workers are training: measuring now would disturb the latency
@@ -97,8 +117,15 @@ def _searcher_class():
 
         def on_trial_complete(self, trial_id: str, result: dict[str, Any] | None = None,
                               error: bool = False) -> None:
+            try:
+                self._on_trial_complete(trial_id, result, error)
+            except Exception as e:
+                if not self._fatal(e):
+                    raise
+
+        def _on_trial_complete(self, trial_id: str, result: dict[str, Any] | None, error: bool) -> None:
             job = self.jobs.pop(trial_id, None)
-            if job is None:
+            if job is None or self.driver.fatal is not None:
                 return
             if error or not result:
                 self.driver.complete(job, {"ok": False, "error": "the Ray worker died or raised outside the "
@@ -174,6 +201,8 @@ def run_ray(driver: Driver, cfg: SearchConfig, progress: Callable[[], None], wor
     try:
         with quiet():
             tuner.fit()
+        if driver.fatal is not None:
+            raise driver.fatal
     finally:
         if started_here:
             with quiet():

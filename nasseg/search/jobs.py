@@ -4,6 +4,7 @@ returns a result dict; a broken candidate becomes a failed result, never an exce
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import socket
 import sys
@@ -57,16 +58,27 @@ def run_job(payload: dict[str, Any], report: Callable[[int, float], bool] | None
         metrics = proxy_train(genome, recipe, payload["dataset"], payload["seed"], device=payload["device"],
                               callback=cb, weights_path=payload.get("weights_path"), init=payload.get("init"))
         return {"ok": True, "metrics": metrics.to_dict(), "wall_s": time.perf_counter() - t0, "worker": worker}
+    except OSError as e:
+        if e.errno != errno.ENOSPC:
+            return _failed(e, t0, worker)
+        # a full disk is not the candidate's fault: the driver stops the search (nasseg.search.driver)
+        return {"ok": False, "disk_full": str(e.filename or payload.get("weights_path") or ""),
+                "error": f"no space left on device: {e.filename or ''}".strip(), "wall_s": time.perf_counter() - t0,
+                "worker": worker}
     except MemoryError as e:
         return {"ok": False, "error": f"out of memory: MemoryError {e}".strip()[:2000],
                 "wall_s": time.perf_counter() - t0, "worker": worker}
     except Exception as e:  # a broken candidate must not stop the search: it becomes a failed trial
-        tb = traceback.format_exc(limit=4)
-        text = f"{type(e).__name__}: {e}"
-        if isinstance(e, RuntimeError) and any(s in str(e) for s in _OOM_TEXTS):
-            text = "out of memory: " + text
-        return {"ok": False, "error": text[:2000], "traceback": tb[-4000:], "wall_s": time.perf_counter() - t0,
-                "worker": worker}
+        return _failed(e, t0, worker)
+
+
+def _failed(e: BaseException, t0: float, worker: dict[str, Any]) -> dict[str, Any]:
+    tb = traceback.format_exc(limit=4)
+    text = f"{type(e).__name__}: {e}"
+    if isinstance(e, RuntimeError) and any(s in str(e) for s in _OOM_TEXTS):
+        text = "out of memory: " + text
+    return {"ok": False, "error": text[:2000], "traceback": tb[-4000:], "wall_s": time.perf_counter() - t0,
+            "worker": worker}
 
 
 _OOM_TEXTS = ("can't allocate memory", "Cannot allocate memory", "out of memory", "OutOfMemory")

@@ -36,6 +36,7 @@ from nasseg.study import (
     checkpoint,
     close_storage,
     driver_lock,
+    failure_message,
     mask_url,
     open_storage,
     recover_crashed,
@@ -200,16 +201,35 @@ def search(cfg: SearchConfig, log: Callable[[str], None] | None = None,
     space = load_space(cfg.space)
     num_classes = dataset_classes(cfg.dataset, log)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    fidelity = proxy_fidelity(cfg)  # before anything is written: --prefilter may refuse
-    init = prepare_init(cfg)  # a checkpoint that does not fit stops here
-    if cfg.executor == "ray":  # a killed driver's Ray processes, whatever this run then does
-        ray_session.reap(ray_workdir(cfg), log)
+    try:
+        fidelity = proxy_fidelity(cfg)  # before anything is written: --prefilter may refuse
+        init = prepare_init(cfg)  # a checkpoint that does not fit stops here
+        if cfg.executor == "ray":  # a killed driver's Ray processes, whatever this run then does
+            ray_session.reap(ray_workdir(cfg), log)
+        return _search(cfg, log, progress, started, space, num_classes, fidelity, init)
+    except StorageError:
+        raise
+    except Exception as e:  # a full disk, a study file found corrupt mid-run: one line, exit 2, resumable
+        line = failure_message(e, cfg.storage)
+        if line is None:
+            raise
+        raise StorageError(line) from None
+
+
+def _search(cfg: SearchConfig, log: Callable[[str], None], progress: Callable[[Driver], Any] | None,
+            started: Callable[[], None] | None, space: Any, num_classes: int, fidelity: dict[str, Any],
+            init: dict[str, Any] | None) -> dict[str, Any]:
+    """The part of :func:`search` that holds the study open."""
+    import optuna
+
     db = sqlite_path(cfg.storage)
     new_folder = db.parent if db is not None and not db.parent.exists() else None
     with driver_lock(cfg.storage), warnings.catch_warnings():
         # ask/tell with a heart-beating storage is what nasseg does on purpose (see nasseg.study.Heartbeat)
         warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used")
         storage = open_storage(cfg.storage)
+        if hasattr(storage, "url_shown"):  # PostgreSQL: a lost connection is retried, and said so in the log
+            storage.log = log
         faults.arm_commit_kill(storage)
         existing = {s.study_name: s for s in optuna.study.get_all_study_summaries(storage)}
         directions = ["maximize"] if cfg.mode == "constrained" else ["maximize", "minimize"]

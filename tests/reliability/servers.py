@@ -48,7 +48,10 @@ def postgres_bin() -> Path | None:
 class PostgresServer:
     """initdb + pg_ctl in a temp dir, loopback only, a free port, password auth; ``stop()`` removes it all."""
 
-    def __init__(self) -> None:
+    def __init__(self, durable: bool = False) -> None:
+        """``durable``: commits reach the OS before they are acknowledged (``synchronous_commit=on``), so that a
+        server killed with ``pg_ctl stop -m immediate`` loses no acknowledged commit; the default trades that for
+        speed (fine for a server the tests never kill)."""
         self.bin = postgres_bin()
         if self.bin is None:
             raise FileNotFoundError("no PostgreSQL binaries (install Debian's postgresql package)")
@@ -64,13 +67,28 @@ class PostgresServer:
             shutil.chown(self.dir / "pw", "postgres", "postgres")
         self._run([str(self.bin / "initdb"), "-D", str(self.data), "-U", self.user, f"--pwfile={self.dir / 'pw'}",
                    "-A", "scram-sha-256", "-E", "UTF8", "--no-sync", "--no-instructions"])
-        opts = (f"-c listen_addresses=127.0.0.1 -c port={self.port} -c unix_socket_directories={self.dir} "
-                "-c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=300")
-        self._run([str(self.bin / "pg_ctl"), "-D", str(self.data), "-l", str(self.dir / "log"), "-w", "-t", "60",
-                   "-o", opts, "start"])
+        self.opts = (f"-c listen_addresses=127.0.0.1 -c port={self.port} -c unix_socket_directories={self.dir} "
+                     f"-c fsync=off -c synchronous_commit={'on' if durable else 'off'} -c full_page_writes=off "
+                     "-c max_connections=300")
+        self.start()
         self.url = f"postgresql://{self.user}:{self.password}@127.0.0.1:{self.port}/postgres"
         create_database(self.url, "nasseg")
         self.url = with_database(self.url, "nasseg")
+
+    def start(self) -> None:
+        """Start the server (again), waiting until it accepts connections."""
+        self._run([str(self.bin / "pg_ctl"), "-D", str(self.data), "-l", str(self.dir / "log"), "-w", "-t", "60",
+                   "-o", self.opts, "start"])
+
+    def halt(self, mode: str = "fast") -> None:
+        """``pg_ctl stop -m MODE``: fast ends every session (rolling back open transactions) and shuts down
+        cleanly; immediate kills the server processes outright (crash recovery at the next start)."""
+        self._run([str(self.bin / "pg_ctl"), "-D", str(self.data), "-m", mode, "-w", "-t", "60", "stop"])
+
+    def restart(self, mode: str = "fast") -> None:
+        """``pg_ctl restart -m MODE``, with the same options, waiting until it accepts connections again."""
+        self._run([str(self.bin / "pg_ctl"), "-D", str(self.data), "-l", str(self.dir / "log"), "-m", mode, "-w",
+                   "-t", "60", "-o", self.opts, "restart"])
 
     def _run(self, cmd: list[str]) -> None:
         kw = {"user": "postgres", "group": "postgres"} if self._as_root else {}
@@ -256,3 +274,77 @@ class RayCluster:
                 node.kill(signal.SIGKILL)
             time.sleep(0.3)
         shutil.rmtree(self.root, ignore_errors=True)
+
+
+# ------------------------------------------------------------------------------------------ network cut
+class CuttingProxy:
+    """A TCP proxy on a free loopback port in front of a PostgreSQL server that can cut a connection at the worst
+    moment: after forwarding the COMMIT of a transaction that ran a statement containing ``marker`` (the server
+    commits it) and before the server's reply reaches the client, which then sees the connection die.  Real
+    sockets and a real server; only the timing is chosen."""
+
+    def __init__(self, port: int):
+        import threading
+
+        self.target = ("127.0.0.1", port)
+        self.marker: bytes | None = None
+        self.cuts = 0
+        self._lock = threading.Lock()
+        self._listener = socket.socket()
+        self._listener.bind(("127.0.0.1", 0))
+        self._listener.listen(64)
+        self.port = self._listener.getsockname()[1]
+        self._closed = False
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def arm(self, marker: bytes) -> None:
+        """Cut the next connection that commits a transaction holding ``marker`` (once)."""
+        with self._lock:
+            self.marker = marker
+
+    def _accept(self) -> None:
+        import threading
+
+        while not self._closed:
+            try:
+                client, _ = self._listener.accept()
+            except OSError:
+                return
+            server = socket.create_connection(self.target)
+            state = {"seen": False, "cut": False}
+            threading.Thread(target=self._pump, args=(client, server, state, True), daemon=True).start()
+            threading.Thread(target=self._pump, args=(server, client, state, False), daemon=True).start()
+
+    def _pump(self, src: socket.socket, dst: socket.socket, state: dict, upstream: bool) -> None:
+        try:
+            while True:
+                data = src.recv(65536)
+                if not data or state["cut"]:
+                    break
+                if upstream:
+                    with self._lock:
+                        marker = self.marker
+                    if marker is not None and marker in data:
+                        state["seen"] = True
+                    if state["seen"] and b"COMMIT" in data:
+                        with self._lock:
+                            self.marker = None
+                            self.cuts += 1
+                        state["cut"] = True  # the reply is never forwarded
+                        dst.sendall(data)
+                        time.sleep(0.5)  # the server commits
+                        break
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for s in (src, dst):
+                with contextlib.suppress(OSError):
+                    s.shutdown(socket.SHUT_RDWR)
+                with contextlib.suppress(OSError):
+                    s.close()
+
+    def close(self) -> None:
+        self._closed = True
+        with contextlib.suppress(OSError):
+            self._listener.close()
