@@ -201,6 +201,32 @@ def _fasternet(embed: int, act: str) -> Genome:
     ))
 
 
+# --------------------------------------------------------------------------------------- ENet
+ENET_STAGE2 = {  # bottleneck2.1-2.8 of Table 1 (stage 3 repeats them without the downsampling 2.0)
+    "dilation": [1, 2, 1, 4, 1, 8, 1, 16],
+    "asymmetric": [False, False, True, False, False, False, True, False],
+    "kernel_size": [3, 3, 5, 3, 3, 3, 5, 3],
+}
+
+
+def _enet() -> Genome:
+    """ENet (Paszke et al. 2016, Table 1) as the PyTorch port ``davidtvs/PyTorch-ENet`` builds it: initial block,
+    stage 1 (downsampling + 4 regular, dropout 0.01), stage 2 (downsampling + the eight of ``ENET_STAGE2``),
+    stage 3 (the same eight), PReLU; the decoder taps the inputs of the two downsampling bottlenecks."""
+    first = {"dilation": 1, "asymmetric": False, "kernel_size": 3}  # bottleneck2.0: downsampling, plain 3x3
+    stage2 = {k: [first[k], *v] for k, v in ENET_STAGE2.items()}
+    return resolve(Genome(
+        stages=(
+            S("enet_initial", 1, 16, 2),
+            S("enet", 5, 64, 2, dropout=0.01),
+            S("enet", 9, 128, 2, dropout=0.1, per_block=stage2),
+            S("enet", 8, 128, 1, dropout=0.1, per_block=ENET_STAGE2),
+        ),
+        decoder=Decoder("enet_decoder", (0, 1, 3)),
+        heads=Heads(None),
+    ))
+
+
 def _presets() -> dict[str, Preset]:
     items = [
         Preset("stdc1_seg", "STDC1-Seg", "Fan et al., Rethinking BiSeNet for Real-time Semantic Segmentation, "

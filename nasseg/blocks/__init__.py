@@ -3,6 +3,7 @@
 from nasseg.blocks import (
     basic,  # noqa: F401
     dwrseg,  # noqa: F401
+    enet,  # noqa: F401
     erfnet,  # noqa: F401
     espnet,  # noqa: F401
     fasternet,  # noqa: F401

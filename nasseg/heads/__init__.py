@@ -6,6 +6,7 @@ from nasseg.heads import (
     classifier,  # noqa: F401
     detail,  # noqa: F401
     dwrseg,  # noqa: F401
+    enet,  # noqa: F401
     erfnet,  # noqa: F401
     espnet,  # noqa: F401
     lednet,  # noqa: F401
