@@ -289,6 +289,15 @@ def _presets() -> dict[str, Preset]:
                (224, 224), 14_982_888, 1_900_000_000, "official JierunChen/FasterNet models/fasternet.py run beside "
                "ours; MACs: the paper's and the official README's 1.90 G at 224x224",
                {"params": "15.0 M", "flops": "1.90 G", "top1": "78.9"}),
+        Preset("enet", "ENet", "Paszke et al., ENet: A Deep Neural Network Architecture for Real-Time Semantic "
+               "Segmentation, arXiv 1606.02147", _enet, 20, (512, 1024), 351_804, 4_056_285_184,
+               "the authors' code is Lua Torch (e-lab/ENet-training); counted from the PyTorch port it follows, "
+               "davidtvs/PyTorch-ENet models/enet.py (e17d404) ENet(20) run beside ours: 351,804 params, "
+               "4,056,285,184 MACs @512x1024",
+               {"params": "0.37 M (paper, Table 3)", "flops": "3.83 G (paper, Table 3, 640x360)",
+                "miou_test": "58.3 (paper, Table 4)", "miou_val_port": "59.5 (davidtvs/PyTorch-ENet README)"},
+               notes="The PyTorch port differs from the Lua original (nasseg.blocks.enet lists how); the paper's "
+                     "0.37 M is the Lua network's count."),
     ]
     return {p.name: p for p in items}
 

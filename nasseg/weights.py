@@ -173,6 +173,23 @@ def _stdc_seg(backbone: str, repeats: tuple[int, int, int]) -> Plan:
     )
 
 
+def _enet() -> Plan:
+    """The PyTorch port's ENet: its blocks one to one with ours, names inside each block identical."""
+    stage2 = ("regular{0}_1", "dilated{0}_2", "asymmetric{0}_3", "dilated{0}_4", "regular{0}_5", "dilated{0}_6",
+              "asymmetric{0}_7", "dilated{0}_8")
+    stage3 = ("regular3_0", "dilated3_1", "asymmetric3_2", "dilated3_3", "regular3_4", "dilated3_5",
+              "asymmetric3_6", "dilated3_7")
+    return Plan(
+        source="davidtvs/PyTorch-ENet@e17d404 models/enet.py ENet(num_classes)",
+        encoder=("initial_block", "downsample1_0", *_seq("regular1_{}", 4, 1), "downsample2_0",
+                 *(m.format(2) for m in stage2), *stage3),
+        pairs=(("upsample4_0", "decoder.stages.0.up"), ("regular4_1", "decoder.stages.0.blocks.0"),
+               ("regular4_2", "decoder.stages.0.blocks.1"), ("upsample5_0", "decoder.stages.1.up"),
+               ("regular5_1", "decoder.stages.1.blocks.0"), ("transposed_conv", "decoder.transposed_conv")),
+        classes=("transposed_conv.weight", 1),
+    )
+
+
 _PLANS = {
     "regseg": _regseg,
     "erfnet": _erfnet,
@@ -184,6 +201,7 @@ _PLANS = {
     "fasternet_t2": lambda: _fasternet("t2", (1, 2, 8, 2)),
     "stdc1_seg": lambda: _stdc_seg("STDCNet813", (2, 2, 2)),
     "stdc2_seg": lambda: _stdc_seg("STDCNet1446", (4, 5, 3)),
+    "enet": _enet,
 }
 
 

@@ -49,6 +49,10 @@ EXACT = {
     "fasternet_t2": (14_982_888, 1_904_334_848),
     # pinned, not an official figure (DWRSeg has no public code): params and MACs
     "dwrseg": (3_988_851, 14_205_517_824),
+    # official: davidtvs/PyTorch-ENet models/enet.py at e17d404 (the PyTorch port; the authors' code is Lua Torch),
+    # ENet(20) run beside ours: 351,804 params, 4,056,285,184 MACs @512x1024 (fvcore, its two MaxUnpool2d written
+    # as the same scatter, which jit tracing needs and which has no MACs)
+    "enet": (351_804, 4_056_285_184),
 }
 
 
@@ -148,3 +152,10 @@ def test_unknown_preset_suggests_close_names():
 
     with pytest.raises(ConfigError, match="did you mean regseg"):
         presets.get("regsg")
+
+
+@pytest.mark.slow
+def test_enet_matches_the_pytorch_port_exactly(params, macs):
+    """davidtvs/PyTorch-ENet models/enet.py (e17d404) ENet(20), counted beside ours: params and MACs are equal."""
+    assert params["enet"] == presets.get("enet").official_params == 351_804
+    assert macs["enet"] == presets.get("enet").official_macs == 4_056_285_184

@@ -75,8 +75,9 @@ class InitialBlock(nn.Module):
     BN and PReLU (one slope).  Both halves give ``ceil(H/2)``, so odd sizes need no care.
     ``stride`` must be 2 and ``out_channels > in_channels``.
 
-    Divergence from the Lua original: it pools 2x2 stride 2 (the port, and nasseg, 3x3 pad 1).
-    Parameters: ``9 in (out - in) + 2 out (+ 1 for PReLU)``: 3 -> 16 = 384 (= official).
+    Divergences: the official conv makes ``out - 3`` channels (it assumes an RGB input and fails on any other);
+    here ``out - in``, the same for 3 input channels.  The Lua original pools 2x2 stride 2 (the port, and
+    nasseg, 3x3 pad 1).  Parameters: ``9 in (out - in) + 2 out (+ 1 for PReLU)``: 3 -> 16 = 384 (= official).
     """
 
     def __init__(self, in_channels: int, out_channels: int, stride: int = 2, *, act: str = "prelu"):
@@ -150,8 +151,8 @@ class ENetBottleneck(nn.Module):
       ``padding``: the same value for every configuration it builds);
     * ``dropout == 0`` is an ``nn.Identity`` (the official code keeps a ``Dropout2d(0)``).
 
-    Parameters (PReLU): regular 64 = 2,693 and 128 = 10,373; asymmetric 5x5 128 = 12,437 (all = official);
-    downsampling 16 -> 64 = 1,491 and 64 -> 128 = 7,859 (= official).
+    Parameters (PReLU; ReLU has 4, asymmetric 5, fewer), each equal to the official block's: regular 64 = 4,548,
+    128 = 17,796 (dilated the same); asymmetric 5 on 128 = 18,885; downsampling 16 -> 64 = 804, 64 -> 128 = 8,772.
     """
 
     def __init__(self, in_channels: int, out_channels: int, stride: int = 1, *, kernel_size: int = 3,

@@ -52,6 +52,8 @@ class UpsamplingBottleneck(nn.Module):
     asks the transposed conv for the odd size directly); even sizes are unaffected.
     """
 
+    onnx_argmax = True  # the unpooled positions are an argmax: the ONNX check allows rare flips (nasseg.export.onnx)
+
     def __init__(self, in_channels: int, out_channels: int, *, internal_ratio: int, dropout: float, act: str):
         super().__init__()
         c = internal_width("enet_decoder", in_channels, internal_ratio)
@@ -135,7 +137,7 @@ class ENetDecoder(nn.Module):
     the official final transposed conv is given the input size (``output_size``), here it always doubles
     (the same for even sizes; the network's final resize handles the rest); the Lua original differs more
     (projection ``out // 4``, 3x3 transposed convs, 2x2 final full conv, no dropout).
-    Parameters with the defaults, taps (16, 64, 128), 20 classes: 27,508 (= official decoder).
+    Parameters with the defaults, taps (16, 64, 128), 20 classes: 34,560 (= the official decoder's).
     """
 
     emits_logits = True
