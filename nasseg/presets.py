@@ -227,6 +227,30 @@ def _enet() -> Genome:
     ))
 
 
+# ---------------------------------------------------------------------------------- SeaFormer
+def _seaformer_tiny() -> Genome:
+    """SeaFormer-T (official ``local_configs/seaformer/seaformer_tiny.py``): a MobileNetV2 trunk (ReLU; the
+    official ``cfg1``-``cfg5`` as kernel, expansion, width, stride) with two SEA stages behind strided
+    MobileNetV2 blocks (128 and 160 channels, 2 blocks each, key dims 16 and 24, 4 heads, MLP ratios 2 and 4,
+    drop path 0 then 0.1), and the light head on the 1/8, 1/32 and 1/64 features."""
+    mb = {"act": "relu"}
+    return resolve(Genome(
+        stages=(
+            S("conv", 1, 16, 2),                                                   # stem
+            S("mbconv", 1, 16, 1, expansion=1, **mb),                              # cfg1
+            S("mbconv", 2, 16, 2, per_block={"expansion": [4, 3]}, **mb),
+            S("mbconv", 2, 32, 2, kernel_size=5, expansion=3, **mb),               # cfg2: 1/8
+            S("mbconv", 2, 64, 2, expansion=3, **mb),                              # cfg3: 1/16
+            S("sea", 2, 128, 2, down=M("mbconv", kernel_size=5, expansion=3, **mb), key_dim=16, num_heads=4,
+              mlp_ratio=2.0, per_block={"drop_path": [0.0, 0.1]}),                 # cfg4 + trans1: 1/32
+            S("sea", 2, 160, 2, down=M("mbconv", kernel_size=3, expansion=6, **mb), key_dim=24, num_heads=4,
+              mlp_ratio=4.0, per_block={"drop_path": [0.0, 0.1]}),                 # cfg5 + trans2: 1/64
+        ),
+        decoder=Decoder("seaformer_head", (3, 5, 6)),
+        heads=Heads(None),
+    ))
+
+
 def _presets() -> dict[str, Preset]:
     items = [
         Preset("stdc1_seg", "STDC1-Seg", "Fan et al., Rethinking BiSeNet for Real-time Semantic Segmentation, "
@@ -298,6 +322,13 @@ def _presets() -> dict[str, Preset]:
                 "miou_test": "58.3 (paper, Table 4)", "miou_val_port": "59.5 (davidtvs/PyTorch-ENet README)"},
                notes="The PyTorch port differs from the Lua original (nasseg.blocks.enet lists how); the paper's "
                      "0.37 M is the Lua network's count."),
+        Preset("seaformer_tiny", "SeaFormer-T (ADE20K)", "Wan et al., SeaFormer: Squeeze-enhanced Axial Transformer "
+               "for Mobile Semantic Segmentation, ICLR 2023", _seaformer_tiny, 150, (512, 512), 1_667_318, 562_569_216,
+               "official fudan-zvg/SeaFormer seaformer-seg (9718d05): SeaFormer backbone + LightHead as "
+               "local_configs/seaformer/seaformer_tiny.py builds them (150 classes; mmcv stood in for), run beside "
+               "ours: 1,667,318 params, 562,569,216 MACs @512x512",
+               {"miou_val": "36.5 (ADE20K, single scale, 160k iterations; official README)",
+                "backbone_imagenet": "1.8 M params, 0.1 G FLOPs @224, 68.1 top-1 (official README)"}),
     ]
     return {p.name: p for p in items}
 

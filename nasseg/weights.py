@@ -190,6 +190,23 @@ def _enet() -> Plan:
     )
 
 
+def _seaformer_tiny() -> Plan:
+    """SeaFormer-T in mmsegmentation's EncoderDecoder (``backbone.*``, ``decode_head.*``): the official backbone
+    builds all its MobileNetV2 stacks before its transformer stages, nasseg orders them by depth."""
+    b = "backbone."
+    return Plan(
+        source="fudan-zvg/SeaFormer@9718d05 seaformer-seg (SeaFormer + LightHead, local_configs/seaformer/"
+               "seaformer_tiny.py)",
+        encoder=(b + "smb1.stem_block", *(f"{b}smb1.layer{i}" for i in (1, 2, 3)), b + "smb2.layer1",
+                 b + "smb2.layer2", b + "smb3.layer1", b + "smb3.layer2",
+                 b + "smb4.layer1", *_seq(b + "trans1.transformer_blocks.{}", 2),
+                 b + "smb5.layer1", *_seq(b + "trans2.transformer_blocks.{}", 2)),
+        pairs=(("decode_head.fuse1", "decoder.fuse1"), ("decode_head.fuse2", "decoder.fuse2"),
+               ("decode_head.linear_fuse", "decoder.linear_fuse"), ("decode_head.conv_seg", "decoder.conv_seg")),
+        classes=("decode_head.conv_seg.weight", 0),
+    )
+
+
 _PLANS = {
     "regseg": _regseg,
     "erfnet": _erfnet,
@@ -202,6 +219,7 @@ _PLANS = {
     "stdc1_seg": lambda: _stdc_seg("STDCNet813", (2, 2, 2)),
     "stdc2_seg": lambda: _stdc_seg("STDCNet1446", (4, 5, 3)),
     "enet": _enet,
+    "seaformer_tiny": _seaformer_tiny,
 }
 
 

@@ -10,5 +10,6 @@ from nasseg.blocks import (
     lednet,  # noqa: F401
     mobilenet,  # noqa: F401
     regseg,  # noqa: F401
+    seaformer,  # noqa: F401
     stdc,  # noqa: F401
 )

@@ -11,5 +11,6 @@ from nasseg.heads import (
     espnet,  # noqa: F401
     lednet,  # noqa: F401
     regseg,  # noqa: F401
+    seaformer,  # noqa: F401
     seg,  # noqa: F401
 )
