@@ -318,10 +318,9 @@ def _presets() -> dict[str, Preset]:
                "the authors' code is Lua Torch (e-lab/ENet-training); counted from the PyTorch port it follows, "
                "davidtvs/PyTorch-ENet models/enet.py (e17d404) ENet(20) run beside ours: 351,804 params, "
                "4,056,285,184 MACs @512x1024",
-               {"params": "0.37 M (paper, Table 3)", "flops": "3.83 G (paper, Table 3, 640x360)",
-                "miou_test": "58.3 (paper, Table 4)", "miou_val_port": "59.5 (davidtvs/PyTorch-ENet README)"},
+               {"miou_test": "58.3 (Cityscapes test, paper)", "miou_val_port": "59.5 (the port's README)"},
                notes="The PyTorch port differs from the Lua original (nasseg.blocks.enet lists how); the paper's "
-                     "0.37 M is the Lua network's count."),
+                     "own counts are the Lua network's."),
         Preset("seaformer_tiny", "SeaFormer-T (ADE20K)", "Wan et al., SeaFormer: Squeeze-enhanced Axial Transformer "
                "for Mobile Semantic Segmentation, ICLR 2023", _seaformer_tiny, 150, (512, 512), 1_667_318, 562_569_216,
                "official fudan-zvg/SeaFormer seaformer-seg (9718d05): SeaFormer backbone + LightHead as "
