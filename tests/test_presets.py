@@ -53,6 +53,10 @@ EXACT = {
     # ENet(20) run beside ours: 351,804 params, 4,056,285,184 MACs @512x1024 (fvcore, its two MaxUnpool2d written
     # as the same scatter, which jit tracing needs and which has no MACs)
     "enet": (351_804, 4_056_285_184),
+    # official: fudan-zvg/SeaFormer seaformer-seg at 9718d05, mmseg/models/backbones/seaformer.py (SeaFormer) +
+    # mmseg/models/decode_heads/light_head.py (LightHead) as local_configs/seaformer/seaformer_tiny.py builds them
+    # (150 classes, mmcv stood in for), run beside ours: 1,667,318 params, 562,569,216 MACs @512x512
+    "seaformer_tiny": (1_667_318, 562_569_216),
 }
 
 
@@ -159,3 +163,10 @@ def test_enet_matches_the_pytorch_port_exactly(params, macs):
     """davidtvs/PyTorch-ENet models/enet.py (e17d404) ENet(20), counted beside ours: params and MACs are equal."""
     assert params["enet"] == presets.get("enet").official_params == 351_804
     assert macs["enet"] == presets.get("enet").official_macs == 4_056_285_184
+
+
+@pytest.mark.slow
+def test_seaformer_tiny_matches_the_official_code_exactly(params, macs):
+    """fudan-zvg/SeaFormer (9718d05) SeaFormer-T + LightHead, counted beside ours: params and MACs are equal."""
+    assert params["seaformer_tiny"] == presets.get("seaformer_tiny").official_params == 1_667_318
+    assert macs["seaformer_tiny"] == presets.get("seaformer_tiny").official_macs == 562_569_216

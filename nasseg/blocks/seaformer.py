@@ -165,8 +165,8 @@ class SeaFormerBlock(nn.Module):
     ``DropPath`` (the official copies timm's; the same in eval mode); ``attn_ratio`` is an integer (the
     official casts ``attn_ratio * key_dim`` to int).  The official ``SeaFormer`` passes ReLU6 to these blocks
     and plain ReLU to its MobileNetV2 blocks; here each block's ``act`` says which.
-    Parameters: (128, key_dim 16, 4 heads, mlp 2) = 108,104; (160, key_dim 24, 4 heads, mlp 4) = 253,496
-    (= official).
+    Parameters: (128, key_dim 16, 4 heads, mlp 2) = 192,000; (160, key_dim 24, 4 heads, mlp 4) = 452,672
+    (= official ``Block``).
     """
 
     def __init__(self, in_channels: int, out_channels: int, stride: int = 1, *, key_dim: int = 16,

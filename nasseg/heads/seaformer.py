@@ -68,7 +68,7 @@ class SeaFormerHead(nn.Module):
 
     Divergence: the official head's width (``channels``) is a separate setting that must equal the last
     embed dim (its ``linear_fuse`` runs on the last fusion's output); here it is that embed dim.
-    Parameters, SeaFormer-T (taps 32, 128, 160; embed dims 64, 96), 150 classes: 40,758 (= official).
+    Parameters, SeaFormer-T (taps 32, 128, 160; embed dims 64, 96), 150 classes: 47,222 (= official).
     """
 
     emits_logits = True
