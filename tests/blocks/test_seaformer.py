@@ -150,6 +150,7 @@ def test_small_seaformer_trains_in_the_proxy():
     assert len(m.loss_curve) == 3 and all(np.isfinite(v) for _, v in m.loss_curve)
 
 
+@pytest.mark.slow  # load_space builds every SEA choice at every width (~5-9 s)
 def test_the_seaformer_space_holds_the_preset_and_its_samples_run():
     space = load_space(Path(__file__).parents[2] / "search_spaces" / "seaformer.yaml")
     assert space.encode(presets.get("seaformer_tiny").genome) is not None
