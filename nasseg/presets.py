@@ -251,6 +251,25 @@ def _seaformer_tiny() -> Genome:
     ))
 
 
+def _topformer_tiny() -> Genome:
+    """TopFormer-T (official ``local_configs/topformer/topformer_tiny.py``): the token pyramid (MobileNetV2 blocks,
+    ReLU, the official ``cfg`` as kernel, expansion, width, stride) tapped at 1/4, 1/8, 1/16 and 1/32, and the
+    token pyramid transformer with the simple head as ``topformer_decoder``."""
+    mb = {"act": "relu"}
+    return resolve(Genome(
+        stages=(
+            S("conv", 1, 16, 2),                                                   # stem
+            S("mbconv", 1, 16, 1, expansion=1, **mb),                              # [3, 1, 16, 1]
+            S("mbconv", 2, 16, 2, per_block={"expansion": [4, 3]}, **mb),          # 1/4
+            S("mbconv", 2, 32, 2, kernel_size=5, expansion=3, **mb),               # 1/8
+            S("mbconv", 2, 64, 2, expansion=3, **mb),                              # 1/16
+            S("mbconv", 2, 96, 2, kernel_size=5, expansion=6, **mb),               # 1/32
+        ),
+        decoder=Decoder("topformer_decoder", (2, 3, 4, 5)),
+        heads=Heads(None),
+    ))
+
+
 def _presets() -> dict[str, Preset]:
     items = [
         Preset("stdc1_seg", "STDC1-Seg", "Fan et al., Rethinking BiSeNet for Real-time Semantic Segmentation, "
@@ -328,6 +347,13 @@ def _presets() -> dict[str, Preset]:
                "ours: 1,667,318 params, 562,569,216 MACs @512x512",
                {"miou_val": "36.5 (ADE20K, single scale, 160k iterations; official README)",
                 "backbone_imagenet": "1.8 M params, 0.1 G FLOPs @224, 68.1 top-1 (official README)"}),
+        Preset("topformer_tiny", "TopFormer-T (ADE20K)", "Zhang et al., TopFormer: Token Pyramid Transformer for "
+               "Mobile Semantic Segmentation, CVPR 2022", _topformer_tiny, 150, (512, 512), 1_389_654, 534_110_208,
+               "official hustvl/TopFormer (cc0f436): Topformer + SimpleHead as local_configs/topformer/"
+               "topformer_tiny.py builds them (150 classes; mmcv stood in for), run beside ours: 1,389,654 params, "
+               "534,110,208 MACs @512x512",
+               {"params": "1.4 M (official README)", "flops": "0.6 G @512x512 (official README)",
+                "miou_val": "33.6 / 34.6 (ADE20K, 2x8 / 4x8 batches, 160k iterations; official README)"}),
     ]
     return {p.name: p for p in items}
 

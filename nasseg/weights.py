@@ -207,6 +207,18 @@ def _seaformer_tiny() -> Plan:
     )
 
 
+def _topformer_tiny() -> Plan:
+    """TopFormer-T in mmsegmentation's EncoderDecoder (``backbone.*``, ``decode_head.*``)."""
+    b = "backbone."
+    return Plan(
+        source="hustvl/TopFormer@cc0f436 (Topformer + SimpleHead, local_configs/topformer/topformer_tiny.py)",
+        encoder=(b + "tpm.stem", *(f"{b}tpm.layer{i}" for i in range(1, 10))),
+        pairs=((b + "trans", "decoder.trans"), (b + "SIM", "decoder.SIM"),
+               ("decode_head.linear_fuse", "decoder.linear_fuse"), ("decode_head.conv_seg", "decoder.conv_seg")),
+        classes=("decode_head.conv_seg.weight", 0),
+    )
+
+
 _PLANS = {
     "regseg": _regseg,
     "erfnet": _erfnet,
@@ -220,6 +232,7 @@ _PLANS = {
     "stdc2_seg": lambda: _stdc_seg("STDCNet1446", (4, 5, 3)),
     "enet": _enet,
     "seaformer_tiny": _seaformer_tiny,
+    "topformer_tiny": _topformer_tiny,
 }
 
 

@@ -57,6 +57,10 @@ EXACT = {
     # mmseg/models/decode_heads/light_head.py (LightHead) as local_configs/seaformer/seaformer_tiny.py builds them
     # (150 classes, mmcv stood in for), run beside ours: 1,667,318 params, 562,569,216 MACs @512x512
     "seaformer_tiny": (1_667_318, 562_569_216),
+    # official: hustvl/TopFormer at cc0f436, mmseg/models/backbones/topformer.py (Topformer) +
+    # mmseg/models/decode_heads/simple_head.py (SimpleHead) as local_configs/topformer/topformer_tiny.py builds them
+    # (150 classes, mmcv stood in for), run beside ours: 1,389,654 params, 534,110,208 MACs @512x512
+    "topformer_tiny": (1_389_654, 534_110_208),
 }
 
 
@@ -170,3 +174,13 @@ def test_seaformer_tiny_matches_the_official_code_exactly(params, macs):
     """fudan-zvg/SeaFormer (9718d05) SeaFormer-T + LightHead, counted beside ours: params and MACs are equal."""
     assert params["seaformer_tiny"] == presets.get("seaformer_tiny").official_params == 1_667_318
     assert macs["seaformer_tiny"] == presets.get("seaformer_tiny").official_macs == 562_569_216
+
+
+@pytest.mark.slow
+def test_topformer_tiny_matches_the_official_code_exactly(params, macs):
+    """hustvl/TopFormer (cc0f436) TopFormer-T + SimpleHead, counted beside ours: params and MACs are equal (the
+    official README prints 1.4 M and 0.6 G 'FLOPs' at 512x512, the latter from another counter than fvcore's
+    conv + linear + matmul MACs)."""
+    assert params["topformer_tiny"] == presets.get("topformer_tiny").official_params == 1_389_654
+    assert macs["topformer_tiny"] == presets.get("topformer_tiny").official_macs == 534_110_208
+    assert round(params["topformer_tiny"] / 1e6, 1) == 1.4

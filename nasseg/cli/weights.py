@@ -20,7 +20,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("action", choices=("import",),
                    help="import: read an official PyTorch checkpoint and write the preset's state dict")
     p.add_argument("preset", help="the preset the checkpoint is for: one with official PyTorch code (stdc1_seg, "
-                   "stdc2_seg, regseg, fasternet_t0/t1/t2, erfnet, lednet, espnet, espnet_c, enet, seaformer_tiny)")
+                   "stdc2_seg, regseg, fasternet_t0/t1/t2, erfnet, lednet, espnet, espnet_c, enet, seaformer_tiny, "
+                   "topformer_tiny)")
     p.add_argument("checkpoint", help="the official checkpoint file (a state dict, bare or under 'state_dict' or "
                    "'model', with or without 'module.' prefixes); read with torch.load(weights_only=True)")
     p.add_argument("--out", required=True, help="the state dict file to write (torch.save)")

@@ -13,4 +13,5 @@ from nasseg.heads import (
     regseg,  # noqa: F401
     seaformer,  # noqa: F401
     seg,  # noqa: F401
+    topformer,  # noqa: F401
 )
