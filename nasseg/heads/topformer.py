@@ -139,6 +139,9 @@ class TopFormerDecoder(nn.Module):
     Logits come out at the resolution of tap ``inject_from``; the network resizes them to the input (bilinear,
     ``align_corners=False``, as the official ``EncoderDecoder``).  ``emits_logits`` is true.
 
+    ONNX: the token size is a constant of the exported graph, so a TopFormer exports with a static H x W (as the
+    official code does: its ``get_shape`` turns sizes into numbers under ONNX export).
+
     Divergences from the official code: the injection width is one ``width`` for all taps (the official
     ``out_channels`` list, all 128 or 256 in the released configurations); drop-path rates are computed with
     ``torch.linspace(0, drop_path, depth)`` as officially.  None in the computation.
@@ -169,7 +172,9 @@ class TopFormerDecoder(nn.Module):
 
     def forward(self, feats: Sequence[torch.Tensor]) -> torch.Tensor:
         # pyramid pool aggregation to the tokens' size
-        h, w = feats[-1].shape[-2:]
+        # Python ints: ONNX needs a constant pooled size (the official get_shape does the same under export), so
+        # an exported graph holds one input size
+        h, w = (int(v) for v in feats[-1].shape[-2:])
         size = ((h - 1) // self.c2t_stride + 1, (w - 1) // self.c2t_stride + 1)
         tokens = torch.cat([F.adaptive_avg_pool2d(f, size) for f in feats], 1)
         # semantics extractor, split back per tap, semantic injection
