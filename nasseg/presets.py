@@ -291,6 +291,75 @@ def _fast_scnn() -> Genome:
     ))
 
 
+# --------------------------------------------------------------------------------------- ENet
+ENET_STAGE2 = {  # bottleneck2.1-2.8 of Table 1 (stage 3 repeats them without the downsampling 2.0)
+    "dilation": [1, 2, 1, 4, 1, 8, 1, 16],
+    "asymmetric": [False, False, True, False, False, False, True, False],
+    "kernel_size": [3, 3, 5, 3, 3, 3, 5, 3],
+}
+
+
+def _enet() -> Genome:
+    """ENet (Paszke et al. 2016, Table 1) as the PyTorch port ``davidtvs/PyTorch-ENet`` builds it: initial block,
+    stage 1 (downsampling + 4 regular, dropout 0.01), stage 2 (downsampling + the eight of ``ENET_STAGE2``),
+    stage 3 (the same eight), PReLU; the decoder taps the inputs of the two downsampling bottlenecks."""
+    first = {"dilation": 1, "asymmetric": False, "kernel_size": 3}  # bottleneck2.0: downsampling, plain 3x3
+    stage2 = {k: [first[k], *v] for k, v in ENET_STAGE2.items()}
+    return resolve(Genome(
+        stages=(
+            S("enet_initial", 1, 16, 2),
+            S("enet", 5, 64, 2, dropout=0.01),
+            S("enet", 9, 128, 2, dropout=0.1, per_block=stage2),
+            S("enet", 8, 128, 1, dropout=0.1, per_block=ENET_STAGE2),
+        ),
+        decoder=Decoder("enet_decoder", (0, 1, 3)),
+        heads=Heads(None),
+    ))
+
+
+# ---------------------------------------------------------------------------------- SeaFormer
+def _seaformer_tiny() -> Genome:
+    """SeaFormer-T (official ``local_configs/seaformer/seaformer_tiny.py``): a MobileNetV2 trunk (ReLU; the
+    official ``cfg1``-``cfg5`` as kernel, expansion, width, stride) with two SEA stages behind strided
+    MobileNetV2 blocks (128 and 160 channels, 2 blocks each, key dims 16 and 24, 4 heads, MLP ratios 2 and 4,
+    drop path 0 then 0.1), and the light head on the 1/8, 1/32 and 1/64 features."""
+    mb = {"act": "relu"}
+    return resolve(Genome(
+        stages=(
+            S("conv", 1, 16, 2),                                                   # stem
+            S("mbconv", 1, 16, 1, expansion=1, **mb),                              # cfg1
+            S("mbconv", 2, 16, 2, per_block={"expansion": [4, 3]}, **mb),
+            S("mbconv", 2, 32, 2, kernel_size=5, expansion=3, **mb),               # cfg2: 1/8
+            S("mbconv", 2, 64, 2, expansion=3, **mb),                              # cfg3: 1/16
+            S("sea", 2, 128, 2, down=M("mbconv", kernel_size=5, expansion=3, **mb), key_dim=16, num_heads=4,
+              mlp_ratio=2.0, per_block={"drop_path": [0.0, 0.1]}),                 # cfg4 + trans1: 1/32
+            S("sea", 2, 160, 2, down=M("mbconv", kernel_size=3, expansion=6, **mb), key_dim=24, num_heads=4,
+              mlp_ratio=4.0, per_block={"drop_path": [0.0, 0.1]}),                 # cfg5 + trans2: 1/64
+        ),
+        decoder=Decoder("seaformer_head", (3, 5, 6)),
+        heads=Heads(None),
+    ))
+
+
+def _topformer_tiny() -> Genome:
+    """TopFormer-T (official ``local_configs/topformer/topformer_tiny.py``): the token pyramid (MobileNetV2 blocks,
+    ReLU, the official ``cfg`` as kernel, expansion, width, stride) tapped at 1/4, 1/8, 1/16 and 1/32, and the
+    token pyramid transformer with the simple head as ``topformer_decoder``."""
+    mb = {"act": "relu"}
+    return resolve(Genome(
+        stages=(
+            S("conv", 1, 16, 2),                                                   # stem
+            S("mbconv", 1, 16, 1, expansion=1, **mb),                              # [3, 1, 16, 1]
+            S("mbconv", 2, 16, 2, per_block={"expansion": [4, 3]}, **mb),          # 1/4
+            S("mbconv", 2, 32, 2, kernel_size=5, expansion=3, **mb),               # 1/8
+            S("mbconv", 2, 64, 2, expansion=3, **mb),                              # 1/16
+            S("mbconv", 2, 96, 2, kernel_size=5, expansion=6, **mb),               # 1/32
+        ),
+        decoder=Decoder("topformer_decoder", (2, 3, 4, 5)),
+        heads=Heads(None),
+    ))
+
+
 def _presets() -> dict[str, Preset]:
     items = [
         Preset("stdc1_seg", "STDC1-Seg", "Fan et al., Rethinking BiSeNet for Real-time Semantic Segmentation, "
@@ -389,6 +458,28 @@ def _presets() -> dict[str, Preset]:
                 "fps": "123.5 (abstract, 1024x2048)"},
                notes="The paper's own network is not public; the preset follows the Tramac re-implementation "
                      "(stem conv without padding, FFM depthwise conv without dilation, classifier dropout 0.1)."),
+        Preset("enet", "ENet", "Paszke et al., ENet: A Deep Neural Network Architecture for Real-Time Semantic "
+               "Segmentation, arXiv 1606.02147", _enet, 20, (512, 1024), 351_804, 4_056_285_184,
+               "the authors' code is Lua Torch (e-lab/ENet-training); counted from the PyTorch port it follows, "
+               "davidtvs/PyTorch-ENet models/enet.py (e17d404) ENet(20) run beside ours: 351,804 params, "
+               "4,056,285,184 MACs @512x1024",
+               {"miou_test": "58.3 (Cityscapes test, paper)", "miou_val_port": "59.5 (the port's README)"},
+               notes="The PyTorch port differs from the Lua original (nasseg.blocks.enet lists how); the paper's "
+                     "own counts are the Lua network's."),
+        Preset("seaformer_tiny", "SeaFormer-T (ADE20K)", "Wan et al., SeaFormer: Squeeze-enhanced Axial Transformer "
+               "for Mobile Semantic Segmentation, ICLR 2023", _seaformer_tiny, 150, (512, 512), 1_667_318, 562_569_216,
+               "official fudan-zvg/SeaFormer seaformer-seg (9718d05): SeaFormer backbone + LightHead as "
+               "local_configs/seaformer/seaformer_tiny.py builds them (150 classes; mmcv stood in for), run beside "
+               "ours: 1,667,318 params, 562,569,216 MACs @512x512",
+               {"miou_val": "36.5 (ADE20K, single scale, 160k iterations; official README)",
+                "backbone_imagenet": "1.8 M params, 0.1 G FLOPs @224, 68.1 top-1 (official README)"}),
+        Preset("topformer_tiny", "TopFormer-T (ADE20K)", "Zhang et al., TopFormer: Token Pyramid Transformer for "
+               "Mobile Semantic Segmentation, CVPR 2022", _topformer_tiny, 150, (512, 512), 1_389_654, 534_110_208,
+               "official hustvl/TopFormer (cc0f436): Topformer + SimpleHead as local_configs/topformer/"
+               "topformer_tiny.py builds them (150 classes; mmcv stood in for), run beside ours: 1,389,654 params, "
+               "534,110,208 MACs @512x512",
+               {"params": "1.4 M (official README)", "flops": "0.6 G @512x512 (official README)",
+                "miou_val": "33.6 / 34.6 (ADE20K, 2x8 / 4x8 batches, 160k iterations; official README)"}),
     ]
     return {p.name: p for p in items}
 

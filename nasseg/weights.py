@@ -225,6 +225,52 @@ def _fast_scnn() -> Plan:
     )
 
 
+def _enet() -> Plan:
+    """The PyTorch port's ENet: its blocks one to one with ours, names inside each block identical."""
+    stage2 = ("regular{0}_1", "dilated{0}_2", "asymmetric{0}_3", "dilated{0}_4", "regular{0}_5", "dilated{0}_6",
+              "asymmetric{0}_7", "dilated{0}_8")
+    stage3 = ("regular3_0", "dilated3_1", "asymmetric3_2", "dilated3_3", "regular3_4", "dilated3_5",
+              "asymmetric3_6", "dilated3_7")
+    return Plan(
+        source="davidtvs/PyTorch-ENet@e17d404 models/enet.py ENet(num_classes)",
+        encoder=("initial_block", "downsample1_0", *_seq("regular1_{}", 4, 1), "downsample2_0",
+                 *(m.format(2) for m in stage2), *stage3),
+        pairs=(("upsample4_0", "decoder.stages.0.up"), ("regular4_1", "decoder.stages.0.blocks.0"),
+               ("regular4_2", "decoder.stages.0.blocks.1"), ("upsample5_0", "decoder.stages.1.up"),
+               ("regular5_1", "decoder.stages.1.blocks.0"), ("transposed_conv", "decoder.transposed_conv")),
+        classes=("transposed_conv.weight", 1),
+    )
+
+
+def _seaformer_tiny() -> Plan:
+    """SeaFormer-T in mmsegmentation's EncoderDecoder (``backbone.*``, ``decode_head.*``): the official backbone
+    builds all its MobileNetV2 stacks before its transformer stages, nasseg orders them by depth."""
+    b = "backbone."
+    return Plan(
+        source="fudan-zvg/SeaFormer@9718d05 seaformer-seg (SeaFormer + LightHead, local_configs/seaformer/"
+               "seaformer_tiny.py)",
+        encoder=(b + "smb1.stem_block", *(f"{b}smb1.layer{i}" for i in (1, 2, 3)), b + "smb2.layer1",
+                 b + "smb2.layer2", b + "smb3.layer1", b + "smb3.layer2",
+                 b + "smb4.layer1", *_seq(b + "trans1.transformer_blocks.{}", 2),
+                 b + "smb5.layer1", *_seq(b + "trans2.transformer_blocks.{}", 2)),
+        pairs=(("decode_head.fuse1", "decoder.fuse1"), ("decode_head.fuse2", "decoder.fuse2"),
+               ("decode_head.linear_fuse", "decoder.linear_fuse"), ("decode_head.conv_seg", "decoder.conv_seg")),
+        classes=("decode_head.conv_seg.weight", 0),
+    )
+
+
+def _topformer_tiny() -> Plan:
+    """TopFormer-T in mmsegmentation's EncoderDecoder (``backbone.*``, ``decode_head.*``)."""
+    b = "backbone."
+    return Plan(
+        source="hustvl/TopFormer@cc0f436 (Topformer + SimpleHead, local_configs/topformer/topformer_tiny.py)",
+        encoder=(b + "tpm.stem", *(f"{b}tpm.layer{i}" for i in range(1, 10))),
+        pairs=((b + "trans", "decoder.trans"), (b + "SIM", "decoder.SIM"),
+               ("decode_head.linear_fuse", "decoder.linear_fuse"), ("decode_head.conv_seg", "decoder.conv_seg")),
+        classes=("decode_head.conv_seg.weight", 0),
+    )
+
+
 _PLANS = {
     "regseg": _regseg,
     "erfnet": _erfnet,
@@ -241,6 +287,9 @@ _PLANS = {
     "mobilenetv3_large": _mobilenetv3_large,
     "cgnet": _cgnet,
     "fast_scnn": _fast_scnn,
+    "enet": _enet,
+    "seaformer_tiny": _seaformer_tiny,
+    "topformer_tiny": _topformer_tiny,
 }
 
 

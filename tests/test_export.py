@@ -733,3 +733,20 @@ def test_every_registered_module_exports_to_onnx(entry, example, tmp_path):
     got = sess.run(None, feed)[0]
     assert got.shape == tuple(ref.shape) and float(np.abs(got - ref.numpy()).max()) <= E.ONNX_TOLERANCE
 
+
+
+def test_the_card_names_argmax_flips_when_the_onnx_check_allowed_some(tmp_path, monkeypatch):
+    """Max-unpooling networks (ENet) may have a few values moved by near-ties; the card says how many."""
+    from nasseg.export import bundle
+
+    g = load_space(TINY).random(3)
+    w = tmp_path / "w.pt"
+    torch.save(build(g, 11).state_dict(), w)
+    url = _crafted(tmp_path, [("COMPLETE", _attrs(g, 0.6, 0.8, weights=w))], budget=None, threads=None)
+    monkeypatch.setattr(bundle, "export_onnx", lambda *a, **k: {**E.export_onnx(*a, **k), "argmax_flip_values": 3})
+    out = tmp_path / "out"
+    assert main(["export", "--storage", url, "--study", "c", "--out", str(out), "--no-progress"]) == 0
+    folder = _folders(out)[0]
+    assert json.loads((folder / "model.json").read_text())["onnx"]["argmax_flip_values"] == 3
+    card = " ".join((folder / "README.md").read_text().split())
+    assert "not counting 3 output values moved by max-unpooling near-ties" in card

@@ -65,6 +65,18 @@ EXACT = {
     # FastSCNN(19) run beside ours (torch 2.13 CPU, fvcore 0.1.5, conv): 1,138,051 params, 6,708,323,168 MACs
     # @1024x2048
     "fast_scnn": (1_138_051, 6_708_323_168),
+    # official: davidtvs/PyTorch-ENet models/enet.py at e17d404 (the PyTorch port; the authors' code is Lua Torch),
+    # ENet(20) run beside ours: 351,804 params, 4,056,285,184 MACs @512x1024 (fvcore, its two MaxUnpool2d written
+    # as the same scatter, which jit tracing needs and which has no MACs)
+    "enet": (351_804, 4_056_285_184),
+    # official: fudan-zvg/SeaFormer seaformer-seg at 9718d05, mmseg/models/backbones/seaformer.py (SeaFormer) +
+    # mmseg/models/decode_heads/light_head.py (LightHead) as local_configs/seaformer/seaformer_tiny.py builds them
+    # (150 classes, mmcv stood in for), run beside ours: 1,667,318 params, 562,569,216 MACs @512x512
+    "seaformer_tiny": (1_667_318, 562_569_216),
+    # official: hustvl/TopFormer at cc0f436, mmseg/models/backbones/topformer.py (Topformer) +
+    # mmseg/models/decode_heads/simple_head.py (SimpleHead) as local_configs/topformer/topformer_tiny.py builds them
+    # (150 classes, mmcv stood in for), run beside ours: 1,389,654 params, 534,110,208 MACs @512x512
+    "topformer_tiny": (1_389_654, 534_110_208),
 }
 
 
@@ -173,3 +185,27 @@ def test_unknown_preset_suggests_close_names():
 
     with pytest.raises(ConfigError, match="did you mean regseg"):
         presets.get("regsg")
+
+
+@pytest.mark.slow
+def test_enet_matches_the_pytorch_port_exactly(params, macs):
+    """davidtvs/PyTorch-ENet models/enet.py (e17d404) ENet(20), counted beside ours: params and MACs are equal."""
+    assert params["enet"] == presets.get("enet").official_params == 351_804
+    assert macs["enet"] == presets.get("enet").official_macs == 4_056_285_184
+
+
+@pytest.mark.slow
+def test_seaformer_tiny_matches_the_official_code_exactly(params, macs):
+    """fudan-zvg/SeaFormer (9718d05) SeaFormer-T + LightHead, counted beside ours: params and MACs are equal."""
+    assert params["seaformer_tiny"] == presets.get("seaformer_tiny").official_params == 1_667_318
+    assert macs["seaformer_tiny"] == presets.get("seaformer_tiny").official_macs == 562_569_216
+
+
+@pytest.mark.slow
+def test_topformer_tiny_matches_the_official_code_exactly(params, macs):
+    """hustvl/TopFormer (cc0f436) TopFormer-T + SimpleHead, counted beside ours: params and MACs are equal (the
+    official README prints 1.4 M and 0.6 G 'FLOPs' at 512x512, the latter from another counter than fvcore's
+    conv + linear + matmul MACs)."""
+    assert params["topformer_tiny"] == presets.get("topformer_tiny").official_params == 1_389_654
+    assert macs["topformer_tiny"] == presets.get("topformer_tiny").official_macs == 534_110_208
+    assert round(params["topformer_tiny"] / 1e6, 1) == 1.4

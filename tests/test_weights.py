@@ -1,7 +1,7 @@
 """Official checkpoints import exactly (nasseg.weights, nasseg weights import).
 
 The fixtures (tests/fixtures/weights, made as tests/fixtures/README.md says) hold each official network's
-key list and, for six of them, an input and the official network's output with the weights that
+key list and, for nine of them, an input and the official network's output with the weights that
 ``tests.synthetic_weights`` rebuilds from that key list.
 """
 
@@ -23,7 +23,8 @@ from nasseg.weights import WeightsError, import_checkpoint
 from tests.synthetic_weights import FIXTURES, load_spec, synthetic_checkpoint
 
 NUMERIC = ["regseg", "erfnet", "lednet", "espnet", "fasternet_t0", "stdc1_seg", "ghostnet_1x", "shufflenetv2_1x",
-           "mobilenetv3_large", "cgnet", "fast_scnn"]
+           "mobilenetv3_large", "cgnet", "fast_scnn", "enet",
+           "seaformer_tiny", "topformer_tiny"]
 TOL = 1e-5
 
 
@@ -37,7 +38,8 @@ def _network(name: str, state: dict, num_classes: int) -> torch.nn.Module:
 def test_every_preset_with_official_pytorch_code_has_a_plan_and_a_key_fixture():
     assert weights.names() == sorted(["regseg", "erfnet", "lednet", "espnet", "espnet_c", "fasternet_t0",
                                       "fasternet_t1", "fasternet_t2", "stdc1_seg", "stdc2_seg", "ghostnet_1x",
-                                      "shufflenetv2_1x", "mobilenetv3_large", "cgnet", "fast_scnn"])
+                                      "shufflenetv2_1x", "mobilenetv3_large", "cgnet", "fast_scnn", "enet",
+           "seaformer_tiny", "topformer_tiny"])
     for name in weights.names():
         assert (FIXTURES / f"{name}.json").exists(), name
 

@@ -19,6 +19,14 @@ overlapping, windows): constants when the exporter knows the input size, else co
 shape (a dynamic H x W, or a size lost by the exporter's shape inference, as after ``tensor_split``);
 ``linspace``, whose ``dtype`` it drops (computing in float64, so a sampling grid reaches GridSample as
 float64, which onnxruntime cannot run), is computed in float32 and cast to the requested type.
+
+Networks whose output depends on an argmax of computed features (ENet's max-unpooling: a module with
+``onnx_argmax = True``) are not continuous: where two values of a pooling window lie within float32 rounding
+of each other, onnxruntime and PyTorch may pick different maxima and put a value one pixel apart (at 256x512
+about one forward in ten has such a flip, changing a few hundred output values by ~1e-4).  For them the check
+allows up to :data:`ONNX_ARGMAX_FRACTION` of the output values beyond :data:`ONNX_TOLERANCE`, reports the
+largest difference of the others as ``max_abs_diff`` and the count as ``argmax_flip_values``; a graph that
+computes something else differs almost everywhere and still fails.
 """
 
 from __future__ import annotations
@@ -35,12 +43,14 @@ from typing import Any
 
 from nasseg.errors import NassegError
 
-__all__ = ["ONNX_OPSET", "ONNX_TOLERANCE", "export_onnx"]
+__all__ = ["ONNX_ARGMAX_FRACTION", "ONNX_OPSET", "ONNX_TOLERANCE", "export_onnx"]
 
 #: ONNX opset of ``model.onnx``: GridSample (SFNet's FAM, RegSeg's flow alignment) needs >= 16.
 ONNX_OPSET = 17
 #: Largest max-abs difference between onnxruntime and PyTorch accepted for an exported model.
 ONNX_TOLERANCE = 1e-4
+#: Largest fraction of output values beyond ONNX_TOLERANCE accepted for a model with an argmax (module docstring).
+ONNX_ARGMAX_FRACTION = 0.005
 
 
 def _pool_matrix(n_in: int, n_out: int):
@@ -267,9 +277,16 @@ def _graph_bytes(source: Path | io.BytesIO) -> bytes:
     return model.graph.SerializeToString()
 
 
-def _check(module: Any, path: Path, inputs: Sequence[Any], metadata: Mapping[str, str] | None) -> float:
+def _argmax_sensitive(module: Any) -> bool:
+    """Whether the network holds a module whose output moves with an argmax (``onnx_argmax = True``)."""
+    return any(getattr(m, "onnx_argmax", False) for m in module.modules())
+
+
+def _check(module: Any, path: Path, inputs: Sequence[Any], metadata: Mapping[str, str] | None,
+           flips: list[int] | None = None) -> float:
     """Check ``path`` with onnx.checker, store ``metadata``, run it in onnxruntime on each input and return
-    the largest difference from PyTorch."""
+    the largest difference from PyTorch; with ``flips`` (an argmax-sensitive model), the values beyond the
+    tolerance, up to ONNX_ARGMAX_FRACTION of them, are counted there instead of failing the check."""
     import numpy as np
     import onnx
     import onnxruntime as ort
@@ -300,7 +317,13 @@ def _check(module: Any, path: Path, inputs: Sequence[Any], metadata: Mapping[str
             raise _Attempt("check", f"onnxruntime fails at {where}: {_first_line(e)}") from e
         if got.shape != tuple(ref.shape):
             raise _Attempt("mismatch", f"ONNX output shape {got.shape} != PyTorch {tuple(ref.shape)} at {where}")
-        d = float(np.max(np.abs(got - ref.numpy())))
+        err = np.abs(got - ref.numpy())
+        if flips is not None and not np.isnan(err).any():
+            over = int((err > ONNX_TOLERANCE).sum())
+            if over <= ONNX_ARGMAX_FRACTION * err.size:
+                flips.append(over)
+                err = err[err <= ONNX_TOLERANCE]
+        d = float(np.max(err)) if err.size else 0.0
         if not d <= ONNX_TOLERANCE:
             raise _Attempt("mismatch", f"ONNX and PyTorch outputs differ by {d:.3g} (> {ONNX_TOLERANCE:g}) at "
                                        f"{where}")
@@ -327,8 +350,9 @@ def export_onnx(module: Any, path: str | os.PathLike, input_shape: Sequence[int]
 
     Returns ``{"file", "opset", "input_shape", "hw", "dynamic_axes", "checked_resolutions",
     "checked_batches", "max_abs_diff", "runtime", "dynamic_hw_failure", "warnings"}`` (``hw`` is
-    ``"dynamic"`` or ``"static"``); raises :class:`NassegError` with a one-line message when the static
-    export fails or a difference exceeds :data:`ONNX_TOLERANCE`.
+    ``"dynamic"`` or ``"static"``), plus ``"argmax_flip_values"`` for a network with an argmax (module
+    docstring); raises :class:`NassegError` with a one-line message when the static export fails or a
+    difference exceeds :data:`ONNX_TOLERANCE`.
     """
     import onnxruntime as ort
     import torch
@@ -347,6 +371,8 @@ def export_onnx(module: Any, path: str | os.PathLike, input_shape: Sequence[int]
     result: dict[str, Any] | None = None
     failure: _Attempt | None = None
     diff = 0.0
+    argmax = _argmax_sensitive(module)
+    flips: list[int] | None = None
     with _captured_output() as printed:
         if dynamic_hw:
             try:
@@ -361,7 +387,8 @@ def export_onnx(module: Any, path: str | os.PathLike, input_shape: Sequence[int]
                     raise _Attempt("trace", f"the graph traced at {h2}x{w2} differs from the one traced at {h}x{w} "
                                             "(a size computed in Python is baked into it)")
                 del again
-                diff = _check(module, path, [*inputs, other], metadata)
+                flips = [] if argmax else None
+                diff = _check(module, path, [*inputs, other], metadata, flips)
                 result = {"hw": "dynamic", "dynamic_axes": ["batch", "height", "width"],
                           "checked_resolutions": [[h, w], [h2, w2]]}
             except _Attempt as e:
@@ -372,7 +399,8 @@ def export_onnx(module: Any, path: str | os.PathLike, input_shape: Sequence[int]
         if result is None:
             try:
                 _export_once(module, path, x, False, caught)
-                diff = _check(module, path, inputs, metadata)
+                flips = [] if argmax else None
+                diff = _check(module, path, inputs, metadata, flips)
                 result = {"hw": "static", "dynamic_axes": ["batch"], "checked_resolutions": [[h, w]]}
             except _Attempt as e:
                 path.unlink(missing_ok=True)
@@ -397,6 +425,8 @@ def export_onnx(module: Any, path: str | os.PathLike, input_shape: Sequence[int]
         where = f" (full text: {Path(log_path).name})" if log_path is not None else ""
         what = "ONNX export failed" if failure is None or failure.stage == "export" else "ONNX check failed"
         raise NassegError(f"{what} at {h}x{w}: {reason}{where}")
+    if flips is not None:
+        result["argmax_flip_values"] = sum(flips)
     return {"file": path.name, "opset": ONNX_OPSET, "input_shape": [n, c, h, w], **result,
             "max_abs_diff": diff, "checked_batches": batches, "runtime": f"onnxruntime {ort.__version__} CPU",
             "dynamic_hw_failure": fallback, "warnings": [f"{k} (x{v})" if v > 1 else k for k, v in seen.items()]}
