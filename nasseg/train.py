@@ -128,7 +128,7 @@ _RULES: dict[str, _Rule] = {
     "schedule": _choice("poly", "cosine"),
     "poly_power": _number_in(0.0, None, low_open=True),
     "warmup_steps": _int_at_least(0),
-    "loss": _choice("ce", "ohem"),
+    "loss": _choice("ce", "ohem", "wce"),
     "ohem_thresh": _number_in(0.0, 1.0, low_open=True),
     "ohem_min_kept": _number_in(0.0, 1.0, low_open=True),
     "aux_weight": _number_in(0.0, None),
@@ -160,9 +160,10 @@ class Recipe:
     weight_decay     on weights only; BN parameters, biases and other 1-d parameters get none
     schedule         "poly" (lr * (1 - t/T) ** poly_power) or "cosine", both to 0 at ``steps``,
                      after ``warmup_steps`` of linear warm-up
-    loss             "ce" or "ohem" (BiSeNet/STDC online hard example mining: the pixels whose
+    loss             "ce", "ohem" (BiSeNet/STDC online hard example mining: the pixels whose
                      probability of the true class is below ``ohem_thresh``, and at least the hardest
-                     ``ohem_min_kept`` fraction of the valid pixels)
+                     ``ohem_min_kept`` fraction of the valid pixels) or "wce" (cross-entropy with each class
+                     weighted by :func:`class_weights`: rare classes up-weighted, up to 10x, none down-weighted)
     aux_weight       weight of each auxiliary head's loss (same criterion as the main output;
                      0.4 as PIDNet/DDRNet, STDC and BiSeNet use 1.0)
     detail_weight    STDC detail loss (BCE + Dice), when the model has a detail head (1.0 as STDC)
@@ -548,6 +549,39 @@ def ohem_cross_entropy(
     return (ranked * keep).sum() / keep.sum().clamp(min=1)
 
 
+#: "wce": the training items whose labels give the class frequencies, and the largest weight.
+CLASS_WEIGHT_ITEMS = 256
+CLASS_WEIGHT_MAX = 10.0
+
+
+def class_weights(dataset, size: tuple[int, int], ignore_index: int = 255) -> torch.Tensor:
+    """Per-class weights of the "wce" loss: ``median(f) / f_c`` clipped to [1, CLASS_WEIGHT_MAX], where ``f_c``
+    is class c's share of the labelled pixels of the first ``CLASS_WEIGHT_ITEMS`` items of ``dataset`` (labels
+    resized to ``size`` by nearest neighbour, as training sees them) and the median is over the classes present.
+
+    Median-frequency balancing (Eigen & Fergus, ICCV 2015; SegNet) with a floor of 1: the rare classes (thin
+    structures, small context-dependent objects) weigh up to 10x, the large ones keep weight 1, so a short proxy
+    learns the classes a longer training ranks networks by without slowing on the large ones.  A class absent
+    from those items keeps weight 1.  Deterministic: the same items give the same weights.
+    """
+    n_cls = int(dataset.num_classes)
+    counts = torch.zeros(n_cls, dtype=torch.float64)
+    for i in range(min(len(dataset), CLASS_WEIGHT_ITEMS)):
+        _, y = dataset[i]
+        y = torch.as_tensor(y)
+        if tuple(y.shape[-2:]) != tuple(size):
+            y = F.interpolate(y[None, None].float(), size=tuple(size), mode="nearest")[0, 0].long()
+        y = y[(y != ignore_index) & (y >= 0) & (y < n_cls)]
+        counts += torch.bincount(y.flatten(), minlength=n_cls).double()
+    freq = counts / counts.sum().clamp(min=1.0)
+    present = freq > 0
+    if not present.any():
+        return torch.ones(n_cls)
+    weight = (freq[present].median() / freq.clamp(min=1e-12)).clamp(1.0, CLASS_WEIGHT_MAX)
+    weight[~present] = 1.0
+    return weight.float()
+
+
 class _Criterion:
     """Total loss of one train-mode output, weighted by the recipe.
 
@@ -557,9 +591,11 @@ class _Criterion:
     boundary).  Ignore pixels are left out of every term.
     """
 
-    def __init__(self, recipe: Recipe, ignore_index: int, device: torch.device):
+    def __init__(self, recipe: Recipe, ignore_index: int, device: torch.device,
+                 weight: torch.Tensor | None = None):
         self.recipe, self.ignore_index = recipe, ignore_index
         self.detail_aggregate = DetailAggregate(ignore_index).to(device)
+        self.weight = None if weight is None else weight.to(device)
 
     def segmentation(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         if logits.shape[-2:] != labels.shape[-2:]:
@@ -572,7 +608,8 @@ class _Criterion:
                 min_kept=self.recipe.ohem_min_kept,
                 ignore_index=self.ignore_index,
             )
-        return F.cross_entropy(logits.float(), labels, ignore_index=self.ignore_index)
+        weight = self.weight if self.recipe.loss == "wce" else None
+        return F.cross_entropy(logits.float(), labels, weight=weight, ignore_index=self.ignore_index)
 
     def __call__(self, out: Any, labels: torch.Tensor) -> torch.Tensor:
         if not isinstance(out, Mapping):
@@ -705,7 +742,9 @@ def train_model(
     model.to(dev, memory_format=memory_format).train()
     optimizer = _optimizer(model, recipe)
     scaler = torch.amp.GradScaler("cuda", enabled=amp)
-    criterion = _Criterion(recipe, int(getattr(train_ds, "ignore_index", 255)), dev)
+    ignore_index = int(getattr(train_ds, "ignore_index", 255))
+    weight = class_weights(train_ds, recipe.resolution, ignore_index) if recipe.loss == "wce" else None
+    criterion = _Criterion(recipe, ignore_index, dev, weight)
 
     loss_curve: list[tuple[int, float]] = []
     eval_history: list[tuple[int, float]] = []

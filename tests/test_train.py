@@ -14,6 +14,7 @@ from nasseg.train import (
     Recipe,
     TrainingDiverged,
     _Criterion,
+    class_weights,
     evaluate,
     miou_from_confusion,
     ohem_cross_entropy,
@@ -90,7 +91,7 @@ def test_recipe_round_trip_and_stable_id():
     ({"batch_size": 2.0}, "an integer"),
     ({"optimizer": "adam"}, "'sgd', 'adamw'"),
     ({"schedule": "step"}, "'poly', 'cosine'"),
-    ({"loss": "dice"}, "'ce', 'ohem'"),
+    ({"loss": "dice"}, "'ce', 'ohem', 'wce'"),
     ({"ohem_thresh": 1.5}, "<= 1.0"),
     ({"ohem_min_kept": 0}, "> 0.0"),
     ({"resolution": (16,)}, "a pair"),
@@ -310,3 +311,74 @@ def test_cuda_amp_channels_last_training():
     m = train_model(TinyNet(), _recipe(amp=True, channels_last=True, steps=20), ToySet(32), ToySet(8, seed=1), 0,
                     device="cuda")
     assert m.device.startswith("cuda") and math.isfinite(m.miou)
+
+
+# ------------------------------------------------------------------------------------ class-weighted loss
+class CountSet(torch.utils.data.Dataset):
+    """Labels with known class shares: 4 classes, one ignored pixel, a class (3) never present."""
+
+    num_classes, ignore_index = 5, 255
+
+    def __init__(self, pixels_of_class: dict[int, int], length: int = 3):
+        flat = torch.cat([torch.full((n,), c) for c, n in pixels_of_class.items()] + [torch.tensor([255])])
+        side = int(math.isqrt(len(flat)))
+        assert side * side == len(flat)
+        self.label = flat.view(side, side)
+        self.length = length
+
+    def __len__(self):
+        return self.length
+
+    def __getitem__(self, i):
+        return torch.zeros(3, *self.label.shape, dtype=torch.uint8), self.label
+
+
+def test_class_weights_are_median_frequency_with_a_floor_of_one():
+    # 63 labelled pixels (and one ignored): shares 32, 16, 4, 0 and 11 / 63; the median over the present
+    # classes is the lower middle, 11 / 63
+    ds = CountSet({0: 32, 1: 16, 2: 4, 4: 11}, length=3)  # 63 + 1 ignored = 64 = 8 x 8
+    w = class_weights(ds, (8, 8), 255)
+    f = torch.tensor([32, 16, 4, 0, 11], dtype=torch.float64) / 63
+    median = torch.tensor([32, 16, 4, 11], dtype=torch.float64).div(63).median()  # lower middle: 11/63
+    expect = (median / f.clamp(min=1e-12)).clamp(1, 10)
+    expect[3] = 1.0  # absent
+    assert torch.allclose(w.double(), expect, atol=1e-6)
+    assert w[0] == 1 and w[1] == 1 and w[2] == pytest.approx(11 / 4) and w[3] == 1 and w[4] == 1
+    # labels are resized by nearest neighbour to the training size first: the same shares at 16 x 16
+    assert torch.allclose(class_weights(ds, (16, 16), 255), w)
+
+
+def test_class_weights_are_capped_and_the_wce_loss_uses_them():
+    ds = CountSet({0: 62, 1: 1}, length=1)  # 63 + 1 ignored; class 1 is 62x rarer than the median (lower middle)
+    w = class_weights(ds, (8, 8), 255)
+    assert w[1] == 1.0 and w[0] == 1.0  # median of [62/63, 1/63] is the lower one: class 1 itself
+    ds = CountSet({0: 60, 1: 1, 2: 1, 4: 1}, length=1)
+    w = class_weights(ds, (8, 8), 255)
+    assert w[0] == 1.0 and w[1] == w[2] == w[4] == 1.0
+    ds = CountSet({0: 40, 1: 20, 2: 2, 4: 1}, length=1)  # median 2/63: class 4 gets 2, class 0 and 1 stay 1
+    w = class_weights(ds, (8, 8), 255)
+    assert w.tolist() == pytest.approx([1.0, 1.0, 1.0, 1.0, 2.0])
+    capped = class_weights(CountSet({0: 21, 1: 21, 2: 20, 4: 1}, length=1), (8, 8), 255)  # 20x rarer: capped
+    assert capped.tolist() == pytest.approx([1.0, 1.0, 1.0, 1.0, 10.0])
+    logits, labels = torch.randn(2, 5, 8, 8), ds[0][1].expand(2, 8, 8).clone()
+    crit = _Criterion(_recipe(loss="wce"), 255, torch.device("cpu"), w)
+    assert crit.segmentation(logits, labels).item() == pytest.approx(
+        F.cross_entropy(logits, labels, weight=w, ignore_index=255).item())
+    plain = _Criterion(_recipe(loss="ce"), 255, torch.device("cpu"), w)  # weights only under "wce"
+    assert plain.segmentation(logits, labels).item() == pytest.approx(
+        F.cross_entropy(logits, labels, ignore_index=255).item())
+
+
+def test_synthetic_class_weights_lift_the_thin_and_context_classes_only():
+    from nasseg.data.synthetic import BACKGROUND, CONTEXT_CLASSES, FIELD, FOREST, VEHICLE
+
+    w = class_weights(SyntheticDataset("train", (64, 128), 256, 0), (64, 128))
+    assert all(w[c] == 1.0 for c in (BACKGROUND, FIELD, FOREST, VEHICLE))
+    assert all(2.0 <= w[c] <= 10.0 for c in CONTEXT_CLASSES)
+
+
+def test_wce_recipe_trains_and_is_deterministic():
+    a, b = _run(loss="wce"), _run(loss="wce")
+    assert a.loss_curve == b.loss_curve and a.per_class_iou == b.per_class_iou and math.isfinite(a.miou)
+    assert a.loss_curve != _run(loss="ce").loss_curve
+    assert _recipe(loss="wce").recipe_id != _recipe(loss="ce").recipe_id
