@@ -203,3 +203,20 @@ def test_bad_latency_options_exit_2_with_one_line_and_write_nothing(tmp_path, ca
     assert rc == 2
     _assert_one_line_error(capsys.readouterr().err, needle)
     assert not (tmp_path / "new").exists()
+
+
+def test_search_proxy_recipe_flags_reach_the_recipe(tmp_path):
+    import argparse
+
+    from nasseg.cli import search as cli_search
+
+    p = argparse.ArgumentParser()
+    cli_search.add_arguments(p)
+    base = ["--latency-budget-ms", "5", "--storage", f"sqlite:///{tmp_path / 'x.db'}"]
+    plain = cli_search.config_from_args(p.parse_args(base)).recipe
+    assert (plain.optimizer, plain.loss, plain.lr) == ("sgd", "ohem", 0.01)  # the recipe's own defaults
+    r = cli_search.config_from_args(p.parse_args([*base, "--proxy-optimizer", "adamw", "--proxy-loss", "wce",
+                                                  "--proxy-lr", "0.002"])).recipe
+    assert (r.optimizer, r.loss, r.lr) == ("adamw", "wce", 0.002)
+    with pytest.raises(SystemExit):
+        p.parse_args([*base, "--proxy-loss", "dice"])

@@ -49,6 +49,10 @@ def add_arguments(p: Any) -> None:
     p.add_argument("--proxy-batch", type=int, default=8, help="images per proxy training step")
     p.add_argument("--proxy-lr", type=float, default=None, help="peak learning rate of the proxy (default: the "
                    "recipe's, 0.01)")
+    p.add_argument("--proxy-optimizer", choices=("sgd", "adamw"), default=None, help="optimizer of the proxy "
+                   "(default: the recipe's, sgd with momentum 0.9)")
+    p.add_argument("--proxy-loss", choices=("ce", "ohem", "wce"), default=None, help="loss of the proxy (default: the "
+                   "recipe's, ohem); wce: cross-entropy with rare classes up-weighted (median frequency, 1-10x)")
     p.add_argument("--eval-every", type=int, default=None, help="steps between intermediate evaluations")
     p.add_argument("--mode", choices=MODES, default="constrained", help="constrained: best mIoU under the budget; "
                    "pareto: mIoU against latency")
@@ -99,6 +103,10 @@ def config_from_args(a: Any) -> SearchConfig:
     }
     if a.proxy_lr is not None:
         recipe_kw["lr"] = a.proxy_lr
+    if a.proxy_optimizer is not None:
+        recipe_kw["optimizer"] = a.proxy_optimizer
+    if a.proxy_loss is not None:
+        recipe_kw["loss"] = a.proxy_loss
     lat = LatencySpec(device=a.latency_device, resolution=parse_resolution(a.latency_resolution,
                                                                             "--latency-resolution"),
                       batch=a.latency_batch, threads=a.latency_threads, runs=a.latency_runs,
