@@ -5,7 +5,8 @@ Opens the study read-only, computes the front (:mod:`nasseg.export.front`), and 
 (:mod:`nasseg.export.onnx`), ``model.json`` and the card; then ``pareto.csv``, ``pareto.png``, ``report.md``
 (:mod:`nasseg.export.render`) and ``export.json``.  The folder is assembled under a temporary name beside
 ``out`` and swapped in by renames at the end (:func:`_swap_in`), so that an export killed at any point leaves
-``out`` as the previous complete export or the new complete one; re-running the command finishes the job.  The layout of the bundle is described in the :mod:`nasseg.export` docstring.
+``out`` as the previous complete export or the new complete one; re-running the command finishes the job.
+The layout of the bundle is described in the :mod:`nasseg.export` docstring.
 """
 
 from __future__ import annotations
