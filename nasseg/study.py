@@ -118,6 +118,33 @@ def _sqlite_creator(path: Path) -> Callable[[], Any]:
     return connect
 
 
+@contextlib.contextmanager
+def _schema_lock(target: str | None, connect_args: dict[str, Any]) -> Iterator[None]:
+    """Around opening a PostgreSQL storage for writing: a server-wide advisory lock, so that drivers started at
+    the same moment on an empty database do not race to create Optuna's tables and types (the losers would fail
+    with 'type "studydirection" already exists').  Released with its own connection; nothing for SQLite."""
+    if target is None or not target.startswith("postgresql"):
+        yield
+        return
+    import sqlalchemy
+    from sqlalchemy.pool import NullPool
+
+    engine = sqlalchemy.create_engine(target, connect_args=connect_args, poolclass=NullPool)
+    try:
+        with engine.connect() as con:
+            con.exec_driver_sql("SELECT pg_advisory_lock(%s)", (SCHEMA_LOCK_KEY,))
+            try:
+                yield
+            finally:
+                con.exec_driver_sql("SELECT pg_advisory_unlock(%s)", (SCHEMA_LOCK_KEY,))
+    finally:
+        engine.dispose()
+
+
+#: pg_advisory_lock key of :func:`_schema_lock` (an arbitrary constant: "nasseg" in ASCII)
+SCHEMA_LOCK_KEY = 0x6E6173736567
+
+
 def open_storage(url: str, *, readonly: bool = False, create: bool = True):
     """An Optuna RDBStorage for ``url``; SQLite gets WAL and a busy timeout.
 
@@ -167,7 +194,8 @@ def open_storage(url: str, *, readonly: bool = False, create: bool = True):
         kwargs["heartbeat_interval"] = HEARTBEAT_S
         kwargs["grace_period"] = GRACE_S
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), _schema_lock(target if path is None and not readonly else None,
+                                                     kwargs["engine_kwargs"]["connect_args"]):
             warnings.simplefilter("ignore")  # heartbeat_interval is "experimental" (stable since Optuna 3)
             return optuna.storages.RDBStorage(target, **kwargs)
     except (SQLAlchemyError, OSError, ValueError, RuntimeError, ImportError) as e:
