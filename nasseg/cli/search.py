@@ -2,7 +2,8 @@
 :func:`nasseg.search.search` with a live progress table, and print the study and a summary.
 
 Exit codes: 0 = the study holds its --trials; 2 = a user error, nothing run (one line); 3 = the Ray head was
-lost mid-search (one line; told trials kept, the same command resumes: :data:`nasseg.search.ray_session.HEAD_LOST_EXIT`).
+lost mid-search (one line; told trials kept, the same command resumes;
+:data:`nasseg.search.ray_session.HEAD_LOST_EXIT`).
 """
 
 from __future__ import annotations
