@@ -300,7 +300,36 @@ def checkpoint(storage: Any) -> None:
             con.exec_driver_sql("PRAGMA wal_checkpoint(PASSIVE)")
 
 
+@contextlib.contextmanager
+def study_lock(study: Any) -> Iterator[None]:
+    """On a PostgreSQL study (several drivers may share it): a session advisory lock of this study, held while a
+    driver recovers crashed trials or counts the open slots, asks for a trial and claims its genome
+    (:meth:`nasseg.search.driver.Driver._propose`), so that two drivers never recover one trial twice, take the last
+    slot twice or train one genome at once.  PostgreSQL drops the lock with its connection, so a killed driver never
+    keeps it.  Nothing for SQLite, whose study has one driver (:func:`driver_lock`)."""
+    import zlib
+
+    backend = getattr(study._storage, "_backend", study._storage)
+    engine = getattr(backend, "engine", None)
+    if engine is None or engine.dialect.name != "postgresql":
+        yield
+        return
+    key = zlib.crc32(f"nasseg-study:{study._study_id}".encode())
+    with engine.connect() as con:
+        con.exec_driver_sql("SELECT pg_advisory_lock(%s)", (key,))
+        try:
+            yield
+        finally:
+            con.exec_driver_sql("SELECT pg_advisory_unlock(%s)", (key,))
+
+
 def recover_crashed(study: Any, url: str, log: Callable[[str], None]) -> int:
+    """Under :func:`study_lock`: see :func:`_recover_crashed`."""
+    with study_lock(study):
+        return _recover_crashed(study, url, log)
+
+
+def _recover_crashed(study: Any, url: str, log: Callable[[str], None]) -> int:
     """Trials left RUNNING by a dead driver: mark them failed ('crashed') and re-queue their genomes.
 
     SQLite studies have one driver (the lock proves the old one is gone), so every RUNNING trial is
@@ -318,9 +347,13 @@ def recover_crashed(study: Any, url: str, log: Callable[[str], None]) -> int:
     n = 0
     for t in running:
         faults.point("recover")
-        storage.set_trial_user_attr(t._trial_id, STATUS_KEY, "crashed")
-        storage.set_trial_user_attr(t._trial_id, "reason", "its driver died before telling a result; re-queued")
-        if storage.set_trial_state_values(t._trial_id, optuna.trial.TrialState.FAIL):
+        try:
+            storage.set_trial_user_attr(t._trial_id, STATUS_KEY, "crashed")
+            storage.set_trial_user_attr(t._trial_id, "reason", "its driver died before telling a result; re-queued")
+            failed = storage.set_trial_state_values(t._trial_id, optuna.trial.TrialState.FAIL)
+        except optuna.exceptions.UpdateFinishedTrialError:  # told meanwhile by a driver of another host
+            continue
+        if failed:
             if t.params:
                 study.enqueue_trial(t.params, user_attrs={"requeued_from": t.number})
             n += 1

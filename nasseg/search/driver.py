@@ -21,7 +21,7 @@ from nasseg import faults
 from nasseg.errors import NassegError
 from nasseg.search.config import SearchConfig
 from nasseg.search.jobs import Job
-from nasseg.study import STATUS_KEY, checkpoint, heartbeat_on, sqlite_path
+from nasseg.study import STATUS_KEY, checkpoint, heartbeat_on, sqlite_path, study_lock
 
 #: a sampler that proposes this many already evaluated genomes in a row ends the search (a small space)
 MAX_DUPLICATES_IN_A_ROW = 100
@@ -111,7 +111,7 @@ class Driver:
 
     def remaining(self) -> int:
         """Trials still to propose.  On a study several drivers share (PostgreSQL), every live driver's trials in
-        flight count, so that the drivers together end with exactly --trials (see :meth:`_study_lock`)."""
+        flight count, so that the drivers together end with exactly --trials (see :func:`nasseg.study.study_lock`)."""
         if self.exhausted:
             return 0
         if not self.shared:
@@ -133,27 +133,6 @@ class Driver:
                      and "duplicate_of" not in t.user_attrs and t._trial_id not in stale
                      and not _driver_is_dead(t.user_attrs.get("driver")))
         return sum(1 for t in trials if counts_towards_trials(t)), flying
-
-    @contextlib.contextmanager
-    def _study_lock(self) -> Any:
-        """On a study several drivers share (PostgreSQL): a session advisory lock of this study, held while a
-        driver counts the open slots, asks for a trial, samples it and claims its genome (the ``genome_id``
-        attribute of a RUNNING trial), so that two drivers never both take the last slot, nor both train one
-        genome.  Sampling is fast; measuring and training happen after the lock is released.  PostgreSQL drops
-        the lock with its connection, so a killed driver never keeps it.  A SQLite study has one driver: no lock."""
-        if not self.shared:
-            yield
-            return
-        import zlib
-
-        backend = getattr(self.study._storage, "_backend", self.study._storage)
-        key = zlib.crc32(f"nasseg-study:{self.study._study_id}".encode())
-        with backend.engine.connect() as con:
-            con.exec_driver_sql("SELECT pg_advisory_lock(%s)", (key,))
-            try:
-                yield
-            finally:
-                con.exec_driver_sql("SELECT pg_advisory_unlock(%s)", (key,))
 
     # ------------------------------------------------------------------------------------- proposing
     def next_batch(self, n: int) -> list[Job]:
@@ -178,7 +157,7 @@ class Driver:
             self._busy_since = None
 
     def _propose(self) -> Job | None:
-        with self._study_lock():
+        with study_lock(self.study):  # PostgreSQL: one driver at a time takes a slot and claims a genome
             trials = None
             if self.shared:  # under the lock: nobody else takes a slot or claims a genome meanwhile
                 trials = self.study.get_trials(deepcopy=False)
