@@ -17,7 +17,7 @@ Prints one table and exits 1 when a must-be figure is wrong.  Storage: ``--stora
 ``NASSEG_TEST_POSTGRES``, else a throwaway server from Debian's binaries (``tests/reliability/servers.py``).
 
     nice -n 10 python bench/soak.py                          # 200 trials, 4 drivers, a kill every ~3 s, <= 40
-    python bench/soak.py --trials 30 --max-kills 4           # the size tests/reliability/test_soak.py runs
+    python bench/soak.py --trials 20 --max-kills 3           # the size tests/reliability/test_soak.py runs
 """
 
 from __future__ import annotations
@@ -154,6 +154,8 @@ def soak(url: str, *, trials: int = 200, drivers: int = 4, kill_every_s: float =
             kills.append({"at": at, "tag": tag, "driver": d.index, "in_flight": sum(t["driver"] == tag for t in snap
                                                                                      if t["state"] == "RUNNING"),
                           "recovered_s": None})
+            log(f"{at - t0:6.1f} s: SIGKILL driver {d.index} ({tag}) with {kills[-1]['in_flight']} trial(s) in "
+                f"flight; restarted")
             d.start()  # the resume: the same command
             next_kill = at + kill_every_s * rng.uniform(0.5, 1.5)
         drivers_wall = time.perf_counter() - t0
