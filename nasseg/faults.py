@@ -4,9 +4,12 @@ Inert unless the environment variable :data:`KILL_ENV` is set; production code o
 (a dictionary look-up when unset) at the places a crash matters and :func:`arm_commit_kill` once per opened
 storage.  ``NASSEG_TEST_KILL="POINT:N"`` makes the process SIGKILL itself the N-th time it reaches POINT
 (ask, sampled, measured, before_tell, after_tell, result, recover, commit = inside the N-th database
-transaction that wrote, after its INSERT/UPDATE statements and before its COMMIT).
+transaction that wrote, after its INSERT/UPDATE statements and before its COMMIT; and in ``nasseg export``:
+export_member = after an architecture's folder is written in the temporary bundle, export_swap = the bundle
+complete, before the previous export is moved aside, export_aside = between moving it aside and renaming the
+bundle into place, export_swapped = after that rename, before the aside folder is deleted).
 ``tests/reliability/test_faults.py`` restarts the search after each kill and checks that nothing was lost
-or duplicated.
+or duplicated; ``tests/reliability/test_export_kill.py`` checks the export folder after each kill.
 """
 
 from __future__ import annotations
@@ -16,7 +19,8 @@ import signal
 from typing import Any
 
 KILL_ENV = "NASSEG_TEST_KILL"
-KILL_POINTS = ("ask", "sampled", "measured", "before_tell", "after_tell", "result", "recover", "commit")
+KILL_POINTS = ("ask", "sampled", "measured", "before_tell", "after_tell", "result", "recover", "commit",
+               "export_member", "export_swap", "export_aside", "export_swapped")
 _kill_counts: dict[str, int] = {}
 
 

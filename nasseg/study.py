@@ -350,6 +350,33 @@ def _one_line(e: BaseException) -> str:
     return f"{type(inner).__name__}: {text[:160]}" if text else type(inner).__name__
 
 
+@contextlib.contextmanager
+def _schema_lock(target: str | None, connect_args: dict[str, Any]) -> Iterator[None]:
+    """Around opening a PostgreSQL storage for writing: a server-wide advisory lock, so that drivers started at
+    the same moment on an empty database do not race to create Optuna's tables and types (the losers would fail
+    with 'type "studydirection" already exists').  Released with its own connection; nothing for SQLite."""
+    if target is None or not target.startswith("postgresql"):
+        yield
+        return
+    import sqlalchemy
+    from sqlalchemy.pool import NullPool
+
+    engine = sqlalchemy.create_engine(target, connect_args=connect_args, poolclass=NullPool)
+    try:
+        with engine.connect() as con:
+            con.exec_driver_sql("SELECT pg_advisory_lock(%s)", (SCHEMA_LOCK_KEY,))
+            try:
+                yield
+            finally:
+                con.exec_driver_sql("SELECT pg_advisory_unlock(%s)", (SCHEMA_LOCK_KEY,))
+    finally:
+        engine.dispose()
+
+
+#: pg_advisory_lock key of :func:`_schema_lock` (an arbitrary constant: "nasseg" in ASCII)
+SCHEMA_LOCK_KEY = 0x6E6173736567
+
+
 def open_storage(url: str, *, readonly: bool = False, create: bool = True):
     """An Optuna RDBStorage for ``url``; SQLite gets WAL and a busy timeout.
 
@@ -404,7 +431,8 @@ def open_storage(url: str, *, readonly: bool = False, create: bool = True):
     retrying = path is None and not readonly  # a shared server: ride out restarts and network cuts
     cls = _retrying_storage_class() if retrying else optuna.storages.RDBStorage
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), _schema_lock(target if path is None and not readonly else None,
+                                                     kwargs["engine_kwargs"]["connect_args"]):
             warnings.simplefilter("ignore")  # heartbeat_interval is "experimental" (stable since Optuna 3)
             storage = cls(target, **kwargs)
         if retrying:
@@ -512,7 +540,36 @@ def checkpoint(storage: Any) -> None:
             con.exec_driver_sql("PRAGMA wal_checkpoint(PASSIVE)")
 
 
+@contextlib.contextmanager
+def study_lock(study: Any) -> Iterator[None]:
+    """On a PostgreSQL study (several drivers may share it): a session advisory lock of this study, held while a
+    driver recovers crashed trials or counts the open slots, asks for a trial and claims its genome
+    (:meth:`nasseg.search.driver.Driver._propose`), so that two drivers never recover one trial twice, take the last
+    slot twice or train one genome at once.  PostgreSQL drops the lock with its connection, so a killed driver never
+    keeps it.  Nothing for SQLite, whose study has one driver (:func:`driver_lock`)."""
+    import zlib
+
+    backend = getattr(study._storage, "_backend", study._storage)
+    engine = getattr(backend, "engine", None)
+    if engine is None or engine.dialect.name != "postgresql":
+        yield
+        return
+    key = zlib.crc32(f"nasseg-study:{study._study_id}".encode())
+    with engine.connect() as con:
+        con.exec_driver_sql("SELECT pg_advisory_lock(%s)", (key,))
+        try:
+            yield
+        finally:
+            con.exec_driver_sql("SELECT pg_advisory_unlock(%s)", (key,))
+
+
 def recover_crashed(study: Any, url: str, log: Callable[[str], None]) -> int:
+    """Under :func:`study_lock`: see :func:`_recover_crashed`."""
+    with study_lock(study):
+        return _recover_crashed(study, url, log)
+
+
+def _recover_crashed(study: Any, url: str, log: Callable[[str], None]) -> int:
     """Trials left RUNNING by a dead driver: mark them failed ('crashed') and re-queue their genomes.
 
     SQLite studies have one driver (the lock proves the old one is gone), so every RUNNING trial is
@@ -542,9 +599,12 @@ def requeue(study: Any, trial: Any, reason: str) -> bool:
     import optuna
 
     storage = study._storage
-    storage.set_trial_user_attr(trial._trial_id, STATUS_KEY, "crashed")
-    storage.set_trial_user_attr(trial._trial_id, "reason", reason)
-    if not storage.set_trial_state_values(trial._trial_id, optuna.trial.TrialState.FAIL):
+    try:
+        storage.set_trial_user_attr(trial._trial_id, STATUS_KEY, "crashed")
+        storage.set_trial_user_attr(trial._trial_id, "reason", reason)
+        if not storage.set_trial_state_values(trial._trial_id, optuna.trial.TrialState.FAIL):
+            return False
+    except optuna.exceptions.UpdateFinishedTrialError:  # told meanwhile by a driver of another host
         return False
     if trial.params:
         study.enqueue_trial(trial.params, user_attrs={"requeued_from": trial.number})

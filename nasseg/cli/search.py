@@ -1,5 +1,10 @@
 """``nasseg search``: parse the search's arguments into a :class:`~nasseg.search.SearchConfig`, run
-:func:`nasseg.search.search` with a live progress table, and print the study and a summary."""
+:func:`nasseg.search.search` with a live progress table, and print the study and a summary.
+
+Exit codes: 0 = the study holds its --trials; 2 = a user error, nothing run (one line); 3 = the Ray head was
+lost mid-search (one line; told trials kept, the same command resumes;
+:data:`nasseg.search.ray_session.HEAD_LOST_EXIT`).
+"""
 
 from __future__ import annotations
 

@@ -3,14 +3,17 @@
 Opens the study read-only, computes the front (:mod:`nasseg.export.front`), and per chosen member writes
 ``genome.json``, ``genome.txt``, ``model.pt`` (copied, or retrained with ``retrain_steps``), ``model.onnx``
 (:mod:`nasseg.export.onnx`), ``model.json`` and the card; then ``pareto.csv``, ``pareto.png``, ``report.md``
-(:mod:`nasseg.export.render`) and ``export.json``.  The folder is assembled under a temporary name and
-renamed at the end.  The layout of the bundle is described in the :mod:`nasseg.export` docstring.
+(:mod:`nasseg.export.render`) and ``export.json``.  The folder is assembled under a temporary name beside
+``out`` and swapped in by renames at the end (:func:`_swap_in`), so that an export killed at any point leaves
+``out`` as the previous complete export or the new complete one; re-running the command finishes the job.
+The layout of the bundle is described in the :mod:`nasseg.export` docstring.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
+import glob
 import json
 import os
 import shutil
@@ -20,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from nasseg import faults
 from nasseg.errors import ConfigError, NassegError
 from nasseg.export.deploy import load
 from nasseg.export.front import _META_KEY, _STATUS_KEY, FrontMember, _state, classify_trials, pareto_front, trial_record
@@ -145,6 +149,62 @@ def _fresh_dir(out: Path) -> None:
                           "replace a previous nasseg export there")
 
 
+_PARTIAL, _ASIDE = ".partial-", ".old-"
+
+
+def _swap_in(tmp: Path, out: Path) -> None:
+    """Put the finished bundle ``tmp`` at ``out`` so that ``out`` is, at every instant but one, the previous
+    complete export or the new complete one: the previous folder is renamed aside (``.NAME.old-PID``, same
+    parent, so both renames are atomic), ``tmp`` renamed to ``out``, then the aside folder deleted.  The one
+    window is between the two renames (microseconds): a process killed exactly there leaves no ``out`` but a
+    complete ``.NAME.old-PID``, which the next export to ``out`` puts back first (:func:`_clean_leftovers`)."""
+    aside = None
+    if out.exists():
+        if any(out.iterdir()):  # a previous export (--overwrite, checked by the caller)
+            aside = out.parent / f".{out.name}{_ASIDE}{os.getpid()}"
+            if aside.exists():
+                shutil.rmtree(aside)
+            faults.point("export_swap")
+            os.replace(out, aside)
+            faults.point("export_aside")
+        else:
+            out.rmdir()
+    os.replace(tmp, out)
+    if aside is not None:
+        faults.point("export_swapped")
+        shutil.rmtree(aside, ignore_errors=True)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # another user's process
+        return True
+    return True
+
+
+def _clean_leftovers(out: Path) -> None:
+    """What an export to ``out`` killed midway left beside it (this host's exporters that are gone): a complete
+    previous export moved aside while ``out`` is missing is put back at ``out``; partial folders and the other
+    aside folders are deleted.  Folders of a live exporter are left alone."""
+    if not out.parent.is_dir():
+        return
+    dead: list[tuple[str, Path]] = []
+    for p in out.parent.glob(f".{glob.escape(out.name)}.*-*"):
+        kind, _, pid = p.name[len(out.name) + 1:].rpartition("-")
+        if f"{kind}-" in (_PARTIAL, _ASIDE) and pid.isdigit() and p.is_dir() and not _pid_alive(int(pid)):
+            dead.append((kind + "-", p))
+    if not out.exists():
+        asides = sorted((p for kind, p in dead if kind == _ASIDE and _is_export(p)), key=lambda p: p.stat().st_mtime)
+        if asides:
+            os.replace(asides[-1], out)
+            dead = [(k, p) for k, p in dead if p != asides[-1]]
+    for _, p in dead:
+        shutil.rmtree(p, ignore_errors=True)
+
+
 def _is_export(out: Path) -> bool:
     try:
         return json.loads((out / "export.json").read_text(encoding="utf-8")).get("format") == FORMAT
@@ -185,6 +245,7 @@ def export(storage: str, study: str, out: str | os.PathLike, *, top: int | None 
                 or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in onnx_resolution)):
             raise ConfigError(f"--onnx-resolution = {onnx_resolution!r} must be two positive integers (H, W)")
     out = Path(out)
+    _clean_leftovers(out)
     if overwrite and out.exists() and any(out.iterdir()) and not _is_export(out):
         raise ConfigError(f"--out {out} holds something other than a nasseg export; --overwrite only replaces a "
                           "previous export (export.json); choose another folder")
@@ -233,7 +294,7 @@ def export(storage: str, study: str, out: str | os.PathLike, *, top: int | None 
             remeasure_spec["dtype"] = PRECISIONS[latency_precision]
         check_backend(remeasure_spec["backend"], dev, str(remeasure_spec.get("dtype", "float32")))
 
-    tmp = out.parent / f".{out.name}.partial-{os.getpid()}"
+    tmp = out.parent / f".{out.name}{_PARTIAL}{os.getpid()}"
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir(parents=True)
@@ -259,6 +320,7 @@ def export(storage: str, study: str, out: str | os.PathLike, *, top: int | None 
                             "miou": m.miou, "latency_ms": m.latency_ms, "problems": [why], "onnx": None,
                             "genome": m.record["user_attrs"].get("genome")}
                 members.append(info)
+                faults.point("export_member")
                 if rep.progress is not None:
                     rep.progress.advance(task)
             if rep.progress is not None:
@@ -283,12 +345,7 @@ def export(storage: str, study: str, out: str | os.PathLike, *, top: int | None 
             _write_report(tmp / "report.md", summary, front, chosen)
             (tmp / "export.json").write_text(json.dumps(summary, indent=1, sort_keys=True, allow_nan=False) + "\n",
                                              encoding="utf-8")
-        if out.exists():
-            if overwrite:
-                shutil.rmtree(out)
-            else:
-                out.rmdir()  # empty (checked above)
-        os.replace(tmp, out)
+        _swap_in(tmp, out)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)

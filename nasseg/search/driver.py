@@ -21,7 +21,7 @@ from nasseg import faults
 from nasseg.errors import NassegError, StorageError
 from nasseg.search.config import SearchConfig
 from nasseg.search.jobs import Job
-from nasseg.study import STATUS_KEY, checkpoint, failure_message, heartbeat_on, requeue
+from nasseg.study import STATUS_KEY, checkpoint, failure_message, heartbeat_on, requeue, sqlite_path, study_lock
 
 #: a sampler that proposes this many already evaluated genomes in a row ends the search (a small space)
 MAX_DUPLICATES_IN_A_ROW = 100
@@ -50,6 +50,8 @@ class Driver:
         self.init = init  # --init: {"preset", "key", "path", "genome"} (nasseg.search.run.prepare_init)
         self.recipe_json = cfg.recipe.to_json()
         self.inflight: dict[int, Job] = {}
+        # a PostgreSQL study may have several drivers: slots and genomes are claimed under a study lock
+        self.shared = sqlite_path(cfg.storage) is None
         self.counts = {"trained": 0, "reused": 0, "rejected": 0, "stopped": 0, "failed": 0, "prefiltered": 0}
         self.trained_s = 0.0  # worker-seconds inside proxy training (summed over parallel workers)
         self.measure_s = 0.0  # driver seconds building and measuring candidates
@@ -109,9 +111,29 @@ class Driver:
         return sum(1 for t in self.study.get_trials(deepcopy=False) if counts_towards_trials(t))
 
     def remaining(self) -> int:
+        """Trials still to propose.  On a study several drivers share (PostgreSQL), every live driver's trials in
+        flight count, so that the drivers together end with exactly --trials (see :func:`nasseg.study.study_lock`)."""
         if self.exhausted:
             return 0
-        return self.cfg.trials - self.finished() - len(self.inflight)
+        if not self.shared:
+            return self.cfg.trials - self.finished() - len(self.inflight)
+        return self.cfg.trials - sum(self._tally(self.study.get_trials(deepcopy=False)))
+
+    def _tally(self, trials: list[Any]) -> tuple[int, int]:
+        """(trials counting towards --trials, trials in flight on a live driver that will count)."""
+        import optuna
+
+        from nasseg.study import _driver_is_dead
+
+        stale: set[int] = set()
+        storage = self.study._storage
+        if heartbeat_on(storage):
+            with contextlib.suppress(Exception):
+                stale = set(storage._get_stale_trial_ids(self.study._study_id))
+        flying = sum(1 for t in trials if t.state == optuna.trial.TrialState.RUNNING and "genome_id" in t.user_attrs
+                     and "duplicate_of" not in t.user_attrs and t._trial_id not in stale
+                     and not _driver_is_dead(t.user_attrs.get("driver")))
+        return sum(1 for t in trials if counts_towards_trials(t)), flying
 
     # ------------------------------------------------------------------------------------- proposing
     def next_batch(self, n: int) -> list[Job]:
@@ -136,14 +158,55 @@ class Driver:
             self._busy_since = None
 
     def _propose(self) -> Job | None:
-        trial = self.study.ask()
-        self.proposing = trial
+        with study_lock(self.study):  # PostgreSQL: one driver at a time takes a slot and claims a genome
+            trials = None
+            if self.shared:  # under the lock: nobody else takes a slot or claims a genome meanwhile
+                trials = self.study.get_trials(deepcopy=False)
+                if self.cfg.trials - sum(self._tally(trials)) <= 0:
+                    return None
+            trial = self.study.ask()
+            self.proposing = trial
+            try:
+                genome = self._sample(trial, trials)
+            except BaseException:
+                self.proposing = None
+                raise
         try:
-            return self._propose_trial(trial)
+            return None if genome is None else self._measure_candidate(trial, genome)
         finally:
             self.proposing = None
 
-    def _propose_trial(self, trial: Any) -> Job | None:
+    def _elsewhere(self, trial: Any, gid: str, trials: list[Any] | None) -> bool:
+        """A shared study: the genome ``gid`` was evaluated or is in flight on another driver (read under the
+        study lock).  Evaluated with this recipe: its result is reused.  In flight: this trial is told at once as a
+        duplicate of it (PRUNED, ``reused_from``, not counted): nothing can wait for another driver's result."""
+        import optuna
+
+        from nasseg.study import _driver_is_dead
+
+        for t in trials or ():
+            if t.user_attrs.get("genome_id") != gid or t.number == trial.number:
+                continue
+            if t.state == optuna.trial.TrialState.RUNNING and "duplicate_of" not in t.user_attrs \
+                    and t.number not in self.inflight and not _driver_is_dead(t.user_attrs.get("driver")):
+                trial.set_user_attr("duplicate_of", t.number)
+                trial.set_user_attr("reused_from", t.number)
+                trial.set_user_attr(STATUS_KEY, "reused")
+                trial.set_user_attr("reason", f"duplicate of trial {t.number}, which another driver "
+                                              f"({t.user_attrs.get('driver')}) was training when this was proposed")
+                trial.set_user_attr("train_seconds", 0.0)
+                self._tell(trial, "pruned")
+                self.counts["reused"] += 1
+                return True
+            self._remember(t)
+        cached = self._cache.get(gid)
+        if cached is not None:
+            self._reuse(trial, cached)
+            return True
+        return False
+
+    def _sample(self, trial: Any, trials: list[Any] | None = None) -> Any:
+        """Sample the trial's genome and settle duplicates; the genome to measure, or None (told or waiting)."""
         from nasseg.genome import genome_id, to_json, to_string
 
         trial.set_user_attr("driver", f"{socket.gethostname()}:{os.getpid()}")  # whose it is (recover_crashed)
@@ -169,10 +232,11 @@ class Driver:
         faults.point("sampled")
         cached = self._cache.get(gid)
         training = any(j.genome_id == gid for j in self.inflight.values())
-        if cached is not None or training:
+        if cached is not None or training or (self.shared and self._elsewhere(trial, gid, trials)):
             if cached is not None:
                 self._reuse(trial, cached)
-            else:  # the same genome is training right now: this trial takes its result when it arrives
+            elif training:  # the same genome is training right now: this trial takes its result when it arrives
+                trial.set_user_attr("duplicate_of", next(n for n, j in self.inflight.items() if j.genome_id == gid))
                 self.waiting.setdefault(gid, []).append(trial)
             self.duplicates += 1
             self.duplicate_streak += 1
@@ -182,6 +246,10 @@ class Driver:
                          f"the space seems to hold no new architecture ({self.finished()} distinct evaluated)")
             return None
         self.duplicate_streak = 0
+        return genome
+
+    def _measure_candidate(self, trial: Any, genome: Any) -> Job | None:
+        """Prefilter, predict or measure a new genome; its job, or None (rejected, prefiltered or failed)."""
         if self.prefilter is not None and not self._passes_prefilter(trial, genome):
             return None
         t0 = time.perf_counter()

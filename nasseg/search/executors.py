@@ -199,7 +199,7 @@ def run_ray(driver: Driver, cfg: SearchConfig, progress: Callable[[], None], wor
                                   checkpoint_config=tune.CheckpointConfig(checkpoint_at_end=False)),
     )
     try:
-        with quiet():
+        with quiet(), ray_session.HeadWatch(ray.get_runtime_context().gcs_address, _head_lost):
             tuner.fit()
         if driver.fatal is not None:
             raise driver.fatal
@@ -208,3 +208,16 @@ def run_ray(driver: Driver, cfg: SearchConfig, progress: Callable[[], None], wor
             with quiet():
                 ray.shutdown()
             ray_session.forget(record)
+
+
+def _head_lost(line: str) -> None:
+    """What the driver does when its Ray head is gone (:class:`ray_session.HeadWatch`): one line on stderr, then
+    exit :data:`ray_session.HEAD_LOST_EXIT` at once.  Ray's client would otherwise retry for a minute and end
+    the process from C++; ``os._exit`` leaves the study as a killed driver does (everything told is committed,
+    trials in flight stay RUNNING and are recovered by the next run), and the driver lock goes with the process."""
+    import sys
+
+    with contextlib.suppress(Exception):
+        sys.stdout.flush()
+    print(f"nasseg: error: {line}", file=sys.stderr, flush=True)
+    os._exit(ray_session.HEAD_LOST_EXIT)

@@ -107,3 +107,53 @@ def forget(path: Path | None) -> None:
     if path is not None:
         with contextlib.suppress(OSError):
             path.unlink()
+
+
+#: exit status of ``nasseg search`` when the Ray head (its GCS) is lost mid-search; the same command resumes
+HEAD_LOST_EXIT = 3
+
+
+class HeadWatch:
+    """Watch the Ray head from the driver: a daemon thread opens a TCP connection to the cluster's GCS every
+    ``every_s``; when no connection succeeds for ``lost_after_s`` the head is gone (killed, its machine down),
+    and ``on_lost`` gets one line.  Without this the driver sits in Ray's own reconnect loop for a minute and
+    is then ended by Ray's C++ core with a log wall; the search instead says so in one line and exits with
+    :data:`HEAD_LOST_EXIT` (``on_lost`` does), leaving its in-flight trials RUNNING for the next run's crash
+    recovery (:func:`nasseg.study.recover_crashed`): every told trial stays, the same command resumes.
+    """
+
+    def __init__(self, gcs_address: str, on_lost: Callable[[str], None], *, every_s: float = 1.0,
+                 lost_after_s: float = 5.0):
+        import threading
+
+        host, _, port = gcs_address.rpartition(":")
+        self.host, self.port = host.strip("[]") or "127.0.0.1", int(port)
+        self.address, self.on_lost = gcs_address, on_lost
+        self.every_s, self.lost_after_s = every_s, lost_after_s
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="nasseg-ray-head-watch", daemon=True)
+
+    def _reachable(self) -> bool:
+        try:
+            with socket.create_connection((self.host, self.port), timeout=max(0.5, self.every_s)):
+                return True
+        except OSError:
+            return False
+
+    def _run(self) -> None:
+        last_ok = time.monotonic()
+        while not self._stop.wait(self.every_s):
+            if self._reachable():
+                last_ok = time.monotonic()
+            elif time.monotonic() - last_ok >= self.lost_after_s and not self._stop.is_set():
+                self.on_lost(f"the Ray head at {self.address} is lost (no connection for {self.lost_after_s:g} s): "
+                             f"the search stops here; every told trial is kept, and the same command resumes it "
+                             f"once a Ray head is back (trials in flight are re-queued)")
+                return
+
+    def __enter__(self) -> HeadWatch:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._stop.set()
