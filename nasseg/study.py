@@ -438,12 +438,18 @@ def open_storage(url: str, *, readonly: bool = False, create: bool = True):
         if retrying:
             storage.url_shown = shown
         return storage
-    except (SQLAlchemyError, OSError, ValueError, RuntimeError, ImportError) as e:
+    except (SQLAlchemyError, OSError, ValueError, RuntimeError, ImportError,
+            optuna.exceptions.StorageInternalError) as e:
         text = str(e).strip()
         text = re.sub(r"\(Background on this error at: [^)]*\)", "", text)
         msg = " ".join(text.split()) if text else type(e).__name__  # one line
-        if readonly and ("read-only" in msg or "readonly" in msg):
-            msg = "it holds no Optuna study tables (not a study database, or a copy taken before any write)"
+        # Optuna writes its schema (and its version row) on open, which a read-only transaction refuses: the
+        # database holds no study yet, or another driver is creating the schema this moment (Optuna wraps that
+        # refusal in StorageInternalError, so the whole chain is read)
+        refused = " ".join(str(x) for x in _chain(e))
+        if readonly and ("read-only" in refused or "readonly" in refused):
+            msg = ("it holds no Optuna study tables (not a study database, a copy taken before any write, or one "
+                   "whose first search is creating them right now)")
         elif path is not None and "file is not a database" in msg:
             msg = (f"{path} is not a SQLite database; valid: a study file written by nasseg search (or Optuna), or "
                    "the path of a new one")

@@ -179,7 +179,7 @@ def _cases(w: dict) -> dict[str, tuple[list[str], list[str]]]:
         "status of a missing file": (["status", "--storage", f"sqlite:///{w['root']}/none.db", "--study", "x"],
                                      ["none.db", "does not exist"]),
         "malformed genome string": (["show", "v1|conv1x32s2/zzz9x8s2|chain@1~none>8:add8|-"],
-                                    ["unknown block 'zzz'", "position 14", "valid codes: conv"]),
+                                    ["unknown block 'zzz'", "position 14", "valid codes: ", " conv, "]),
         "genome with a bad number": (["show", "v1|conv1xAs2|chain@0~none>8:add8|-"], ["conv1xAs2"]),
     }
 

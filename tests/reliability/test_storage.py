@@ -114,3 +114,19 @@ def test_postgresql_recovers_trials_of_a_dead_driver_on_this_host_at_once(postgr
     assert states[gone.number] == (optuna.trial.TrialState.FAIL, "crashed")
     assert study.trials[-1].state == optuna.trial.TrialState.WAITING  # its genome re-queued
     assert study.trials[-1].user_attrs["requeued_from"] == gone.number
+
+
+def test_read_only_open_while_a_first_search_creates_the_schema_says_so(postgres_url):
+    """The moment a first driver has created Optuna's tables but not yet written their version row: a reader
+    (status, export, a second driver's fidelity lookup) opens read-only, Optuna tries to write that row, and the
+    refusal comes back wrapped in Optuna's StorageInternalError; it must read as one StorageError line, not a
+    traceback (the soak caught a driver dying of it)."""
+    import sqlalchemy
+
+    St.open_storage(postgres_url)  # a writer creates the schema (and the version row)
+    engine = sqlalchemy.create_engine(St.postgres_driver_url(postgres_url))
+    with engine.begin() as con:
+        con.exec_driver_sql("DELETE FROM version_info")  # ... as it is just before that row is written
+    engine.dispose()
+    with pytest.raises(StorageError, match="holds no Optuna study tables"):
+        St.open_storage(postgres_url, readonly=True)
