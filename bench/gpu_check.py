@@ -104,7 +104,7 @@ FULL = Plan(syn_size=(128, 256), syn_batch=16, syn_compare=64,
 # The dry path only proves that every section runs (CI runs it on 2 cores): two presets, two trials at
 # concurrency 2.
 QUICK = Plan(syn_size=(32, 64), syn_batch=4, syn_compare=8,
-             lat_presets=("regseg", "lednet"), lat_size=(64, 128), lat_warmup=3, lat_runs=15,
+             lat_presets=("regseg", "lednet"), lat_size=(64, 128), lat_warmup=3, lat_runs=30,
              lat_records=2, train_preset="stdc1_seg", proxy_size=(32, 64), proxy_batch=2, proxy_steps=6,
              seeds=(0, 1), train_length=16, val_length=4, c1_trials=2, search_trials=2, concurrency=2,
              search_latency_size=(32, 64), export_top=1)

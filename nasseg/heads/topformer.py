@@ -70,7 +70,9 @@ class BasicLayer(nn.Module):
     def __init__(self, depth: int, dim: int, key_dim: int, num_heads: int, attn_ratio: int, mlp_ratio: float,
                  act: str, drop_path: float):
         super().__init__()
-        rates = torch.linspace(0, drop_path, depth).tolist()  # the official decay rule
+        # the official decay rule, torch.linspace(0, drop_path, depth), in plain Python: a build under the meta
+        # device (the screening cost table) cannot read a tensor's values
+        rates = [drop_path * i / (depth - 1) for i in range(depth)] if depth > 1 else [0.0] * depth
         self.transformer_blocks = nn.ModuleList(
             TopFormerBlock(dim, key_dim, num_heads, attn_ratio, mlp_ratio, act, r) for r in rates)
 
