@@ -113,6 +113,22 @@ class SE(nn.Module):
         return x * self.gate(s)
 
 
+class DropPath(nn.Module):
+    """Stochastic depth per sample (timm's ``DropPath``): zero a residual branch with probability ``p``
+    in training and scale the kept ones by 1/(1-p); identity in eval."""
+
+    def __init__(self, p: float):
+        super().__init__()
+        self.p = p
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.p == 0.0:
+            return x
+        keep = 1.0 - self.p
+        mask = x.new_empty((x.shape[0],) + (1,) * (x.dim() - 1)).bernoulli_(keep)
+        return x * mask / keep
+
+
 def channel_shuffle(x: torch.Tensor, groups: int) -> torch.Tensor:
     """ShuffleNet channel shuffle: (N, g*c, H, W) -> view (N, g, c, H, W) -> transpose -> flatten."""
     n, c, h, w = x.shape

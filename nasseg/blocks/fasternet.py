@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from nasseg.errors import BlockArgumentError
-from nasseg.layers import make_act
+from nasseg.layers import DropPath, make_act
 from nasseg.registry import Arg, register
 
 PCONV_FORWARD_MODES: tuple[str, ...] = ("split_cat", "slicing")
@@ -34,22 +34,6 @@ PCONV_FORWARD_MODES: tuple[str, ...] = ("split_cat", "slicing")
 def partial_channels(channels: int, partial_ratio: float) -> int:
     """Channels PConv convolves: floor(channels * r) (official ``dim // n_div`` with n_div = 1/r)."""
     return math.floor(channels * partial_ratio + 1e-9)
-
-
-class DropPath(nn.Module):
-    """Stochastic depth per sample (timm's ``DropPath``): zero a residual branch with probability ``p``
-    in training and scale the kept ones by 1/(1-p); identity in eval."""
-
-    def __init__(self, p: float):
-        super().__init__()
-        self.p = p
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not self.training or self.p == 0.0:
-            return x
-        keep = 1.0 - self.p
-        mask = x.new_empty((x.shape[0],) + (1,) * (x.dim() - 1)).bernoulli_(keep)
-        return x * mask / keep
 
 
 class PatchMerging(nn.Module):

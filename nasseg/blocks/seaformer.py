@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from nasseg.errors import BlockArgumentError
-from nasseg.layers import make_act
+from nasseg.layers import DropPath, make_act
 from nasseg.registry import Arg, register
 
 POS_EMBED_LENGTH = 16  # the official positional embeddings hold 16 positions, resized to the axis length
@@ -115,21 +115,6 @@ class Mlp(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.fc2(self.act(self.dwconv(self.fc1(x))))
-
-
-class DropPath(nn.Module):
-    """Stochastic depth on a residual branch: zero a sample's branch with probability ``p`` (training only)."""
-
-    def __init__(self, p: float):
-        super().__init__()
-        self.p = p
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not self.training or self.p == 0:
-            return x
-        keep = 1 - self.p
-        mask = torch.rand((x.shape[0],) + (1,) * (x.dim() - 1), dtype=x.dtype, device=x.device) < keep
-        return x * mask / keep
 
 
 @register(

@@ -17,9 +17,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from nasseg.blocks.seaformer import ConvBN, DropPath, Mlp, h_sigmoid
+from nasseg.blocks.seaformer import ConvBN, Mlp, h_sigmoid
 from nasseg.errors import BlockArgumentError
-from nasseg.layers import ConvBNAct, make_act
+from nasseg.layers import ConvBNAct, DropPath, make_act
 from nasseg.registry import Arg, register
 
 
