@@ -20,9 +20,14 @@ fusion    (low_channels, high_channels, out_channels, *, args)   (low, high[, gu
 context   (in_channels, out_channels, *, args)                   x -> y, same spatial size
 head      (in_channels, num_classes, *, args)                    x -> logits at x's size
 decoder   (in_channels: tuple (taps, shallow->deep), num_classes, *, args)   list of taps -> y
+link      (main_channels, branch_channels, scale, *, args)      (main, branch) -> (main, branch)
 ========  =====================================================  ==============================
 
-Every created module exposes ``out_channels``; blocks also ``stride``.
+Every created module exposes ``out_channels``; blocks also ``stride``.  A ``link`` is an exchange between
+the main path and a parallel branch of a multi-branch genome after one main stage (DDRNet's bilateral
+fusion, PIDNet's Pag and derivative additions); ``scale`` is the main path's stride over the branch's
+there (1, 2, 4 ...); it returns both tensors with their widths and sizes unchanged and exposes
+``main_channels`` and ``branch_channels`` (``out_channels`` = ``branch_channels``).
 """
 
 from __future__ import annotations
@@ -36,9 +41,9 @@ from typing import Any
 
 from nasseg.errors import BlockArgumentError, UnknownBlockError
 
-KINDS: tuple[str, ...] = ("block", "fusion", "context", "head", "decoder")
+KINDS: tuple[str, ...] = ("block", "fusion", "context", "head", "decoder", "link")
 ARG_TYPES: tuple[str, ...] = ("int", "float", "bool", "str", "ints")
-_BUILTIN_PACKAGES = ("nasseg.blocks", "nasseg.context", "nasseg.fusion", "nasseg.heads")
+_BUILTIN_PACKAGES = ("nasseg.blocks", "nasseg.context", "nasseg.fusion", "nasseg.heads", "nasseg.links")
 
 
 @dataclass(frozen=True)
