@@ -61,8 +61,11 @@ class StageModule(nn.Module):
         self.merge = BNAct(out, act="prelu", bn_eps=1e-3) if (spec.inject or spec.concat_first) else nn.Identity()
         self.out_channels = out
         self.stride = spec.stride
+        self.relu_in = spec.relu_in
 
     def forward(self, x: torch.Tensor, image: torch.Tensor | None = None) -> torch.Tensor:
+        if self.relu_in:  # DDRNet / PIDNet: self.layer4(self.relu(x)) after a fusion sum
+            x = F.relu(x)
         first = None
         for i, b in enumerate(self.blocks):
             x = b(x)
@@ -103,6 +106,17 @@ class OutputResize(nn.Module):
         return resize_to(x, size, "bilinear", self.align_corners)
 
 
+class BranchModule(nn.Module):
+    """The stages and links of one :class:`~nasseg.genome.Branch` (the network runs them beside the main path)."""
+
+    def __init__(self, stages: list[StageModule], links: list[nn.Module], link_at: tuple[int, ...]):
+        super().__init__()
+        self.stages = nn.ModuleList(stages)
+        self.links = nn.ModuleList(links)
+        self.link_at = link_at
+        self.out_channels = stages[-1].out_channels
+
+
 class Network(nn.Module):
     """A segmentation network built from a genome (see the module docstring for its outputs)."""
 
@@ -123,9 +137,10 @@ class Network(nn.Module):
         self.stage_channels = tuple(s.out_channels for s in stages)
         self.output_stride = stride
         self._inject = any(s.inject for s in g.stages)
+        self.branches = nn.ModuleList(self._build_branch(b, br, in_channels) for b, br in enumerate(g.branches))
 
         d = g.decoder
-        taps = [self.stage_channels[t] for t in d.taps]
+        taps = [self.branches[b].out_channels for b in d.branch_taps] + [self.stage_channels[t] for t in d.taps]
         context = _create("context", d.context, (taps[-1], d.context_width or taps[-1]), "decoder.context")
         ctx_out = context.out_channels
         if d.kind == "chain":
@@ -134,8 +149,12 @@ class Network(nn.Module):
                 f = d.fusions[i]
                 fusions[i] = _create("fusion", Module(f.name, f.args), (taps[i], high, f.width),
                                      f"decoder.fusions.{i}")
+                if f.guide >= 0 and fusions[i].guide_channels != self.branches[f.guide].out_channels:
+                    need, have = fusions[i].guide_channels, self.branches[f.guide].out_channels
+                    raise GenomeError(f"decoder.fusions.{i}: {f.name!r} takes a {need}-channel guide, but branch "
+                                      f"{f.guide} ends with {have} channels; allowed: a branch of {need} channels")
                 high = fusions[i].out_channels
-            self.decoder = FusionChain(tuple(taps), context, fusions)
+            self.decoder = FusionChain(tuple(taps), context, fusions, tuple(f.guide for f in d.fusions))
             self.context = nn.Identity()
         else:
             self.context = context
@@ -151,10 +170,39 @@ class Network(nn.Module):
 
         extra = []
         for i, t in enumerate(g.heads.extra):
-            ch = self.stage_channels[t.index] if t.source == "stage" else self.decoder.level_channels[t.index]
+            if t.source == "branch":
+                ch = self.branches[t.branch].stages[t.index].out_channels
+            else:
+                ch = self.stage_channels[t.index] if t.source == "stage" else self.decoder.level_channels[t.index]
             n = num_classes if t.role == "aux" else 1
             extra.append(_create("head", t.head, (ch, n), f"heads.extra.{i}"))
         self.train_heads = nn.ModuleList(extra)
+
+    def _build_branch(self, b: int, br, image_channels: int) -> BranchModule:
+        path = f"branches.{b}"
+        c = image_channels if br.source == -1 else self.stage_channels[br.source]
+        stride = 1 if br.source == -1 else self.stage_strides[br.source]
+        stages, strides = [], []
+        for j, s in enumerate(br.stages):
+            stages.append(StageModule(c, s, image_channels, f"{path}.stages.{j}"))
+            c = stages[-1].out_channels
+            stride *= s.stride
+            strides.append(stride)
+        links = []
+        for i, link in enumerate(br.links):
+            j = link.at - br.source - 1
+            main_c, main_s, branch_c = self.stage_channels[link.at], self.stage_strides[link.at], stages[j].out_channels
+            if main_s % strides[j] or (main_s // strides[j]) & (main_s // strides[j] - 1):
+                raise GenomeError(f"{path}.links.{i}: main stage {link.at} runs at stride {main_s} and branch stage "
+                                  f"{j} at stride {strides[j]}; a link needs the main path at the branch's stride "
+                                  "times a power of two (1, 2, 4 ...)")
+            lp = f"{path}.links.{i} (main {main_c} ch at stride {main_s}, branch {branch_c} ch at stride {strides[j]})"
+            m = _create("link", link.module, (main_c, branch_c, main_s // strides[j]), lp)
+            if (m.main_channels, m.branch_channels) != (main_c, branch_c):
+                raise GenomeError(f"{lp}: {link.module.name!r} changes the widths it exchanges "
+                                  f"({main_c}, {branch_c}) -> ({m.main_channels}, {m.branch_channels})")
+            links.append(m)
+        return BranchModule(stages, links, tuple(link.at for link in br.links))
 
     # ---------------------------------------------------------------------------------------------
     def inference_parameters(self) -> Iterator[nn.Parameter]:
@@ -164,9 +212,16 @@ class Network(nn.Module):
                 yield p
 
     def features(self, x: torch.Tensor) -> list[torch.Tensor]:
-        """The output of every stage."""
+        """The output of every main stage (after its links, where the genome has branches)."""
+        return self._run(x)[0]
+
+    def _run(self, x: torch.Tensor) -> tuple[list[torch.Tensor], list[list[torch.Tensor]]]:
+        """Main stage outputs, and for every branch its stage outputs (each after that stage's links)."""
         feats, image, img_stride, stride = [], x, 1, 1
-        for stage in self.stages:
+        input_image = x
+        specs = self.genome.branches
+        branch_outs: list[list[torch.Tensor]] = [[] for _ in specs]
+        for k, stage in enumerate(self.stages):
             stride *= stage.stride
             if stage.inject:
                 # ESPNet input reinforcement: the image average-pooled (3x3, s2, p1) once per halving
@@ -176,16 +231,27 @@ class Network(nn.Module):
                 x = stage(x, image)
             else:
                 x = stage(x)
+            for b, spec in enumerate(specs):  # each branch's stage beside main stage k, then its link there
+                j = k - spec.source - 1
+                if not 0 <= j < len(spec.stages):
+                    continue
+                module = self.branches[b]
+                y = module.stages[j](branch_outs[b][-1] if j else
+                                     (input_image if spec.source == -1 else feats[spec.source]))
+                if k in module.link_at:
+                    x, y = module.links[module.link_at.index(k)](x, y)
+                branch_outs[b].append(y)
             feats.append(x)
-        return feats
+        return feats, branch_outs
 
     def forward(self, x: torch.Tensor):
         size = x.shape[-2:]
-        feats = self.features(x)
-        taps = [feats[t] for t in self.genome.decoder.taps]
+        feats, branch_outs = self._run(x)
+        d = self.genome.decoder
+        taps = [branch_outs[b][-1] for b in d.branch_taps] + [feats[t] for t in d.taps]
         levels: list[torch.Tensor] = []
         if isinstance(self.decoder, FusionChain):
-            y, levels = self.decoder(taps)
+            y, levels = self.decoder(taps, [branch_outs[f.guide][-1] if f.guide >= 0 else None for f in d.fusions])
         else:
             taps[-1] = self.context(taps[-1])
             y = self.decoder(taps)
@@ -198,7 +264,10 @@ class Network(nn.Module):
             return logits
         out = {"out": logits, "aux": [], "detail": None, "boundary": None}
         for t, head in zip(self.genome.heads.extra, self.train_heads):
-            src = feats[t.index] if t.source == "stage" else levels[t.index]
+            if t.source == "branch":
+                src = branch_outs[t.branch][t.index]
+            else:
+                src = feats[t.index] if t.source == "stage" else levels[t.index]
             z = head(src)
             if t.role == "aux":
                 out["aux"].append(resize_to(z, size, "bilinear", self.align_corners))

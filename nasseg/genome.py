@@ -8,7 +8,13 @@ A genome is a tree of frozen dataclasses holding only primitives and tuples:
 * ``decoder``: a :class:`Decoder`, either ``chain`` (a context module on the deepest tap, then one
   registered fusion module per tap from deep to shallow) or a registered paper decoder
   (``decoder26``, ``apn``, ``erfnet_decoder`` ...) over chosen taps;
-* ``heads``: a :class:`Heads` (main segmentation head, auxiliary / detail / boundary heads).
+* ``heads``: a :class:`Heads` (main segmentation head, auxiliary / detail / boundary heads);
+* ``branches``: optional :class:`Branch` paths beside the main one (``stages``), for multi-branch networks:
+  DDRNet's high-resolution branch with its bilateral exchanges, PIDNet's P and D branches, BiSeNet's
+  spatial / detail path.  Each starts from a main stage's output (or the image), runs its stages beside the
+  following main stages, exchanges features with the main path through registered ``link`` modules after
+  chosen main stages (:class:`Link`), and is tapped by the chain decoder (``Decoder.branch_taps``), by a
+  three-input fusion as its guide (``Fusion.guide``) and by training heads (``HeadTap(source="branch")``).
 
 Every module argument is stored *resolved* (defaults written out), so changing a default later never
 changes what a stored genome builds.  Two serialisations:
@@ -27,23 +33,32 @@ changes what a stored genome builds.  Two serialisations:
 
 String grammar (v1)::
 
-    genome   := "v1" "|" stages "|" decoder "|" heads
+    genome   := "v1" "|" stages "|" decoder "|" heads ["|" branch (";" branch)*]
     stages   := stage ("/" stage)*
-    stage    := [module ">"] NAME DEPTH "x" WIDTH "s" STRIDE [args] [perblock] ("!" ("inject" | "cat" | "lead"))*
+    stage    := [module ">"] NAME DEPTH "x" WIDTH "s" STRIDE [args] [perblock] ("!" flag)*
+    flag     := "inject" | "cat" | "lead" | "relu"
     module   := NAME [args]
     args     := "(" KEY "=" value ("," KEY "=" value)* ")"
     value    := INT | FLOAT | "true" | "false" | IDENT | "[" [INT ("," INT)*] "]"
     perblock := "{" KEY "=" item ("," item)* (";" KEY "=" item ("," item)*)* "}"   item := value ["*" INT]
-    decoder  := NAME "@" INT ("," INT)* [args] ["~" module ">" WIDTH] [":" fusion ("/" fusion)*]
-    fusion   := NAME WIDTH [args]                                 (one per tap, shallow -> deep)
+    decoder  := NAME "@" ["b" INT ","]* INT ("," INT)* [args] ["~" module ">" WIDTH] [":" fusion ("/" fusion)*]
+    fusion   := NAME WIDTH [args] ["<" "b" INT]                   (one per tap, shallow -> deep; "<b1": guide)
     heads    := (module | "-") ("/" extra)* ["!ac"]
-    extra    := ("aux" | "detail" | "boundary") "@" ("s" | "l") INT "=" module
+    extra    := ("aux" | "detail" | "boundary") "@" (("s" | "l") INT | "b" INT "." INT) "=" module
+    branch   := (INT | "img") ">" stage ("/" stage)* ["@" INT "=" module ("," INT "=" module)*]
 
 ``s`` taps a stage output, ``l`` a chain level output; ``-`` means the decoder already emits logits;
 ``!ac`` = final upsampling with ``align_corners=True``; ``!cat`` concatenates a stage's last and first
-block outputs in that order, ``!cat!lead`` in the order first, last (see :class:`Stage`).
+block outputs in that order, ``!cat!lead`` in the order first, last (see :class:`Stage`); ``!relu`` applies a
+ReLU to the stage's input.  A branch names its source (a main stage index, or ``img``), its stages and its
+links (``@4=ddr_bilateral``: after main stage 4); ``b<k>`` in the decoder taps branch k's output, in a head tap
+``b<k>.<j>`` its stage j.  DDRNet-23-slim-shaped, with the preset's blocks left out::
 
-Fields added to schema 1 after its release (``Stage.first_leads``) are written to the JSON only when set,
+    v1|...7 main stages...|chain@b0,6~dappm>128:add128/passthrough128|seg_head/aux@b0.0=seg_head
+      |3>...2 stages.../...@4=ddr_bilateral,5=ddr_bilateral
+
+Fields added to schema 1 after its release (``Stage.first_leads`` and ``relu_in``, ``Fusion.guide``,
+``Decoder.branch_taps``, ``HeadTap.branch``, ``Genome.branches``) are written to the JSON only when set,
 so a genome that does not use them keeps its JSON and ``genome_id``; an older nasseg refuses a genome that
 does use them (unknown key, unknown stage flag) instead of building something else.
 """
@@ -106,6 +121,8 @@ class Stage:
     ``cat([output1, output1_0, inp2])`` (last first) and its level 3 ``cat([output2_0, output2])``
     (the strided first block leads; sacmehta/ESPNet ``train/Model.py``).  ``first_leads`` needs
     ``concat_first`` and is left out of the JSON when false (see the module docstring).
+    ``relu_in`` applies a ReLU to the stage's input first: DDRNet's and PIDNet's ``self.layer4(self.relu(x))``,
+    where ``x`` is a fusion sum that other consumers (the next link, a training head) read before the ReLU.
     """
 
     block: str
@@ -118,11 +135,7 @@ class Stage:
     inject: bool = False
     concat_first: bool = False
     first_leads: bool = False
-
-
-# Fields added to a dataclass after schema 1 was released: written to JSON only when they differ from this
-# value, so every genome that does not use them keeps its canonical JSON and genome_id.
-_ADDED_FIELDS: dict[type, dict[str, Any]] = {Stage: {"first_leads": False}}
+    relu_in: bool = False
 
 
 @dataclass(frozen=True)
@@ -132,11 +145,16 @@ class Fusion:
     name: str
     width: int
     args: Args = ()
+    guide: int = -1  # a three-input fusion (bag, light_bag): the branch whose output is its guide (PIDNet's D)
 
 
 @dataclass(frozen=True)
 class Decoder:
-    """``kind`` = ``chain`` or a registered decoder; ``taps`` = stage indices, shallow to deep."""
+    """``kind`` = ``chain`` or a registered decoder; ``taps`` = stage indices, shallow to deep.
+
+    ``branch_taps`` (chain only): branches whose final outputs the chain taps too, before (shallower than) the
+    stage taps, in that order; the chain then holds one fusion per branch tap and per stage tap, in that order.
+    """
 
     kind: str
     taps: tuple[int, ...]
@@ -144,6 +162,7 @@ class Decoder:
     context: Module = field(default_factory=lambda: Module("none"))
     context_width: int = 0
     fusions: tuple[Fusion, ...] = ()
+    branch_taps: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -151,9 +170,10 @@ class HeadTap:
     """A training-time head on a stage output (``source='stage'``) or a chain level (``'level'``)."""
 
     role: str  # aux | detail | boundary
-    source: str  # stage | level
-    index: int
+    source: str  # stage | level | branch
+    index: int  # stage, chain level, or stage of branch ``branch``
     head: Module
+    branch: int = -1  # source 'branch': which branch (its stage ``index``, after that stage's links)
 
 
 @dataclass(frozen=True)
@@ -166,11 +186,49 @@ class Heads:
 
 
 @dataclass(frozen=True)
+class Link:
+    """An exchange between the main path and a branch after main stage ``at`` (a registered ``link``)."""
+
+    at: int
+    module: Module
+
+
+@dataclass(frozen=True)
+class Branch:
+    """A path parallel to the main one (``Genome.stages``): DDRNet's high-resolution branch, PIDNet's P and D
+    branches, BiSeNet's spatial / detail path.
+
+    It starts from the output of main stage ``source`` (``-1``: from the input image) and its stage ``j`` runs
+    beside main stage ``source + 1 + j``; after main stage ``at`` and the branch stage beside it, each of its
+    ``links`` exchanges features between the two (links at the same main stage run branch by branch, in the
+    order of ``Genome.branches``).  Its output is its last stage's value after its links; the chain decoder taps
+    it through ``Decoder.branch_taps``, a three-input fusion through ``Fusion.guide``, a training head through
+    ``HeadTap(source="branch")``.
+    """
+
+    source: int
+    stages: tuple[Stage, ...]
+    links: tuple[Link, ...] = ()
+
+
+@dataclass(frozen=True)
 class Genome:
     stages: tuple[Stage, ...]
     decoder: Decoder
     heads: Heads
     schema: int = SCHEMA
+    branches: tuple[Branch, ...] = ()
+
+
+# Fields added to a dataclass after schema 1 was released: written to JSON only when they differ from this
+# value, so every genome that does not use them keeps its canonical JSON and genome_id.
+_ADDED_FIELDS: dict[type, dict[str, Any]] = {
+    Stage: {"first_leads": False, "relu_in": False},
+    Fusion: {"guide": -1},
+    Decoder: {"branch_taps": ()},
+    HeadTap: {"branch": -1},
+    Genome: {"branches": ()},
+}
 
 
 # ----------------------------------------------------------------------------------------- resolve
@@ -184,9 +242,10 @@ def resolve(genome: Genome) -> Genome:
     if not genome.stages:
         raise GenomeError("genome.stages: at least one stage is required")
     stages = tuple(_resolve_stage(s, f"stages.{i}") for i, s in enumerate(genome.stages))
-    dec = _resolve_decoder(genome.decoder, len(stages))
-    heads = _resolve_heads(genome.heads, dec, len(stages))
-    return Genome(stages=stages, decoder=dec, heads=heads, schema=SCHEMA)
+    branches = _resolve_branches(genome.branches, len(stages))
+    dec = _resolve_decoder(genome.decoder, len(stages), branches)
+    heads = _resolve_heads(genome.heads, dec, len(stages), branches)
+    return Genome(stages=stages, decoder=dec, heads=heads, schema=SCHEMA, branches=branches)
 
 
 def _entry(name: str, kind: str, path: str) -> registry.Entry:
@@ -240,7 +299,7 @@ def _resolve_stage(s: Stage, path: str) -> Stage:
             raise GenomeError(f"{path}.block_args: every block must override the same arguments, got {sorted(keys)}")
         block_args = tuple(resolved)
     down = _resolve_module(s.down, "block", f"{path}.down") if s.down is not None else None
-    for flag in ("inject", "concat_first", "first_leads"):
+    for flag in ("inject", "concat_first", "first_leads", "relu_in"):
         if not isinstance(getattr(s, flag), bool):
             raise GenomeError(f"{path}.{flag} = {getattr(s, flag)!r} is not allowed; allowed: true or false")
     if s.concat_first and s.depth + (1 if down else 0) < 2:
@@ -249,10 +308,46 @@ def _resolve_stage(s: Stage, path: str) -> Stage:
         raise GenomeError(f"{path}.first_leads orders the first/last concatenation; it needs concat_first "
                           "(string flags: '!cat!lead')")
     return Stage(s.block, s.depth, s.width, s.stride, args, block_args, down, s.inject, s.concat_first,
-                 s.first_leads)
+                 s.first_leads, s.relu_in)
 
 
-def _resolve_decoder(d: Decoder, n_stages: int) -> Decoder:
+def _resolve_branches(branches: tuple[Branch, ...], n_stages: int) -> tuple[Branch, ...]:
+    out = []
+    for b, br in enumerate(branches):
+        path = f"branches.{b}"
+        if not isinstance(br, Branch):
+            raise GenomeError(f"{path} must be a branch (source, stages, links), got {type(br).__name__}")
+        _check_int(br.source, f"{path}.source", -1, tuple(range(-1, n_stages - 1)))
+        if not br.stages:
+            raise GenomeError(f"{path}.stages: at least one stage is required")
+        last = br.source + len(br.stages)
+        if last > n_stages - 1:
+            raise GenomeError(
+                f"{path}: {len(br.stages)} stage(s) from {_source_name(br.source)} would run beside main stages "
+                f"{br.source + 1}..{last}, but the main path has stages 0..{n_stages - 1}; allowed: at most "
+                f"{n_stages - 1 - br.source} branch stage(s) from there")
+        stages = tuple(_resolve_stage(s, f"{path}.stages.{j}") for j, s in enumerate(br.stages))
+        links: list[Link] = []
+        for i, link in enumerate(br.links):
+            lp = f"{path}.links.{i}"
+            beside = tuple(range(br.source + 1, last + 1))
+            if isinstance(link.at, bool) or not isinstance(link.at, int) or link.at not in beside:
+                raise GenomeError(f"{lp}.at = {link.at!r}: no stage of this branch runs beside main stage "
+                                  f"{link.at!r}; allowed: one of {list(beside)} (the main stages its stages run "
+                                  "beside)")
+            if links and link.at <= links[-1].at:
+                raise GenomeError(f"{lp}.at = {link.at}: a branch's links must be at increasing main stages "
+                                  f"(the one before is at {links[-1].at})")
+            links.append(Link(link.at, _resolve_module(link.module, "link", f"{lp}.module")))
+        out.append(Branch(br.source, stages, tuple(links)))
+    return tuple(out)
+
+
+def _source_name(source: int) -> str:
+    return "the input image" if source == -1 else f"main stage {source}"
+
+
+def _resolve_decoder(d: Decoder, n_stages: int, branches: tuple[Branch, ...] = ()) -> Decoder:
     path = "decoder"
     if not d.taps:
         raise GenomeError(f"{path}.taps: at least one stage index is required")
@@ -266,25 +361,47 @@ def _resolve_decoder(d: Decoder, n_stages: int) -> Decoder:
         cw = 0
     else:
         _check_int(cw, f"{path}.context_width", 1, high=MAX_WIDTH)
+    branch_ids = tuple(range(len(branches)))
+    for t in d.branch_taps:
+        if not branch_ids:
+            raise GenomeError(f"{path}.branch_taps = {list(d.branch_taps)}: the genome has no branches")
+        _check_int(t, f"{path}.branch_taps", 0, branch_ids)
+    if len(set(d.branch_taps)) != len(d.branch_taps):
+        raise GenomeError(f"{path}.branch_taps = {list(d.branch_taps)}: a branch may be tapped once")
     if d.kind == "chain":
         if d.args:
             raise GenomeError(f"{path}.args: the chain decoder takes no arguments, got {dict(d.args)}")
-        if len(d.fusions) != len(d.taps):
-            raise GenomeError(
-                f"{path}.fusions: the chain needs one fusion per tap ({len(d.taps)}), got {len(d.fusions)}")
+        n_taps = len(d.branch_taps) + len(d.taps)
+        if len(d.fusions) != n_taps:
+            what = f"{len(d.branch_taps)} branch tap(s) + {len(d.taps)} stage tap(s)" if d.branch_taps \
+                else f"{len(d.taps)}"
+            raise GenomeError(f"{path}.fusions: the chain needs one fusion per tap ({what}), got {len(d.fusions)}")
         fusions = []
         for i, f in enumerate(d.fusions):
-            _check_int(f.width, f"{path}.fusions.{i}.width", 1, high=MAX_WIDTH)
-            entry = _entry(f.name, "fusion", f"{path}.fusions.{i}.name")
-            fusions.append(Fusion(f.name, f.width, _resolve_args(entry, f.args, f"{path}.fusions.{i}.args")))
-        return Decoder("chain", tuple(d.taps), (), context, cw, tuple(fusions))
+            fp = f"{path}.fusions.{i}"
+            _check_int(f.width, f"{fp}.width", 1, high=MAX_WIDTH)
+            entry = _entry(f.name, "fusion", f"{fp}.name")
+            three = getattr(entry.cls, "num_inputs", 2) == 3
+            if three:
+                if not branch_ids:
+                    raise GenomeError(f"{fp}: {f.name!r} takes a third input (a boundary guide) from a branch, and "
+                                      "the genome has no branches")
+                _check_int(f.guide, f"{fp}.guide", 0, branch_ids)
+            elif f.guide != -1:
+                raise GenomeError(f"{fp}.guide = {f.guide!r}: {f.name!r} takes two inputs, no guide; the fusions "
+                                  "that take one: " + ", ".join(n for n in registry.names("fusion")
+                                                               if getattr(registry.get(n).cls, "num_inputs", 2) == 3))
+            fusions.append(Fusion(f.name, f.width, _resolve_args(entry, f.args, f"{fp}.args"), f.guide))
+        return Decoder("chain", tuple(d.taps), (), context, cw, tuple(fusions), tuple(d.branch_taps))
     entry = _entry(d.kind, "decoder", f"{path}.kind")
     if d.fusions:
         raise GenomeError(f"{path}.fusions: only the chain decoder takes fusions, not {d.kind!r}")
+    if d.branch_taps:
+        raise GenomeError(f"{path}.branch_taps: only the chain decoder taps branches, not {d.kind!r}")
     return Decoder(d.kind, tuple(d.taps), _resolve_args(entry, d.args, f"{path}.args"), context, cw, ())
 
 
-def _resolve_heads(h: Heads, dec: Decoder, n_stages: int) -> Heads:
+def _resolve_heads(h: Heads, dec: Decoder, n_stages: int, branches: tuple[Branch, ...] = ()) -> Heads:
     emits = bool(getattr(registry.get(dec.kind, "decoder").cls, "emits_logits", False)) if dec.kind != "chain" \
         else False
     if emits and h.main is not None:
@@ -302,15 +419,22 @@ def _resolve_heads(h: Heads, dec: Decoder, n_stages: int) -> Heads:
         if t.role != "aux" and any(o.role == t.role for o in h.extra[:i]):
             raise GenomeError(f"{path}.role = {t.role!r}: a genome has at most one {t.role} head (the network "
                               "returns one tensor per role); only aux heads may repeat")
+        if t.source == "branch":
+            if not branches:
+                raise GenomeError(f"{path}.source = 'branch': the genome has no branches")
+            _check_int(t.branch, f"{path}.branch", 0, tuple(range(len(branches))))
+            _check_int(t.index, f"{path}.index", 0, tuple(range(len(branches[t.branch].stages))))
+        elif t.branch != -1:
+            raise GenomeError(f"{path}.branch = {t.branch!r} is only for source 'branch', not {t.source!r}")
         if t.source == "stage":
             _check_int(t.index, f"{path}.index", 0, tuple(range(n_stages)))
         elif t.source == "level":
             if dec.kind != "chain":
                 raise GenomeError(f"{path}: level taps exist only on the chain decoder, not {dec.kind!r}")
-            _check_int(t.index, f"{path}.index", 0, tuple(range(len(dec.taps))))
-        else:
-            raise GenomeError(f"{path}.source = {t.source!r}; allowed: stage, level")
-        extra.append(HeadTap(t.role, t.source, t.index, _resolve_module(t.head, "head", f"{path}.head")))
+            _check_int(t.index, f"{path}.index", 0, tuple(range(len(dec.branch_taps) + len(dec.taps))))
+        elif t.source != "branch":
+            raise GenomeError(f"{path}.source = {t.source!r}; allowed: stage, level, branch")
+        extra.append(HeadTap(t.role, t.source, t.index, _resolve_module(t.head, "head", f"{path}.head"), t.branch))
     return Heads(main, tuple(extra), h.align_corners)
 
 
@@ -321,12 +445,12 @@ def to_dict(genome: Genome) -> dict[str, Any]:
 
 
 def _to_plain(obj: Any) -> Any:
-    if isinstance(obj, (Genome, Stage, Decoder, Heads, HeadTap, Module, Fusion)):
+    if isinstance(obj, (Genome, Stage, Decoder, Heads, HeadTap, Module, Fusion, Branch, Link)):
         out = {}
         added = _ADDED_FIELDS.get(type(obj), {})
         for f in fields(obj):
             v = getattr(obj, f.name)
-            if f.name in added and v is added[f.name]:
+            if f.name in added and type(v) is type(added[f.name]) and v == added[f.name]:
                 continue
             if f.name == "args":
                 out[f.name] = {k: _to_plain(x) for k, x in v}
@@ -415,36 +539,51 @@ def _module(d: Any, path: str) -> Module:
 
 def _from_plain(d: Mapping[str, Any]) -> Genome:
     o = _obj(d, Genome, "genome", ("stages", "decoder", "heads"))
-    stages = []
-    for i, s in enumerate(_list(o["stages"], "stages")):
-        p = f"stages.{i}"
-        so = _obj(s, Stage, p, ("block", "depth", "width"))
-        stages.append(Stage(
-            block=_str(so["block"], f"{p}.block"), depth=so["depth"], width=so["width"], stride=so.get("stride", 1),
-            args=_json_args(so.get("args"), f"{p}.args"),
-            block_args=tuple(_json_args(b, f"{p}.block_args.{j}")
-                             for j, b in enumerate(_list(so.get("block_args", ()), f"{p}.block_args"))),
-            down=_module(so["down"], f"{p}.down") if so.get("down") is not None else None,
-            inject=so.get("inject", False), concat_first=so.get("concat_first", False),
-            first_leads=so.get("first_leads", False)))
+    stages = [_stage_from_plain(s, f"stages.{i}") for i, s in enumerate(_list(o["stages"], "stages"))]
+    branches = []
+    for b, br in enumerate(_list(o.get("branches", ()), "branches")):
+        p = f"branches.{b}"
+        bo = _obj(br, Branch, p, ("source", "stages"))
+        links = []
+        for i, link in enumerate(_list(bo.get("links", ()), f"{p}.links")):
+            lo = _obj(link, Link, f"{p}.links.{i}", ("at", "module"))
+            links.append(Link(lo["at"], _module(lo["module"], f"{p}.links.{i}.module")))
+        branches.append(Branch(bo["source"], tuple(_stage_from_plain(s, f"{p}.stages.{j}")
+                                                   for j, s in enumerate(_list(bo["stages"], f"{p}.stages"))),
+                               tuple(links)))
     do = _obj(o["decoder"], Decoder, "decoder", ("kind", "taps"))
     fusions = []
     for i, f in enumerate(_list(do.get("fusions", ()), "decoder.fusions")):
         fo = _obj(f, Fusion, f"decoder.fusions.{i}", ("name", "width"))
         fusions.append(Fusion(_str(fo["name"], f"decoder.fusions.{i}.name"), fo["width"],
-                              _json_args(fo.get("args"), f"decoder.fusions.{i}.args")))
+                              _json_args(fo.get("args"), f"decoder.fusions.{i}.args"), fo.get("guide", -1)))
     dec = Decoder(kind=_str(do["kind"], "decoder.kind"), taps=tuple(_list(do["taps"], "decoder.taps")),
                   args=_json_args(do.get("args"), "decoder.args"),
                   context=_module(do["context"], "decoder.context") if "context" in do else Module("none"),
-                  context_width=do.get("context_width", 0), fusions=tuple(fusions))
+                  context_width=do.get("context_width", 0), fusions=tuple(fusions),
+                  branch_taps=tuple(_list(do.get("branch_taps", ()), "decoder.branch_taps")))
     ho = _obj(o["heads"], Heads, "heads", ("main",))
     extra = []
     for i, t in enumerate(_list(ho.get("extra", ()), "heads.extra")):
         to = _obj(t, HeadTap, f"heads.extra.{i}", ("role", "source", "index", "head"))
-        extra.append(HeadTap(to["role"], to["source"], to["index"], _module(to["head"], f"heads.extra.{i}.head")))
+        extra.append(HeadTap(to["role"], to["source"], to["index"], _module(to["head"], f"heads.extra.{i}.head"),
+                             to.get("branch", -1)))
     heads = Heads(main=_module(ho["main"], "heads.main") if ho["main"] is not None else None,
                   extra=tuple(extra), align_corners=ho.get("align_corners", False))
-    return Genome(stages=tuple(stages), decoder=dec, heads=heads, schema=o.get("schema", SCHEMA))
+    return Genome(stages=tuple(stages), decoder=dec, heads=heads, schema=o.get("schema", SCHEMA),
+                  branches=tuple(branches))
+
+
+def _stage_from_plain(s: Any, p: str) -> Stage:
+    so = _obj(s, Stage, p, ("block", "depth", "width"))
+    return Stage(
+        block=_str(so["block"], f"{p}.block"), depth=so["depth"], width=so["width"], stride=so.get("stride", 1),
+        args=_json_args(so.get("args"), f"{p}.args"),
+        block_args=tuple(_json_args(b, f"{p}.block_args.{j}")
+                         for j, b in enumerate(_list(so.get("block_args", ()), f"{p}.block_args"))),
+        down=_module(so["down"], f"{p}.down") if so.get("down") is not None else None,
+        inject=so.get("inject", False), concat_first=so.get("concat_first", False),
+        first_leads=so.get("first_leads", False), relu_in=so.get("relu_in", False))
 
 
 # ---------------------------------------------------------------------------------- compact string
@@ -488,35 +627,50 @@ def _runs(values: list[Any]) -> str:
 def to_string(genome: Genome) -> str:
     """The compact human form (canonical: defaults omitted, arguments sorted)."""
     g = resolve(genome)
-    parts = []
-    for s in g.stages:
-        t = (_fmt_module(s.down, "block") + ">" if s.down else "") + f"{s.block}{s.depth}x{s.width}s{s.stride}"
-        t += _fmt_args(s.block, "block", s.args)
-        if s.block_args:
-            keys = [k for k, _ in s.block_args[0]]
-            t += "{" + ";".join(f"{k}=" + _runs([dict(b)[k] for b in s.block_args]) for k in keys) + "}"
-        t += "!inject" if s.inject else ""
-        t += "!cat" if s.concat_first else ""
-        t += "!lead" if s.first_leads else ""
-        parts.append(t)
+    parts = [_fmt_stage(s) for s in g.stages]
     d = g.decoder
-    dec = f"{d.kind}@" + ",".join(str(t) for t in d.taps)
+    dec = f"{d.kind}@" + ",".join([f"b{b}" for b in d.branch_taps] + [str(t) for t in d.taps])
     if d.kind != "chain":
         dec += _fmt_args(d.kind, "decoder", d.args)
     if d.context.name != "none":
         dec += "~" + _fmt_module(d.context, "context") + f">{d.context_width}"
     if d.fusions:
-        dec += ":" + "/".join(f"{f.name}{f.width}" + _fmt_args(f.name, "fusion", f.args) for f in d.fusions)
+        dec += ":" + "/".join(f"{f.name}{f.width}" + _fmt_args(f.name, "fusion", f.args)
+                              + (f"<b{f.guide}" if f.guide >= 0 else "") for f in d.fusions)
     h = g.heads
     heads = _fmt_module(h.main, "head") if h.main else "-"
     for t in h.extra:
-        heads += f"/{t.role}@{t.source[0]}{t.index}=" + _fmt_module(t.head, "head")
+        where = f"b{t.branch}.{t.index}" if t.source == "branch" else f"{t.source[0]}{t.index}"
+        heads += f"/{t.role}@{where}=" + _fmt_module(t.head, "head")
     heads += "!ac" if h.align_corners else ""
-    return f"v{SCHEMA}|" + "/".join(parts) + "|" + dec + "|" + heads
+    out = f"v{SCHEMA}|" + "/".join(parts) + "|" + dec + "|" + heads
+    if g.branches:
+        out += "|" + ";".join(_fmt_branch(b) for b in g.branches)
+    return out
+
+
+def _fmt_stage(s: Stage) -> str:
+    t = (_fmt_module(s.down, "block") + ">" if s.down else "") + f"{s.block}{s.depth}x{s.width}s{s.stride}"
+    t += _fmt_args(s.block, "block", s.args)
+    if s.block_args:
+        keys = [k for k, _ in s.block_args[0]]
+        t += "{" + ";".join(f"{k}=" + _runs([dict(b)[k] for b in s.block_args]) for k in keys) + "}"
+    t += "!inject" if s.inject else ""
+    t += "!cat" if s.concat_first else ""
+    t += "!lead" if s.first_leads else ""
+    t += "!relu" if s.relu_in else ""
+    return t
+
+
+def _fmt_branch(b: Branch) -> str:
+    t = ("img" if b.source == -1 else str(b.source)) + ">" + "/".join(_fmt_stage(s) for s in b.stages)
+    if b.links:
+        t += "@" + ",".join(f"{link.at}=" + _fmt_module(link.module, "link") for link in b.links)
+    return t
 
 
 _TOKEN = re.compile(
-    r"(?P<num>-?\d+(?:\.\d+(?:e[-+]?\d+)?|e[-+]?\d+)?)|(?P<name>[A-Za-z_][A-Za-z0-9_]*)|(?P<punct>[|/>(),=\[\]{};*@~:.!-])")
+    r"(?P<num>-?\d+(?:\.\d+(?:e[-+]?\d+)?|e[-+]?\d+)?)|(?P<name>[A-Za-z_][A-Za-z0-9_]*)|(?P<punct>[|/<>(),=\[\]{};*@~:.!-])")
 
 
 class _Parser:
@@ -636,9 +790,39 @@ def parse(text: str) -> Genome:
     dec = _parse_decoder(p)
     p.take("|", expected="'|' (heads)")
     heads = _parse_heads(p)
+    branches = []
+    if p.accept("|"):
+        branches.append(_parse_branch(p))
+        while p.accept(";"):
+            branches.append(_parse_branch(p))
     if p.peek()[0] != "end":
-        raise p.error("the end of the string")
-    return resolve(Genome(stages=tuple(stages), decoder=dec, heads=heads))
+        raise p.error("the end of the string" if branches else "'|' (branches) or the end of the string")
+    return resolve(Genome(stages=tuple(stages), decoder=dec, heads=heads, branches=tuple(branches)))
+
+
+def _parse_branch(p: _Parser) -> Branch:
+    k, v, _ = p.peek()
+    if k == "name" and v == "img":
+        p.i += 1
+        source = -1
+    else:
+        source = p.int_("a branch source: a main stage index, or img (the input image)")
+    p.take(">", expected="'>' after the branch source")
+    stages = [_parse_stage(p)]
+    while p.accept("/"):
+        stages.append(_parse_stage(p))
+    links = []
+    if p.accept("@"):
+        while True:
+            at = p.int_("the main stage index of a link")
+            p.take("=", expected="'=' and a link name")
+            links.append(Link(at, p.module("link")))
+            if not p.accept(","):
+                break
+    return Branch(source, tuple(stages), tuple(links))
+
+
+_BRANCH_REF = re.compile(r"b(\d+)")
 
 
 _STAGE = re.compile(r"([A-Za-z_]+?[A-Za-z_0-9]*?)(\d+)x(\d+)s(\d+)")
@@ -714,16 +898,16 @@ def _parse_stage(p: _Parser) -> Stage:
             raise GenomeError(f"genome string: per-block values of stage {tok!r} at position {pos} have "
                               f"{sorted(lens)} entries; depth is {depth}")
         block_args = tuple(_args({k: per[k][j] for k in per}) for j in range(depth))
-    flags: dict[str, bool] = {"inject": False, "cat": False, "lead": False}
+    flags: dict[str, bool] = {"inject": False, "cat": False, "lead": False, "relu": False}
     while p.accept("!"):
         _, flag, fpos = p.peek()
-        p.take(kind="name", expected="a stage flag (inject, cat, lead)")
+        p.take(kind="name", expected="a stage flag (inject, cat, lead, relu)")
         if flag not in flags:
             raise GenomeError(f"genome string: unknown stage flag {flag!r} at position {fpos}; valid: "
-                              "inject, cat, lead")
+                              "inject, cat, lead, relu")
         flags[flag] = True
     return Stage(block, depth, width, stride, _args(args), block_args, down, flags["inject"], flags["cat"],
-                 flags["lead"])
+                 flags["lead"], flags["relu"])
 
 
 def _parse_decoder(p: _Parser) -> Decoder:
@@ -733,9 +917,21 @@ def _parse_decoder(p: _Parser) -> Decoder:
         raise GenomeError(f"genome string: unknown decoder {kind!r} at position {pos}; valid codes: chain, "
                           + ", ".join(registry.names("decoder")))
     p.take("@", expected="'@' and the tapped stage indices")
-    taps = [p.int_("a stage index")]
-    while p.accept(","):
-        taps.append(p.int_("a stage index"))
+    branch_taps: list[int] = []
+    taps: list[int] = []
+    while True:
+        k, v, tpos = p.peek()
+        m = _BRANCH_REF.fullmatch(v) if k == "name" else None
+        if m:
+            if taps:
+                raise GenomeError(f"genome string: branch tap {v!r} at position {tpos} follows a stage tap; "
+                                  "branch taps come first (b0,b1,...,then stage indices)")
+            p.i += 1
+            branch_taps.append(int(m.group(1)))
+        else:
+            taps.append(p.int_("a stage index (or a branch tap b<k> before the stage indices)"))
+        if not p.accept(","):
+            break
     args = p.args(registry.get(kind, "decoder")) if kind != "chain" else {}
     context, cw = Module("none"), 0
     if p.accept("~"):
@@ -751,10 +947,20 @@ def _parse_decoder(p: _Parser) -> Decoder:
             if not m or m.group(1) not in registry.names("fusion"):
                 raise GenomeError(f"genome string: fusion {tok!r} at position {fpos} is not NAME<width> with a "
                                   f"known fusion; valid codes: " + ", ".join(registry.names("fusion")))
-            fusions.append(Fusion(m.group(1), int(m.group(2)), _args(p.args(registry.get(m.group(1), "fusion")))))
+            fargs = _args(p.args(registry.get(m.group(1), "fusion")))
+            guide = -1
+            if p.accept("<"):
+                _, ref, gpos = p.peek()
+                gm = _BRANCH_REF.fullmatch(ref)
+                if not gm:
+                    raise GenomeError(f"genome string: fusion guide {ref!r} at position {gpos} is not a branch; "
+                                      "expected b<k>, e.g. <b1")
+                p.i += 1
+                guide = int(gm.group(1))
+            fusions.append(Fusion(m.group(1), int(m.group(2)), fargs, guide))
             if not p.accept("/"):
                 break
-    return Decoder(kind, tuple(taps), _args(args), context, cw, tuple(fusions))
+    return Decoder(kind, tuple(taps), _args(args), context, cw, tuple(fusions), tuple(branch_taps))
 
 
 def _parse_heads(p: _Parser) -> Heads:
@@ -768,11 +974,17 @@ def _parse_heads(p: _Parser) -> Heads:
                               "boundary")
         p.take("@", expected="'@'")
         _, src, spos = p.peek()
-        src = p.take(kind="name", expected="s<stage> or l<level>")
-        m = re.fullmatch(r"([sl])(\d+)", src)
+        src = p.take(kind="name", expected="s<stage>, l<level> or b<branch>.<stage>")
+        m = re.fullmatch(r"([slb])(\d+)", src)
         if not m:
-            raise GenomeError(f"genome string: head tap {src!r} at position {spos} is malformed; expected s<stage> "
-                              "or l<level>, e.g. s2")
+            raise GenomeError(f"genome string: head tap {src!r} at position {spos} is malformed; expected s<stage>, "
+                              "l<level> or b<branch>.<stage>, e.g. s2 or b0.1")
+        if m.group(1) == "b":
+            p.take(".", expected="'.' and the branch's stage index, e.g. b0.1")
+            index = p.int_("the branch's stage index")
+            p.take("=", expected="'='")
+            extra.append(HeadTap(role, "branch", index, p.module("head"), int(m.group(2))))
+            continue
         p.take("=", expected="'='")
         head = p.module("head")
         extra.append(HeadTap(role, "stage" if m.group(1) == "s" else "level", int(m.group(2)), head))
@@ -793,6 +1005,6 @@ def load(text: str) -> Genome:
 
 
 __all__ = [
-    "Decoder", "Fusion", "Genome", "HeadTap", "Heads", "Module", "Stage", "from_dict", "from_json", "genome_id",
-    "load", "parse", "replace", "resolve", "to_dict", "to_json", "to_string",
+    "Branch", "Decoder", "Fusion", "Genome", "HeadTap", "Heads", "Link", "Module", "Stage", "from_dict", "from_json",
+    "genome_id", "load", "parse", "replace", "resolve", "to_dict", "to_json", "to_string",
 ]

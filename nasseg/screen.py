@@ -74,7 +74,8 @@ def units(net: nn.Module) -> list[tuple[str, nn.Module]]:
     """The units of a :class:`~nasseg.build.Network`, as (path, module), in the order they run.
 
     Disjoint, and together they hold every parameterised layer used at inference; what runs between them
-    is concatenation, ESPNet's image pooling and the classifier's flatten.
+    is concatenation, ESPNet's image pooling, the ReLU of a ``relu_in`` stage and the classifier's flatten.
+    A multi-branch network's branch stages and links come after the main stages (a link is one unit).
     """
     from nasseg.build import Network
     from nasseg.heads.chain import FusionChain
@@ -82,10 +83,16 @@ def units(net: nn.Module) -> list[tuple[str, nn.Module]]:
     if not isinstance(net, Network):
         raise ConfigError(f"cost tables cut nasseg networks into units; got {type(net).__name__}")
     out: list[tuple[str, nn.Module]] = []
+    def stage_units(prefix: str, stage: nn.Module) -> list[tuple[str, nn.Module]]:
+        found = [(f"{prefix}.blocks.{j}", b) for j, b in enumerate(stage.blocks)]
+        return found + ([] if isinstance(stage.merge, nn.Identity) else [(f"{prefix}.merge", stage.merge)])
+
     for i, stage in enumerate(net.stages):
-        out += [(f"stages.{i}.blocks.{j}", b) for j, b in enumerate(stage.blocks)]
-        if not isinstance(stage.merge, nn.Identity):
-            out.append((f"stages.{i}.merge", stage.merge))
+        out += stage_units(f"stages.{i}", stage)
+    for b, branch in enumerate(net.branches):  # a branch's stages, then its links (each a unit of its own)
+        for j, stage in enumerate(branch.stages):
+            out += stage_units(f"branches.{b}.stages.{j}", stage)
+        out += [(f"branches.{b}.links.{i}", link) for i, link in enumerate(branch.links)]
     if isinstance(net.decoder, FusionChain):
         out.append(("decoder.context", net.decoder.context))
         out += [(f"decoder.fusions.{i}", f) for i, f in enumerate(net.decoder.fusions)]

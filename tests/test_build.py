@@ -178,10 +178,10 @@ def test_decoder_given_the_wrong_number_of_taps_names_the_decoder():
         build(g, 19)
 
 
-def test_three_input_fusion_cannot_be_a_chain_link():
-    g = G.parse("v1|conv1x32s2/conv1x64s2|chain@0,1:bag32/bag64|seg_head")
-    with pytest.raises(GenomeError, match=r"decoder\.fusions\.\d"):
-        build(g, 19)
+def test_three_input_fusion_needs_a_branch_as_its_guide():
+    with pytest.raises(GenomeError, match=r"decoder\.fusions\.0: 'bag' takes a third input \(a boundary guide\) "
+                       r"from a branch, and the genome has no branches"):
+        G.parse("v1|conv1x32s2/conv1x64s2|chain@0,1:bag32/bag64|seg_head")
 
 
 def test_decoder_refusing_num_classes_is_a_genome_error():

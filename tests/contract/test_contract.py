@@ -23,6 +23,7 @@ DEFAULT_EXAMPLES = {
     "context": [{"in_channels": 64, "out_channels": 64}],
     "head": [{"in_channels": 32, "num_classes": 5}],
     "decoder": [],
+    "link": [{"main_channels": 64, "branch_channels": 32, "scale": 2}],
 }
 SIZES = [(32, 48), (33, 47)]
 
@@ -51,6 +52,10 @@ def _inputs(entry, module, example, size):
         return (torch.randn(2, example["in_channels"], h, w),)
     if entry.kind == "head":
         return (torch.randn(2, example["in_channels"], h, w),)
+    if entry.kind == "link":  # (main at the coarser stride, branch)
+        s = example["scale"]
+        return (torch.randn(2, example["main_channels"], math.ceil(h / s), math.ceil(w / s)),
+                torch.randn(2, example["branch_channels"], h, w))
     if entry.kind == "fusion":
         low = torch.randn(2, example["low_channels"], h, w)
         high = torch.randn(2, example["high_channels"], math.ceil(h / 2), math.ceil(w / 2))
@@ -96,16 +101,23 @@ def test_contract(entry, example):
         assert module.stride == example.get("stride", 1)
     if entry.kind == "decoder" and not getattr(module, "emits_logits", False):
         assert module.out_channels > 0
+    if entry.kind == "link":
+        assert (module.main_channels, module.branch_channels) == (example["main_channels"], example["branch_channels"])
+        assert module.out_channels == module.branch_channels
     module.train()
     for size in _sizes(entry, example):
         inputs = _inputs(entry, module, example, size)
         for t in (inputs[0] if entry.kind == "decoder" else inputs):
             t.requires_grad_()  # parameter-free modules (none, add) must still pass gradients through
         out = module(*inputs)
+        if entry.kind == "link":  # both tensors come back with their shapes; both sides stay differentiable
+            assert isinstance(out, tuple) and len(out) == 2
+            assert [tuple(o.shape) for o in out] == [tuple(t.shape) for t in inputs], f"{entry.name} at {size}"
+            out = torch.cat([o.flatten() for o in out])
         expected = _expected_shape(entry, module, example, size)
         if expected is not None:
             assert tuple(out.shape) == expected, f"{entry.name} at {size}: {tuple(out.shape)} != {expected}"
-        else:
+        elif entry.kind != "link":
             assert out.dim() == 4 and out.shape[1] == module.out_channels
         assert torch.isfinite(out).all(), f"{entry.name}: non-finite output"
         module.zero_grad(set_to_none=True)
@@ -127,7 +139,8 @@ def test_deterministic(entry, example):
         torch.manual_seed(7)
         inputs = _inputs(entry, module, example, size)
         with torch.no_grad():
-            outs.append(module(*inputs))
+            out = module(*inputs)
+            outs.append(torch.cat([o.flatten() for o in out]) if isinstance(out, tuple) else out)
     assert torch.equal(outs[0], outs[1])
 
 

@@ -1,0 +1,70 @@
+"""DDRNet's bilateral fusion (Hong et al., "Deep Dual-resolution Networks for Real-time and Accurate Semantic
+Segmentation of Road Scenes", arXiv 2101.06085, Sec. III-A, Fig. 3).
+
+Official code ``ydhongHIT/DDRNet`` ``segmentation/DDRNet_23_slim.py`` and ``DDRNet_23.py`` (``compression3/4``,
+``down3/4`` and the ``forward`` lines around them): after stages 3 and 4 the low-resolution (main) path and the
+high-resolution branch exchange features, both computed from the values before the exchange::
+
+    x  = x  + down(relu(x_))                    # high -> low: 3x3 s2 conv + BN, once per halving
+    x_ = x_ + up(compression(relu(x)))          # low -> high: 1x1 conv + BN, bilinear (align_corners=False)
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from nasseg.errors import BlockArgumentError
+from nasseg.layers import resize_to
+from nasseg.registry import register
+
+
+def _check_scale(name: str, scale: int) -> int:
+    if isinstance(scale, bool) or not isinstance(scale, int) or scale < 1 or scale & (scale - 1):
+        raise BlockArgumentError(name, "scale", scale, "allowed: a power of two >= 1 (main stride / branch stride)")
+    return int(math.log2(scale))
+
+
+@register("ddr_bilateral", kind="link", examples=[
+    {"main_channels": 128, "branch_channels": 64, "scale": 2},
+    {"main_channels": 256, "branch_channels": 64, "scale": 4},
+])
+class BilateralFusion(nn.Module):
+    """DDRNet's bilateral fusion: ``main + down(relu(branch))`` and ``branch + up(compress(relu(main)))``.
+
+    ``down``: one 3x3 stride-2 conv (no bias) + BN per halving between the branch and the main resolution, with
+    a ReLU between them; its widths double towards ``main_channels`` (DDRNet-23-slim ``down4``:
+    64 -> 128 -> 256 with main 256, ``down3``: 64 -> 128 with main 128).  ``compress``: 1x1 conv (no bias) + BN,
+    main -> branch.  ``scale`` must be 2 or more: the fusion is defined between resolutions.  Children ``down``
+    and ``compress`` are Sequentials indexed like the official ones (``down4.0``, ``.1``, ``.3``, ``.4``;
+    ``compression3.0``, ``.1``), so checkpoints map by renaming the prefix.  No divergence from the official
+    modules is known.
+    """
+
+    def __init__(self, main_channels: int, branch_channels: int, scale: int):
+        super().__init__()
+        steps = _check_scale("ddr_bilateral", scale)
+        if steps < 1:
+            raise BlockArgumentError("ddr_bilateral", "scale", scale, "allowed: 2, 4, 8 ... (the branch must be "
+                                     "at a finer resolution than the main path)")
+        layers: list[nn.Module] = []
+        c = branch_channels
+        for i in range(steps):
+            out = main_channels // 2 ** (steps - 1 - i)
+            if i:
+                layers.append(nn.ReLU())
+            layers += [nn.Conv2d(c, out, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(out)]
+            c = out
+        self.down = nn.Sequential(*layers)
+        self.compress = nn.Sequential(nn.Conv2d(main_channels, branch_channels, 1, bias=False),
+                                      nn.BatchNorm2d(branch_channels))
+        self.main_channels, self.branch_channels = main_channels, branch_channels
+        self.out_channels = branch_channels
+
+    def forward(self, main: torch.Tensor, branch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        to_main = self.down(F.relu(branch))  # high -> low, from the branch before the exchange
+        to_branch = resize_to(self.compress(F.relu(main)), branch.shape[-2:], "bilinear", align_corners=False)
+        return main + to_main, branch + to_branch

@@ -1,0 +1,81 @@
+"""PIDNet's links from the integral (I, main) path into the proportional (P) and derivative (D) branches
+(Xu et al., "PIDNet: A Real-time Semantic Segmentation Network Inspired by PID Controllers", CVPR 2023,
+Sec. 3.2, Fig. 4).
+
+Official code ``XuJiacong/PIDNet`` ``models/pidnet.py`` (``compression3/4``, ``pag3/4``, ``diff3/4`` and the
+``forward`` lines around them)::
+
+    x_  = pag3(x_, compression3(x))                                  # P <- I: pid_pag
+    x_d = x_d + interpolate(diff3(x), bilinear, align_corners=False)  # D <- I: pid_diff
+
+The I path itself is unchanged by both.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from nasseg.errors import BlockArgumentError
+from nasseg.fusion.pidnet import PagFM
+from nasseg.layers import resize_to
+from nasseg.registry import Arg, register
+
+
+def _check_scale(name: str, scale: int) -> None:
+    if isinstance(scale, bool) or not isinstance(scale, int) or scale < 1 or scale & (scale - 1):
+        raise BlockArgumentError(name, "scale", scale, "allowed: a power of two >= 1 (main stride / branch stride)")
+
+
+@register("pid_pag", kind="link", args=[
+    Arg("mid_channels", "int", 0, "width of Pag's 1x1 query/key projections; 0 = branch_channels // 2 "
+        "(PIDNet PagFM(2C, C))", low=0, high=4096),
+], examples=[
+    {"main_channels": 128, "branch_channels": 64, "scale": 2},
+    {"main_channels": 256, "branch_channels": 64, "scale": 4, "mid_channels": 16},
+])
+class PagLink(nn.Module):
+    """P <- I through Pag: ``branch = PagFM(branch, compress(main))``; the main path is returned unchanged.
+
+    ``compress``: 1x1 conv (no bias) + BN, main -> branch width (PIDNet ``compression3`` 4C -> 2C,
+    ``compression4`` 8C -> 2C); ``pag``: nasseg's ``pag`` fusion with equal widths, which is exactly the
+    official ``PagFM(2C, C)`` (after_relu and with_channel off).  Children ``compress`` (a Sequential indexed
+    like ``compression3``) and ``pag``.  No divergence from the official modules is known.
+    """
+
+    def __init__(self, main_channels: int, branch_channels: int, scale: int, *, mid_channels: int):
+        super().__init__()
+        _check_scale("pid_pag", scale)
+        self.compress = nn.Sequential(nn.Conv2d(main_channels, branch_channels, 1, bias=False),
+                                      nn.BatchNorm2d(branch_channels))
+        self.pag = PagFM(branch_channels, branch_channels, branch_channels, mid_channels=mid_channels,
+                         after_relu=False, with_channel=False)
+        self.main_channels, self.branch_channels = main_channels, branch_channels
+        self.out_channels = branch_channels
+
+    def forward(self, main: torch.Tensor, branch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return main, self.pag(branch, self.compress(main))
+
+
+@register("pid_diff", kind="link", examples=[
+    {"main_channels": 128, "branch_channels": 32, "scale": 2},
+    {"main_channels": 256, "branch_channels": 64, "scale": 4},
+])
+class DiffLink(nn.Module):
+    """D <- I: ``branch = branch + up(diff(main))``; the main path is returned unchanged.
+
+    ``diff``: 3x3 conv (no bias) + BN, main -> branch width (PIDNet-S/M ``diff3`` 4C -> C, ``diff4`` 8C -> 2C;
+    PIDNet-L 4C -> 2C, 8C -> 2C), upsampled bilinearly (align_corners=False) to the branch.  Child ``diff``
+    (a Sequential indexed like ``diff3``).  No divergence from the official modules is known.
+    """
+
+    def __init__(self, main_channels: int, branch_channels: int, scale: int):
+        super().__init__()
+        _check_scale("pid_diff", scale)
+        self.diff = nn.Sequential(nn.Conv2d(main_channels, branch_channels, 3, padding=1, bias=False),
+                                  nn.BatchNorm2d(branch_channels))
+        self.main_channels, self.branch_channels = main_channels, branch_channels
+        self.out_channels = branch_channels
+
+    def forward(self, main: torch.Tensor, branch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return main, branch + resize_to(self.diff(main), branch.shape[-2:], "bilinear", align_corners=False)
