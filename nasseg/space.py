@@ -43,7 +43,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from nasseg import registry
 from nasseg.errors import BlockArgumentError, ConfigError, GenomeError, UnknownBlockError
-from nasseg.genome import Decoder, Fusion, Genome, Heads, HeadTap, Module, Stage, _args, resolve
+from nasseg.genome import Branch, Decoder, Fusion, Genome, Heads, HeadTap, Link, Module, Stage, _args, resolve
 
 RESERVED_BLOCK_KEYS = ("down", "schedule")
 
@@ -76,12 +76,27 @@ class StageSpace(_Strict):
     inject: bool = False
     concat_first: bool = False
     first_leads: bool = False  # with concat_first: [first, last] instead of [last, first] (ESPNet level 3)
+    relu_in: bool = False  # ReLU on the stage's input (DDRNet / PIDNet after a fusion sum)
+
+
+class LinkSpace(_Strict):
+    at: int  # the main stage after which the exchange happens
+    link: str | ChoiceMap
+    optional: bool = False  # searched: the link is there or not
+
+
+class BranchSpace(_Strict):
+    source: int  # main stage index whose output feeds the branch; -1 = the input image
+    stages: list[StageSpace]
+    links: list[LinkSpace] = Field(default_factory=list)
+    optional: bool = False  # searched: the branch is there or not (its links, taps, guides and heads with it)
 
 
 class ExtraHeadSpace(_Strict):
     role: Literal["aux", "detail", "boundary"]
-    source: Literal["stage", "level"] = "stage"
+    source: Literal["stage", "level", "branch"] = "stage"
     index: int
+    branch: int = -1  # source 'branch': which branch (index = its stage)
     head: str | ChoiceMap
     optional: bool = False
 
@@ -98,10 +113,13 @@ class ChainSpace(_Strict):
     fusion: str | ChoiceMap | None = None
     fusions: list[str | ChoiceMap] | None = None
     widths: list[list[int]] | list[int]
+    # per tap (branch taps first): the branch whose output guides a three-input fusion there (Bag), or null
+    guides: list[int | None] | None = None
 
 
 class DecoderSpace(_Strict):
     taps: list[int] | list[list[int]] = Field(default_factory=list)
+    branch_taps: list[int] = Field(default_factory=list)  # branches the chain taps, before the stage taps
     kind: str | dict[str, dict[str, Any] | None]
 
 
@@ -109,6 +127,7 @@ class SpaceFile(_Strict):
     name: str
     description: str = ""
     stages: list[StageSpace]
+    branches: list[BranchSpace] = Field(default_factory=list)
     decoder: DecoderSpace
     heads: HeadsSpace = Field(default_factory=HeadsSpace)
 
@@ -258,6 +277,53 @@ class StageDims:
     inject: bool
     concat_first: bool
     first_leads: bool = False
+    relu_in: bool = False
+
+    def sample(self, trial: Chooser) -> Stage:
+        opt = self.block.draw(trial)
+        args = opt.draw(trial)
+        block_args: tuple = ()
+        if opt.schedule:
+            names = [n for n, _ in opt.schedule]
+            pre = f"{self.block.name}.{opt.name}.schedule"
+            pick = names[0] if len(names) == 1 else trial.suggest_categorical(pre, names)
+            block_args = dict(opt.schedule)[pick]
+            depth = len(block_args)
+        else:
+            depth = self.depth.draw(trial)
+        return Stage(opt.name, depth, self.width.draw(trial), self.stride, _args(args), block_args, opt.down,
+                     self.inject, self.concat_first, self.first_leads, self.relu_in)
+
+    def encode(self, s: Stage, p: dict[str, Any]) -> bool:
+        opt = self.block.encode_name(s.block, p)
+        if opt is None or (s.stride, s.inject, s.concat_first, s.first_leads, s.relu_in) != \
+                (self.stride, self.inject, self.concat_first, self.first_leads, self.relu_in):
+            return False
+        if s.down != opt.down or not opt.encode(dict(s.args), p) or not self.width.encode(s.width, p):
+            return False
+        if opt.schedule:
+            names = [n for n, v in opt.schedule if v == s.block_args]
+            if not names:
+                return False
+            if len(opt.schedule) > 1:
+                p[f"{self.block.name}.{opt.name}.schedule"] = names[0]
+            return True
+        return not s.block_args and self.depth.encode(s.depth, p)
+
+
+@dataclass(frozen=True)
+class LinkDims:
+    at: int
+    link: ModuleDim
+    optional: Dim | None
+
+
+@dataclass(frozen=True)
+class BranchDims:
+    source: int
+    stages: tuple[StageDims, ...]
+    links: tuple[LinkDims, ...]
+    optional: Dim | None  # None: always there
 
 
 @dataclass(frozen=True)
@@ -267,6 +333,7 @@ class ExtraDims:
     index: int
     head: ModuleDim
     optional: Dim | None
+    branch: int = -1
 
 
 class SearchSpace:
@@ -275,11 +342,15 @@ class SearchSpace:
     def __init__(self, name: str, description: str, stages: list[StageDims], taps: Dim, decoder: ModuleDim,
                  context: ModuleDim | None, context_width: Dim | None, fusions: list[ModuleDim] | None,
                  widths: Dim | None, main: ModuleDim | None, extra: list[ExtraDims], align_corners: Dim,
-                 source: str = "<memory>"):
+                 source: str = "<memory>", branches: list[BranchDims] | None = None,
+                 branch_taps: tuple[int, ...] = (), guides: tuple[int, ...] = ()):
         self.name, self.description, self.source = name, description, source
         self.stages, self.taps, self.decoder = stages, taps, decoder
         self.context, self.context_width, self.fusions, self.widths = context, context_width, fusions, widths
         self.main, self.extra, self.align_corners = main, extra, align_corners
+        self.branches, self.branch_taps = list(branches or ()), tuple(branch_taps)
+        self.guides = tuple(guides) or (-1,) * (len(self.branch_taps) + max((len(t) for t in taps.values()),
+                                                                             default=0))
 
     def __repr__(self) -> str:
         return f"SearchSpace({self.name!r}, {len(self.stages)} stages, from {self.source})"
@@ -287,21 +358,20 @@ class SearchSpace:
     # ------------------------------------------------------------------------------ sampling
     def sample(self, trial: Chooser) -> Genome:
         """Draw a genome using only ``trial.suggest_*`` (an Optuna trial or any look-alike)."""
-        stages = []
-        for sd in self.stages:
-            opt = sd.block.draw(trial)
-            args = opt.draw(trial)
-            block_args: tuple = ()
-            if opt.schedule:
-                names = [n for n, _ in opt.schedule]
-                pre = f"{sd.block.name}.{opt.name}.schedule"
-                pick = names[0] if len(names) == 1 else trial.suggest_categorical(pre, names)
-                block_args = dict(opt.schedule)[pick]
-                depth = len(block_args)
-            else:
-                depth = sd.depth.draw(trial)
-            stages.append(Stage(opt.name, depth, sd.width.draw(trial), sd.stride, _args(args), block_args,
-                                opt.down, sd.inject, sd.concat_first, sd.first_leads))
+        stages = [sd.sample(trial) for sd in self.stages]
+        present = [bd.optional is None or bool(bd.optional.draw(trial)) for bd in self.branches]
+        renumber = {b: sum(present[:b]) for b in range(len(present)) if present[b]}  # space index -> genome index
+        branches = []
+        for bd, here in zip(self.branches, present):
+            if not here:
+                continue
+            links = []
+            for ld in bd.links:
+                if ld.optional is not None and not ld.optional.draw(trial):
+                    continue
+                o = ld.link.draw(trial)
+                links.append(Link(ld.at, Module(o.name, _args(o.draw(trial)))))
+            branches.append(Branch(bd.source, tuple(sd.sample(trial) for sd in bd.stages), tuple(links)))
         kind = self.decoder.draw(trial)
         taps = kind.taps if kind.taps is not None else tuple(self.taps.draw(trial))
         kargs = kind.draw(trial)
@@ -310,18 +380,23 @@ class SearchSpace:
             context = Module(ctx.name, _args(ctx.draw(trial)))
             cw = self.context_width.draw(trial) if ctx.name != "none" else 0
             widths = self.widths.draw(trial)
-            fdims = self.fusions if len(self.fusions) > 1 else self.fusions * len(taps)
+            btaps = tuple(renumber[b] for b in self.branch_taps)  # tapped branches are never optional (load checks)
+            n_taps = len(btaps) + len(taps)
+            fdims = self.fusions if len(self.fusions) > 1 else self.fusions * n_taps
             picked: dict[int, tuple[ModuleChoice, dict]] = {}
             fusions = []
             for level, fd in enumerate(fdims):
+                guide = renumber.get(self.guides[level], -1) if self.guides[level] >= 0 else -1
                 if len(self.fusions) == 1 and picked:
                     o, a = picked[0]
                 else:
+                    fd = fd if guide >= 0 or self.guides[level] < 0 else _two_input(fd)
                     o = fd.draw(trial)
                     a = o.draw(trial)
                     picked[level] = (o, a)
-                fusions.append(Fusion(o.name, widths[level], _args(a)))
-            dec = Decoder("chain", taps, (), context, cw, tuple(fusions))
+                three = getattr(registry.get(o.name, "fusion").cls, "num_inputs", 2) == 3
+                fusions.append(Fusion(o.name, widths[level], _args(a), guide if three else -1))
+            dec = Decoder("chain", taps, (), context, cw, tuple(fusions), btaps)
         else:
             dec = Decoder(kind.name, taps, _args(kargs))
         main = None
@@ -330,12 +405,15 @@ class SearchSpace:
             main = Module(m.name, _args(m.draw(trial)))
         extra = []
         for ed in self.extra:
+            if ed.source == "branch" and ed.branch not in renumber:
+                continue  # a head on a branch this sample left out
             if ed.optional is not None and not ed.optional.draw(trial):
                 continue
             h = ed.head.draw(trial)
-            extra.append(HeadTap(ed.role, ed.source, ed.index, Module(h.name, _args(h.draw(trial)))))
+            extra.append(HeadTap(ed.role, ed.source, ed.index, Module(h.name, _args(h.draw(trial))),
+                                 renumber[ed.branch] if ed.source == "branch" else -1))
         ac = self.align_corners.draw(trial)
-        return resolve(Genome(tuple(stages), dec, Heads(main, tuple(extra), ac)))
+        return resolve(Genome(tuple(stages), dec, Heads(main, tuple(extra), ac), branches=tuple(branches)))
 
     def random(self, rng: _random.Random | int = 0) -> Genome:
         """A uniformly random member, without Optuna."""
@@ -348,21 +426,11 @@ class SearchSpace:
         p: dict[str, Any] = {}
         if len(g.stages) != len(self.stages):
             return None
-        for sd, s in zip(self.stages, g.stages):
-            opt = sd.block.encode_name(s.block, p)
-            if opt is None or s.stride != sd.stride or s.inject != sd.inject or s.concat_first != sd.concat_first \
-                    or s.first_leads != sd.first_leads:
-                return None
-            if s.down != opt.down or not opt.encode(dict(s.args), p) or not sd.width.encode(s.width, p):
-                return None
-            if opt.schedule:
-                names = [n for n, v in opt.schedule if v == s.block_args]
-                if not names:
-                    return None
-                if len(opt.schedule) > 1:
-                    p[f"{sd.block.name}.{opt.name}.schedule"] = names[0]
-            elif s.block_args or not sd.depth.encode(s.depth, p):
-                return None
+        if not all(sd.encode(s, p) for sd, s in zip(self.stages, g.stages)):
+            return None
+        renumber = self._encode_branches(g.branches, p)
+        if renumber is None:
+            return None
         d = g.decoder
         kind = self.decoder.encode_name(d.kind, p)
         if kind is None:
@@ -371,6 +439,8 @@ class SearchSpace:
             if tuple(d.taps) != kind.taps:
                 return None
         elif not self.taps.encode(tuple(d.taps), p):
+            return None
+        if tuple(d.branch_taps) != tuple(renumber.get(b, -1) for b in self.branch_taps):
             return None
         if d.kind == "chain":
             ctx = self.context.encode_name(d.context.name, p)
@@ -393,6 +463,17 @@ class SearchSpace:
                     o = fd.encode_name(f.name, p)
                     if o is None or not o.encode(dict(f.args), p):
                         return None
+            for level, f in enumerate(d.fusions):  # guides: the (renumbered) guide branch, or none
+                g_space = self.guides[level] if level < len(self.guides) else -1
+                three = getattr(registry.get(f.name, "fusion").cls, "num_inputs", 2) == 3
+                want = renumber.get(g_space, -1) if (three and g_space >= 0) else -1
+                if f.guide != want:
+                    return None
+                if g_space >= 0 and g_space not in renumber:
+                    fd = self.fusions[level]  # drawn among the two-input options, under another name
+                    value = p.pop(fd.name, None)
+                    if value is not None and len(_two_input(fd).options) > 1:
+                        p[f"{fd.name}.unguided"] = value
         elif not kind.encode(dict(d.args), p):
             return None
         h = g.heads
@@ -405,7 +486,10 @@ class SearchSpace:
         it = iter(h.extra)
         cur = next(it, None)
         for ed in self.extra:
-            match = cur is not None and (cur.role, cur.source, cur.index) == (ed.role, ed.source, ed.index)
+            if ed.source == "branch" and ed.branch not in renumber:
+                continue
+            here = (ed.role, ed.source, ed.index, renumber[ed.branch] if ed.source == "branch" else -1)
+            match = cur is not None and (cur.role, cur.source, cur.index, cur.branch) == here
             if ed.optional is not None:
                 p[ed.optional.name] = match
             elif not match:
@@ -421,6 +505,50 @@ class SearchSpace:
 
     def contains(self, genome: Genome) -> bool:
         return self.encode(genome) is not None
+
+    def _encode_branches(self, branches: tuple[Branch, ...], p: dict[str, Any]) -> dict[int, int] | None:
+        """Match the genome's branches to the space's in order (an optional one may be absent); the renumbering
+        space index -> genome index, or None."""
+        renumber: dict[int, int] = {}
+        rest = list(branches)
+        for b, bd in enumerate(self.branches):
+            trial: dict[str, Any] = {}
+            br = rest[0] if rest else None
+            ok = br is not None and br.source == bd.source and len(br.stages) == len(bd.stages) \
+                and all(sd.encode(st, trial) for sd, st in zip(bd.stages, br.stages)) \
+                and self._encode_links(bd, br.links, trial)
+            if bd.optional is not None:
+                p[bd.optional.name] = ok
+            elif not ok:
+                return None
+            if ok:
+                p.update(trial)
+                renumber[b] = len(renumber)
+                rest.pop(0)
+        return None if rest else renumber
+
+    @staticmethod
+    def _encode_links(bd: BranchDims, links: tuple[Link, ...], p: dict[str, Any]) -> bool:
+        rest = list(links)
+        for ld in bd.links:
+            cur = rest[0] if rest else None
+            match = cur is not None and cur.at == ld.at and ld.link.option(cur.module.name) is not None
+            if ld.optional is not None:
+                p[ld.optional.name] = match
+            elif not match:
+                return False
+            if match:
+                o = ld.link.encode_name(cur.module.name, p)
+                if o is None or not o.encode(dict(cur.module.args), p):
+                    return False
+                rest.pop(0)
+        return not rest
+
+
+def _two_input(fd: ModuleDim) -> ModuleDim:
+    """The two-input options of a fusion choice, under their own parameter name (the guide branch is absent)."""
+    return ModuleDim(f"{fd.name}.unguided", tuple(o for o in fd.options
+                                                  if getattr(registry.get(o.name, "fusion").cls, "num_inputs", 2) == 2))
 
 
 # --------------------------------------------------------------------------------------- loading
@@ -670,24 +798,67 @@ def _schedule(path: str, entry: registry.Entry, value: Any, source: str) -> tupl
     return tuple(out)
 
 
+def _compile_stage(s: StageSpace, p: str, source: str) -> StageDims:
+    block = _module_dim(f"{p}.block", "block", s.block, source)
+    width = _dim(f"{p}.width", s.width, source)
+    depth = _dim(f"{p}.depth", s.depth, source)
+    for v in width.values():
+        if not isinstance(v, int) or v < 1:
+            raise ConfigError(f"{source}: key '{p}.width': {v!r} is not a positive integer")
+    for v in depth.values():
+        if not isinstance(v, int) or v < 0:
+            raise ConfigError(f"{source}: key '{p}.depth': {v!r} is not a non-negative integer")
+    if s.first_leads and not s.concat_first:
+        raise ConfigError(f"{source}: key '{p}.first_leads': true needs concat_first: true (it orders the "
+                          "concatenation of the first and last block outputs)")
+    return StageDims(block, width, depth, s.stride, s.inject, s.concat_first, s.first_leads, s.relu_in)
+
+
+def _compile_branches(spec: SpaceFile, n_stages: int, source: str) -> list[BranchDims]:
+    out = []
+    for b, br in enumerate(spec.branches):
+        p = f"branches.{b}"
+        if not -1 <= br.source < n_stages - 1:
+            raise ConfigError(f"{source}: key '{p}.source': {br.source} is not allowed; allowed: -1 (the input "
+                              f"image) or a main stage index 0..{n_stages - 2}")
+        if not br.stages:
+            raise ConfigError(f"{source}: key '{p}.stages': a branch needs at least one stage")
+        last = br.source + len(br.stages)
+        if last > n_stages - 1:
+            raise ConfigError(f"{source}: key '{p}.stages': {len(br.stages)} stages from main stage {br.source} would "
+                              f"run beside main stages {br.source + 1}..{last}, but the main path ends at stage "
+                              f"{n_stages - 1}; allowed: at most {n_stages - 1 - br.source}")
+        stages = tuple(_compile_stage(st, f"{p}.stages.{j}", source) for j, st in enumerate(br.stages))
+        links, prev = [], None
+        for i, ln in enumerate(br.links):
+            lp = f"{p}.links.{i}"
+            if not br.source < ln.at <= last:
+                raise ConfigError(f"{source}: key '{lp}.at': {ln.at} is not allowed; allowed: one of "
+                                  f"{list(range(br.source + 1, last + 1))} (the main stages this branch runs beside)")
+            if prev is not None and ln.at <= prev:
+                raise ConfigError(f"{source}: key '{lp}.at': {ln.at}: a branch's links must be at increasing main "
+                                  f"stages (the one before is at {prev})")
+            prev = ln.at
+            links.append(LinkDims(ln.at, _module_dim(f"{lp}.link", "link", ln.link, source),
+                                  Dim(f"{lp}.optional", choices=(True, False)) if ln.optional else None))
+        out.append(BranchDims(br.source, stages, tuple(links),
+                              Dim(f"{p}.optional", choices=(True, False)) if br.optional else None))
+    return out
+
+
 def _compile(spec: SpaceFile, source: str) -> SearchSpace:
-    stages = []
-    for i, s in enumerate(spec.stages):
-        p = f"stages.{i}"
-        block = _module_dim(f"{p}.block", "block", s.block, source)
-        width = _dim(f"{p}.width", s.width, source)
-        depth = _dim(f"{p}.depth", s.depth, source)
-        for v in width.values():
-            if not isinstance(v, int) or v < 1:
-                raise ConfigError(f"{source}: key '{p}.width': {v!r} is not a positive integer")
-        for v in depth.values():
-            if not isinstance(v, int) or v < 0:
-                raise ConfigError(f"{source}: key '{p}.depth': {v!r} is not a non-negative integer")
-        if s.first_leads and not s.concat_first:
-            raise ConfigError(f"{source}: key '{p}.first_leads': true needs concat_first: true (it orders the "
-                              "concatenation of the first and last block outputs)")
-        stages.append(StageDims(block, width, depth, s.stride, s.inject, s.concat_first, s.first_leads))
+    stages = [_compile_stage(s, f"stages.{i}", source) for i, s in enumerate(spec.stages)]
+    branches = _compile_branches(spec, len(stages), source)
     d = spec.decoder
+    for i, b in enumerate(d.branch_taps):
+        if not 0 <= b < len(branches):
+            raise ConfigError(f"{source}: key 'decoder.branch_taps.{i}': {b} is not a branch; allowed: "
+                              + (f"0..{len(branches) - 1}" if branches else "none (the space has no branches)"))
+        if branches[b].optional is not None:
+            raise ConfigError(f"{source}: key 'decoder.branch_taps.{i}': branch {b} is optional; the chain can tap "
+                              "only a branch that is always there (an optional one may guide a fusion instead)")
+    if len(set(d.branch_taps)) != len(d.branch_taps):
+        raise ConfigError(f"{source}: key 'decoder.branch_taps': {d.branch_taps} taps a branch twice")
     taps_dim = _dim("decoder.taps", d.taps or [0], source, list_is_value=True)
     for t in taps_dim.values():
         if not all(isinstance(x, int) and 0 <= x < len(stages) for x in t) or list(t) != sorted(set(t)):
@@ -707,6 +878,7 @@ def _compile(spec: SpaceFile, source: str) -> SearchSpace:
     dec_dim = _module_dim("decoder.kind", "decoder", {k: (None if k == "chain" else v) for k, v in kinds.items()},
                           source)
     context = cw = fusions = widths = None
+    guides: tuple[int, ...] = ()
     if "chain" in kinds:
         try:
             chain = ChainSpace.model_validate(chain_cfg or {})
@@ -729,14 +901,17 @@ def _compile(spec: SpaceFile, source: str) -> SearchSpace:
         for w in widths.values():
             if any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in w):
                 raise ConfigError(f"{source}: key 'decoder.kind.chain.widths': {list(w)} must hold positive integers")
-        ntaps = {len(t) for t in taps_dim.values()}
+        ntaps = {len(t) + len(d.branch_taps) for t in taps_dim.values()}
         for w in widths.values():
             if len(w) not in ntaps or len(ntaps) != 1:
                 raise ConfigError(f"{source}: key 'decoder.kind.chain.widths': {list(w)} needs one width per tap "
-                                  f"({sorted(ntaps)})")
+                                  f"({sorted(ntaps)}" + (", branch taps included)" if d.branch_taps else ")"))
         if chain.fusions is not None and len(chain.fusions) not in ntaps:
             raise ConfigError(f"{source}: key 'decoder.kind.chain.fusions': {len(chain.fusions)} entries for "
                               f"{sorted(ntaps)} taps")
+        guides = _chain_guides(chain, fusions, branches, ntaps, source)
+    elif d.branch_taps:
+        raise ConfigError(f"{source}: key 'decoder.branch_taps': only the chain decoder taps branches")
     h = spec.heads
     main = _module_dim("heads.main", "head", h.main, source) if h.main is not None else None
     for kname in kinds:
@@ -752,6 +927,15 @@ def _compile(spec: SpaceFile, source: str) -> SearchSpace:
         if not 0 <= e.index < len(stages) and e.source == "stage":
             raise ConfigError(f"{source}: key 'heads.extra.{j}.index': {e.index} is not a stage index "
                               f"0..{len(stages) - 1}")
+        if e.source == "branch":
+            if not 0 <= e.branch < len(branches):
+                raise ConfigError(f"{source}: key 'heads.extra.{j}.branch': {e.branch} is not a branch; allowed: "
+                                  + (f"0..{len(branches) - 1}" if branches else "none (the space has no branches)"))
+            if not 0 <= e.index < len(branches[e.branch].stages):
+                raise ConfigError(f"{source}: key 'heads.extra.{j}.index': {e.index} is not a stage of branch "
+                                  f"{e.branch}; allowed: 0..{len(branches[e.branch].stages) - 1}")
+        elif e.branch != -1:
+            raise ConfigError(f"{source}: key 'heads.extra.{j}.branch': only for source: branch")
         if e.source == "level":
             levels = min(len(t) for t in taps_dim.values())
             if set(kinds) != {"chain"}:
@@ -763,11 +947,42 @@ def _compile(spec: SpaceFile, source: str) -> SearchSpace:
         if e.role != "aux" and any(o.role == e.role for o in h.extra[:j]):
             raise ConfigError(f"{source}: key 'heads.extra.{j}.role': a genome has at most one {e.role} head")
         extra.append(ExtraDims(e.role, e.source, e.index, _module_dim(f"heads.extra.{j}.head", "head", e.head, source),
-                               Dim(f"heads.extra.{j}", choices=(True, False)) if e.optional else None))
+                               Dim(f"heads.extra.{j}", choices=(True, False)) if e.optional else None, e.branch))
     space = SearchSpace(spec.name, spec.description, stages, taps_dim, dec_dim, context, cw, fusions, widths, main,
-                        extra, _dim("heads.align_corners", h.align_corners, source), source)
+                        extra, _dim("heads.align_corners", h.align_corners, source), source, branches,
+                        tuple(d.branch_taps), guides)
     _check_buildable(space, source)
     return space
+
+
+def _chain_guides(chain: ChainSpace, fusions: list[ModuleDim], branches: list[BranchDims], ntaps: set[int],
+                  source: str) -> tuple[int, ...]:
+    """Per chain level, the branch guiding its three-input fusion (-1: none); checks that every level can draw a
+    fusion it can build: a three-input one only where a guide is given, a two-input one where the guide branch
+    is optional."""
+    n = max(ntaps)
+    where = "decoder.kind.chain.guides"
+    if chain.guides is not None and len(chain.guides) != n:
+        raise ConfigError(f"{source}: key '{where}': {len(chain.guides)} entries for {n} taps (one per tap, branch "
+                          "taps first; null where no fusion takes a guide)")
+    guides = tuple(-1 if g is None else g for g in (chain.guides or [None] * n))
+    if any(g >= 0 for g in guides) and chain.fusions is None:
+        raise ConfigError(f"{source}: key '{where}': guides need one fusion choice per tap ('fusions', not 'fusion')")
+    for level in range(n):
+        fd = fusions[level] if len(fusions) > 1 else fusions[0]
+        three = [o.name for o in fd.options if getattr(registry.get(o.name, "fusion").cls, "num_inputs", 2) == 3]
+        g = guides[level]
+        if g >= 0 and not 0 <= g < len(branches):
+            raise ConfigError(f"{source}: key '{where}.{level}': {g} is not a branch; allowed: "
+                              + (f"0..{len(branches) - 1} or null" if branches else "null (the space has no branches)"))
+        if g < 0 and three:
+            raise ConfigError(f"{source}: key 'decoder.kind.chain.fusions.{level}': {three} take a third input (a "
+                              f"boundary guide); give the guiding branch in {where}.{level}")
+        if g >= 0 and branches[g].optional is not None and len(three) == len(fd.options):
+            raise ConfigError(f"{source}: key 'decoder.kind.chain.fusions.{level}': branch {g} (the guide) is "
+                              "optional, so this level needs a two-input fusion choice too (e.g. add) for when it is "
+                              "left out")
+    return guides
 
 
 def _check_buildable(space: SearchSpace, source: str) -> None:
@@ -783,8 +998,38 @@ def _check_buildable(space: SearchSpace, source: str) -> None:
 
 
 def _check_blocks(space: SearchSpace, source: str) -> None:
-    in_widths = {3}
-    for i, sd in enumerate(space.stages):
+    main_widths = _check_stages(space.stages, {3}, "stages", source)
+    for b, bd in enumerate(space.branches):
+        start = {3} if bd.source == -1 else main_widths[bd.source]
+        widths = _check_stages(list(bd.stages), start, f"branches.{b}.stages", source)
+        for i, ld in enumerate(bd.links):
+            j = ld.at - bd.source - 1
+            strides = [sd.stride for sd in bd.stages[:j + 1]]
+            main_s = _prod(sd.stride for sd in space.stages[:ld.at + 1])
+            branch_s = _prod(strides) * _prod(sd.stride for sd in space.stages[:bd.source + 1])  # source -1: []
+            scale = main_s // branch_s if main_s % branch_s == 0 else 0
+            for opt in ld.link.options:
+                for mc, bc, args in itertools.product(sorted(main_widths[ld.at])[:4], sorted(widths[j])[:4],
+                                                      opt.combos()[:16]):
+                    try:
+                        registry.get(opt.name, "link").create(mc, bc, scale, **args)
+                    except (BlockArgumentError, GenomeError, ValueError) as e:
+                        raise ConfigError(f"{source}: key 'branches.{b}.links.{i}.link.{opt.name}' cannot join main "
+                                          f"stage {ld.at} ({mc} channels, stride {main_s}) and branch stage {j} "
+                                          f"({bc} channels, stride {branch_s}): {e}") from None
+
+
+def _prod(values: Any) -> int:
+    out = 1
+    for v in values:
+        out *= v
+    return out
+
+
+def _check_stages(stages: list[StageDims], in_widths: set[int], prefix: str, source: str) -> list[set[int]]:
+    """Build-check every block option of a run of stages; the set of output widths of each stage."""
+    outs = []
+    for i, sd in enumerate(stages):
         out_widths = sorted(set(sd.width.values()))
         for opt in sd.block.options:
             sched = [dict(b) for _, blocks in opt.schedule for b in blocks] or [{}]
@@ -794,9 +1039,11 @@ def _check_blocks(space: SearchSpace, source: str) -> None:
                 try:
                     _build_stage_blocks(opt, c_in, w, sd.stride, {**args, **over}, repeats)
                 except (BlockArgumentError, GenomeError, ValueError) as e:
-                    raise ConfigError(f"{source}: key 'stages.{i}.block.{opt.name}' cannot be built from {c_in} "
+                    raise ConfigError(f"{source}: key '{prefix}.{i}.block.{opt.name}' cannot be built from {c_in} "
                                       f"to {w} channels with {args or 'defaults'}: {e}") from None
         in_widths = {w * (2 if sd.concat_first else 1) + (3 if sd.inject else 0) for w in out_widths}
+        outs.append(in_widths)
+    return outs
 
 
 def _build_stage_blocks(opt: ModuleChoice, c_in: int, width: int, stride: int, args: dict, repeats: bool) -> None:

@@ -188,7 +188,7 @@ BAD_YAML = [
     ("not a mapping", "- a\n- b\n", ["must be a YAML mapping"]),
     ("empty file", "", ["must be a YAML mapping"]),
     ("unknown top-level key", BASE + "colour: red\n", ["key 'colour'", "Extra inputs",
-                                                   "valid keys: name, description, stages, decoder, heads"]),
+                                                   "valid keys: name, description, stages, branches, decoder, heads"]),
     ("missing name", _edit("name: t\n", ""), ["key 'name'", "required"]),
     ("unknown key in a stage", _edit("depth: 1, stride: 2}", "depth: 1, stride: 2, colour: 3}"),
      ["key 'stages.0.colour'", "Extra inputs", "valid keys: block, width, depth, stride, inject, concat_first"]),

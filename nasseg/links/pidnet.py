@@ -8,12 +8,17 @@ Official code ``XuJiacong/PIDNet`` ``models/pidnet.py`` (``compression3/4``, ``p
     x_  = pag3(x_, compression3(x))                                  # P <- I: pid_pag
     x_d = x_d + interpolate(diff3(x), bilinear, align_corners=False)  # D <- I: pid_diff
 
-The I path itself is unchanged by both.
+The I path itself is unchanged by both.  Both read ``relu(main)``: the official I path applies a ReLU after
+every layer (``x = self.relu(self.layer3(x))``), and in nasseg's convention for multi-branch genomes a main stage
+that feeds a link ends before its ReLU (its last block ``no_relu``) and the next stage applies it (``relu_in``),
+as DDRNet's code does; so DDRNet and PIDNet genomes share one main path, and a link reads the ReLU'd value where
+the official code does.  Numerically this is the official computation.
 """
 
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from nasseg.errors import BlockArgumentError
@@ -35,7 +40,7 @@ def _check_scale(name: str, scale: int) -> None:
     {"main_channels": 256, "branch_channels": 64, "scale": 4, "mid_channels": 16},
 ])
 class PagLink(nn.Module):
-    """P <- I through Pag: ``branch = PagFM(branch, compress(main))``; the main path is returned unchanged.
+    """P <- I through Pag: ``branch = PagFM(branch, compress(relu(main)))``; the main path is returned unchanged.
 
     ``compress``: 1x1 conv (no bias) + BN, main -> branch width (PIDNet ``compression3`` 4C -> 2C,
     ``compression4`` 8C -> 2C); ``pag``: nasseg's ``pag`` fusion with equal widths, which is exactly the
@@ -54,7 +59,7 @@ class PagLink(nn.Module):
         self.out_channels = branch_channels
 
     def forward(self, main: torch.Tensor, branch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return main, self.pag(branch, self.compress(main))
+        return main, self.pag(branch, self.compress(F.relu(main)))
 
 
 @register("pid_diff", kind="link", examples=[
@@ -62,7 +67,7 @@ class PagLink(nn.Module):
     {"main_channels": 256, "branch_channels": 64, "scale": 4},
 ])
 class DiffLink(nn.Module):
-    """D <- I: ``branch = branch + up(diff(main))``; the main path is returned unchanged.
+    """D <- I: ``branch = branch + up(diff(relu(main)))``; the main path is returned unchanged.
 
     ``diff``: 3x3 conv (no bias) + BN, main -> branch width (PIDNet-S/M ``diff3`` 4C -> C, ``diff4`` 8C -> 2C;
     PIDNet-L 4C -> 2C, 8C -> 2C), upsampled bilinearly (align_corners=False) to the branch.  Child ``diff``
@@ -78,4 +83,4 @@ class DiffLink(nn.Module):
         self.out_channels = branch_channels
 
     def forward(self, main: torch.Tensor, branch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return main, branch + resize_to(self.diff(main), branch.shape[-2:], "bilinear", align_corners=False)
+        return main, branch + resize_to(self.diff(F.relu(main)), branch.shape[-2:], "bilinear", align_corners=False)
