@@ -14,6 +14,7 @@ from nasseg.blocks import (
     mobilenet,  # noqa: F401
     mobilenetv3,  # noqa: F401
     regseg,  # noqa: F401
+    resnet,  # noqa: F401
     seaformer,  # noqa: F401
     shufflenet,  # noqa: F401
     stdc,  # noqa: F401
