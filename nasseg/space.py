@@ -68,9 +68,16 @@ class FloatRange(_Strict):
 ChoiceMap = dict[str, dict[str, Any] | None]  # module name -> {arg: value | [choices] | range}
 
 
+class WidthOf(_Strict):
+    """A width tied to a main stage's: ``times`` x the width drawn for main stage ``stage`` (an earlier one)."""
+
+    stage: int
+    times: int = 1
+
+
 class StageSpace(_Strict):
     block: str | ChoiceMap
-    width: int | list[int]
+    width: int | list[int] | WidthOf
     depth: int | list[int] | IntRange = 1
     stride: Literal[1, 2, 4, 8] = 1
     inject: bool = False
@@ -109,7 +116,7 @@ class HeadsSpace(_Strict):
 
 class ChainSpace(_Strict):
     context: str | ChoiceMap = "none"
-    context_width: int | list[int] = 128
+    context_width: int | list[int] | WidthOf = 128
     fusion: str | ChoiceMap | None = None
     fusions: list[str | ChoiceMap] | None = None
     widths: list[list[int]] | list[int]
@@ -184,12 +191,15 @@ class Dim:
     name: str
     choices: tuple[Any, ...] | None = None
     rng: IntRange | FloatRange | None = None
+    ref: tuple[int, int] | None = None  # (main stage, times): a width tied to that stage's; choices = its range
 
     @property
     def fixed(self) -> bool:
         return self.rng is None and self.choices is not None and len(self.choices) == 1
 
-    def draw(self, t: Chooser) -> Any:
+    def draw(self, t: Chooser, refs: list[int] | tuple[int, ...] = ()) -> Any:
+        if self.ref is not None:
+            return refs[self.ref[0]] * self.ref[1]
         if self.rng is not None:
             if isinstance(self.rng, IntRange):
                 return t.suggest_int(self.name, self.rng.low, self.rng.high, step=self.rng.step)
@@ -199,7 +209,9 @@ class Dim:
             return self.choices[0]
         return _unkey(t.suggest_categorical(self.name, [_key(c) for c in self.choices]))
 
-    def encode(self, value: Any, params: dict[str, Any]) -> bool:
+    def encode(self, value: Any, params: dict[str, Any], refs: list[int] | tuple[int, ...] = ()) -> bool:
+        if self.ref is not None:
+            return value == refs[self.ref[0]] * self.ref[1]
         if self.rng is not None:
             ok = self.rng.low <= value <= self.rng.high
             if ok and isinstance(self.rng, IntRange):
@@ -279,7 +291,7 @@ class StageDims:
     first_leads: bool = False
     relu_in: bool = False
 
-    def sample(self, trial: Chooser) -> Stage:
+    def sample(self, trial: Chooser, refs: list[int] | tuple[int, ...] = ()) -> Stage:
         opt = self.block.draw(trial)
         args = opt.draw(trial)
         block_args: tuple = ()
@@ -291,15 +303,15 @@ class StageDims:
             depth = len(block_args)
         else:
             depth = self.depth.draw(trial)
-        return Stage(opt.name, depth, self.width.draw(trial), self.stride, _args(args), block_args, opt.down,
+        return Stage(opt.name, depth, self.width.draw(trial, refs), self.stride, _args(args), block_args, opt.down,
                      self.inject, self.concat_first, self.first_leads, self.relu_in)
 
-    def encode(self, s: Stage, p: dict[str, Any]) -> bool:
+    def encode(self, s: Stage, p: dict[str, Any], refs: list[int] | tuple[int, ...] = ()) -> bool:
         opt = self.block.encode_name(s.block, p)
         if opt is None or (s.stride, s.inject, s.concat_first, s.first_leads, s.relu_in) != \
                 (self.stride, self.inject, self.concat_first, self.first_leads, self.relu_in):
             return False
-        if s.down != opt.down or not opt.encode(dict(s.args), p) or not self.width.encode(s.width, p):
+        if s.down != opt.down or not opt.encode(dict(s.args), p) or not self.width.encode(s.width, p, refs):
             return False
         if opt.schedule:
             names = [n for n, v in opt.schedule if v == s.block_args]
@@ -358,7 +370,10 @@ class SearchSpace:
     # ------------------------------------------------------------------------------ sampling
     def sample(self, trial: Chooser) -> Genome:
         """Draw a genome using only ``trial.suggest_*`` (an Optuna trial or any look-alike)."""
-        stages = [sd.sample(trial) for sd in self.stages]
+        stages: list[Stage] = []
+        for sd in self.stages:
+            stages.append(sd.sample(trial, [st.width for st in stages]))
+        refs = [st.width for st in stages]
         present = [bd.optional is None or bool(bd.optional.draw(trial)) for bd in self.branches]
         renumber = {b: sum(present[:b]) for b in range(len(present)) if present[b]}  # space index -> genome index
         branches = []
@@ -371,14 +386,14 @@ class SearchSpace:
                     continue
                 o = ld.link.draw(trial)
                 links.append(Link(ld.at, Module(o.name, _args(o.draw(trial)))))
-            branches.append(Branch(bd.source, tuple(sd.sample(trial) for sd in bd.stages), tuple(links)))
+            branches.append(Branch(bd.source, tuple(sd.sample(trial, refs) for sd in bd.stages), tuple(links)))
         kind = self.decoder.draw(trial)
         taps = kind.taps if kind.taps is not None else tuple(self.taps.draw(trial))
         kargs = kind.draw(trial)
         if kind.name == "chain":
             ctx = self.context.draw(trial)
             context = Module(ctx.name, _args(ctx.draw(trial)))
-            cw = self.context_width.draw(trial) if ctx.name != "none" else 0
+            cw = self.context_width.draw(trial, refs) if ctx.name != "none" else 0
             widths = self.widths.draw(trial)
             btaps = tuple(renumber[b] for b in self.branch_taps)  # tapped branches are never optional (load checks)
             n_taps = len(btaps) + len(taps)
@@ -426,9 +441,10 @@ class SearchSpace:
         p: dict[str, Any] = {}
         if len(g.stages) != len(self.stages):
             return None
-        if not all(sd.encode(s, p) for sd, s in zip(self.stages, g.stages)):
+        refs = [s.width for s in g.stages]
+        if not all(sd.encode(s, p, refs) for sd, s in zip(self.stages, g.stages)):
             return None
-        renumber = self._encode_branches(g.branches, p)
+        renumber = self._encode_branches(g.branches, p, refs)
         if renumber is None:
             return None
         d = g.decoder
@@ -446,7 +462,7 @@ class SearchSpace:
             ctx = self.context.encode_name(d.context.name, p)
             if ctx is None or not ctx.encode(dict(d.context.args), p):
                 return None
-            if d.context.name != "none" and not self.context_width.encode(d.context_width, p):
+            if d.context.name != "none" and not self.context_width.encode(d.context_width, p, refs):
                 return None
             if not self.widths.encode(tuple(f.width for f in d.fusions), p):
                 return None
@@ -506,7 +522,8 @@ class SearchSpace:
     def contains(self, genome: Genome) -> bool:
         return self.encode(genome) is not None
 
-    def _encode_branches(self, branches: tuple[Branch, ...], p: dict[str, Any]) -> dict[int, int] | None:
+    def _encode_branches(self, branches: tuple[Branch, ...], p: dict[str, Any], refs: list[int]
+                         ) -> dict[int, int] | None:
         """Match the genome's branches to the space's in order (an optional one may be absent); the renumbering
         space index -> genome index, or None."""
         renumber: dict[int, int] = {}
@@ -515,7 +532,7 @@ class SearchSpace:
             trial: dict[str, Any] = {}
             br = rest[0] if rest else None
             ok = br is not None and br.source == bd.source and len(br.stages) == len(bd.stages) \
-                and all(sd.encode(st, trial) for sd, st in zip(bd.stages, br.stages)) \
+                and all(sd.encode(st, trial, refs) for sd, st in zip(bd.stages, br.stages)) \
                 and self._encode_links(bd, br.links, trial)
             if bd.optional is not None:
                 p[bd.optional.name] = ok
@@ -798,9 +815,25 @@ def _schedule(path: str, entry: registry.Entry, value: Any, source: str) -> tupl
     return tuple(out)
 
 
-def _compile_stage(s: StageSpace, p: str, source: str) -> StageDims:
+def _width_dim(name: str, value: Any, main: list[StageDims], source: str, where: str | None = None) -> Dim:
+    """A width dim; ``{stage: k, times: n}`` ties it to main stage k's width (k among ``main``, the stages drawn
+    before it)."""
+    if not isinstance(value, WidthOf):
+        return _dim(name, value, source, where=where)
+    where = where or name
+    if not 0 <= value.stage < len(main):
+        raise ConfigError(f"{source}: key '{where}.stage': {value.stage} is not allowed; allowed: a main stage drawn "
+                          f"before this one, 0..{len(main) - 1}" if main else
+                          f"{source}: key '{where}': the first stage's width cannot refer to another stage")
+    if value.times < 1:
+        raise ConfigError(f"{source}: key '{where}.times': {value.times} is not allowed; allowed: an integer >= 1")
+    return Dim(name, choices=tuple(w * value.times for w in main[value.stage].width.values()),
+               ref=(value.stage, value.times))
+
+
+def _compile_stage(s: StageSpace, p: str, source: str, main: list[StageDims]) -> StageDims:
     block = _module_dim(f"{p}.block", "block", s.block, source)
-    width = _dim(f"{p}.width", s.width, source)
+    width = _width_dim(f"{p}.width", s.width, main, source)
     depth = _dim(f"{p}.depth", s.depth, source)
     for v in width.values():
         if not isinstance(v, int) or v < 1:
@@ -814,7 +847,8 @@ def _compile_stage(s: StageSpace, p: str, source: str) -> StageDims:
     return StageDims(block, width, depth, s.stride, s.inject, s.concat_first, s.first_leads, s.relu_in)
 
 
-def _compile_branches(spec: SpaceFile, n_stages: int, source: str) -> list[BranchDims]:
+def _compile_branches(spec: SpaceFile, main: list[StageDims], source: str) -> list[BranchDims]:
+    n_stages = len(main)
     out = []
     for b, br in enumerate(spec.branches):
         p = f"branches.{b}"
@@ -828,7 +862,7 @@ def _compile_branches(spec: SpaceFile, n_stages: int, source: str) -> list[Branc
             raise ConfigError(f"{source}: key '{p}.stages': {len(br.stages)} stages from main stage {br.source} would "
                               f"run beside main stages {br.source + 1}..{last}, but the main path ends at stage "
                               f"{n_stages - 1}; allowed: at most {n_stages - 1 - br.source}")
-        stages = tuple(_compile_stage(st, f"{p}.stages.{j}", source) for j, st in enumerate(br.stages))
+        stages = tuple(_compile_stage(st, f"{p}.stages.{j}", source, main) for j, st in enumerate(br.stages))
         links, prev = [], None
         for i, ln in enumerate(br.links):
             lp = f"{p}.links.{i}"
@@ -840,15 +874,17 @@ def _compile_branches(spec: SpaceFile, n_stages: int, source: str) -> list[Branc
                                   f"stages (the one before is at {prev})")
             prev = ln.at
             links.append(LinkDims(ln.at, _module_dim(f"{lp}.link", "link", ln.link, source),
-                                  Dim(f"{lp}.optional", choices=(True, False)) if ln.optional else None))
+                                  Dim(lp, choices=(True, False)) if ln.optional else None))
         out.append(BranchDims(br.source, stages, tuple(links),
-                              Dim(f"{p}.optional", choices=(True, False)) if br.optional else None))
+                              Dim(p, choices=(True, False)) if br.optional else None))
     return out
 
 
 def _compile(spec: SpaceFile, source: str) -> SearchSpace:
-    stages = [_compile_stage(s, f"stages.{i}", source) for i, s in enumerate(spec.stages)]
-    branches = _compile_branches(spec, len(stages), source)
+    stages: list[StageDims] = []
+    for i, s in enumerate(spec.stages):
+        stages.append(_compile_stage(s, f"stages.{i}", source, stages))
+    branches = _compile_branches(spec, stages, source)
     d = spec.decoder
     for i, b in enumerate(d.branch_taps):
         if not 0 <= b < len(branches):
@@ -885,7 +921,8 @@ def _compile(spec: SpaceFile, source: str) -> SearchSpace:
         except ValidationError as e:
             raise _validation_error(source, e, chain_cfg or {}, "decoder.kind.chain", root=ChainSpace) from None
         context = _module_dim("decoder.context", "context", chain.context, source, "decoder.kind.chain.context")
-        cw = _dim("decoder.context_width", chain.context_width, source, where="decoder.kind.chain.context_width")
+        cw = _width_dim("decoder.context_width", chain.context_width, stages, source,
+                        where="decoder.kind.chain.context_width")
         if (chain.fusion is None) == (chain.fusions is None):
             raise ConfigError(f"{source}: key 'decoder.kind.chain': give either 'fusion' (one choice for every "
                               "level) or 'fusions' (one choice per tap), not both or neither")

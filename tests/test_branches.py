@@ -205,3 +205,106 @@ def test_a_guide_of_the_wrong_width_is_refused_at_build():
     text = _swap(PID, "conv1x128s1!relu@4=pid_diff", "conv1x96s1!relu@4=pid_diff")
     with pytest.raises(GenomeError, match="takes a 128-channel guide, but branch 1 ends with 96 channels"):
         build(G.parse(text), 5)
+
+
+# ------------------------------------------------------------------------------------------ spaces
+SPACE = """\
+name: branched
+stages:
+  - {block: conv, width: [16, 32], stride: 4}
+  - {block: conv, width: 32, depth: [1, 2], stride: 2}
+  - {block: conv, width: 64, stride: 2}
+  - {block: conv, width: 128, stride: 2, relu_in: true}
+branches:
+  - source: 1
+    stages:
+      - {block: conv, width: [32, 48]}
+      - {block: conv, width: {stage: 0, times: 4}, relu_in: true}
+    links:
+      - {at: 2, link: {ddr_bilateral: {}, pid_pag: {}}}
+      - {at: 3, link: ddr_bilateral, optional: true}
+  - source: 1
+    optional: true
+    stages:
+      - {block: conv, width: 32}
+      - {block: conv, width: {stage: 0, times: 4}}
+    links:
+      - {at: 2, link: pid_diff}
+decoder:
+  taps: [3]
+  branch_taps: [0]
+  kind:
+    chain:
+      context: {pappm: {branch_channels: [16, 32]}}
+      context_width: {stage: 0, times: 4}
+      fusions:
+        - {add: {}, light_bag: {}}
+        - passthrough
+      guides: [1, null]
+      widths: [[64, 64]]
+heads:
+  main: seg_head
+  extra:
+    - {role: aux, source: branch, branch: 0, index: 0, head: seg_head}
+    - {role: boundary, source: branch, branch: 1, index: 1, head: boundary_head}
+"""
+
+
+def test_a_branched_space_samples_encodes_and_builds_its_members():
+    import optuna
+
+    from nasseg.space import parse_space
+
+    space = parse_space(SPACE, "branched.yaml")
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    seen = set()
+    for _ in range(40):
+        trial = study.ask()
+        g = space.sample(trial)
+        study.tell(trial, 0.0)
+        assert space.encode(g) == trial.params  # exactly what Optuna drew
+        assert space.sample(optuna.trial.FixedTrial(trial.params)) == g
+        d_branch = len(g.branches) == 2
+        fusion = g.decoder.fusions[0]
+        assert fusion.guide == (1 if fusion.name == "light_bag" else -1)
+        assert fusion.name == "add" or d_branch  # no guide, no Bag
+        assert g.branches[-1].stages[-1].width == 4 * g.stages[0].width == g.decoder.context_width
+        assert [t.role for t in g.heads.extra] == (["aux", "boundary"] if d_branch else ["aux"])
+        if not d_branch:
+            assert "decoder.fusions.0" not in trial.params  # drawn among the two-input fusions, by another name
+        seen.add((d_branch, fusion.name, len(g.branches[0].links)))
+        net = build(g, 3).eval()
+        with torch.no_grad():
+            assert net(torch.randn(1, 3, 32, 64)).shape == (1, 3, 32, 64)
+    assert {(False, "add"), (True, "add"), (True, "light_bag")} <= {s[:2] for s in seen}
+    assert {1, 2} <= {s[2] for s in seen}  # the optional link
+
+
+@pytest.mark.parametrize("old,new,message", [
+    ("{at: 2, link: pid_diff}", "{at: 4, link: pid_diff}", "key 'branches.1.links.0.at': 4 is not allowed; allowed: "
+     "one of [2, 3] (the main stages this branch runs beside)"),
+    ("link: pid_diff}", "link: pid_dif}", "key 'branches.1.links.0.link.pid_dif': unknown link 'pid_dif'"),
+    ("  - source: 1\n    optional: true", "  - source: 3\n    optional: true", "key 'branches.1.source': 3 is not "
+     "allowed; allowed: -1 (the input image) or a main stage index 0..2"),
+    ("branch_taps: [0]", "branch_taps: [1]", "key 'decoder.branch_taps.0': branch 1 is optional"),
+    ("branch_taps: [0]", "branch_taps: [2]", "key 'decoder.branch_taps.0': 2 is not a branch; allowed: 0..1"),
+    ("guides: [1, null]", "guides: [null, null]", "key 'decoder.kind.chain.fusions.0': ['light_bag'] take a third "
+     "input (a boundary guide); give the guiding branch in decoder.kind.chain.guides.0"),
+    ("{add: {}, light_bag: {}}", "{light_bag: {}}", "branch 1 (the guide) is optional, so this level needs a "
+     "two-input fusion choice too"),
+    ("width: {stage: 0, times: 4}, relu_in", "width: {stage: 5, times: 4}, relu_in", "key 'branches.0.stages.1."
+     "width.stage': 5 is not allowed; allowed: a main stage drawn before this one, 0..3"),
+    ("index: 1, head: boundary_head", "index: 2, head: boundary_head", "key 'heads.extra.1.index': 2 is not a stage "
+     "of branch 1; allowed: 0..1"),
+    ("{block: conv, width: [32, 48]}", "{block: conv, width: [32, 48], stride: 4}", "key 'branches.0.links.0.link."
+     "ddr_bilateral' cannot join main stage 2"),
+])
+def test_bad_branched_spaces_fail_with_one_line(old, new, message):
+    from nasseg.errors import ConfigError
+    from nasseg.space import parse_space
+
+    text = _swap(SPACE, old, new)
+    with pytest.raises(ConfigError) as e:
+        parse_space(text, "branched.yaml")
+    assert message in str(e.value) and "\n" not in str(e.value)
+    assert str(e.value).startswith("branched.yaml: ")

@@ -63,7 +63,7 @@ def test_sample_with_a_real_optuna_trial(spaces, name):
         assert space.encode(g) == trial.params  # exactly the parameters Optuna drew, nothing else
         _check_conditional(trial.params)
         for key in trial.params:
-            assert key.split(".")[0] in ("stages", "decoder", "heads"), key
+            assert key.split(".")[0] in ("stages", "branches", "decoder", "heads"), key
 
 
 def test_realtime_parameter_names_are_stable_paths(spaces):
