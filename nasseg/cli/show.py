@@ -45,10 +45,25 @@ def run(a: argparse.Namespace) -> int:
         t.add_row(str(i), (f"{s.down.name} > " if s.down else "") + s.block, str(s.depth), str(s.width),
                   str(s.stride), str(st.out_channels), f"1/{net.stage_strides[i]}", args)
     con.print(t)
+    for b, (br, mod) in enumerate(zip(g.branches, net.branches)):
+        bt = Table(title=f"branch {b}, from " + ("the image" if br.source == -1 else f"stage {br.source}")
+                   + (", links " + ", ".join(f"{ln.module.name} after stage {ln.at}" for ln in br.links)
+                      if br.links else ""))
+        for col in ("#", "beside stage", "block", "depth", "width", "stride", "out ch", "args"):
+            bt.add_column(col)
+        for j, (s, st) in enumerate(zip(br.stages, mod.stages)):
+            args = ", ".join(f"{k}={v}" for k, v in s.args) + (" (+ per-block)" if s.block_args else "")
+            bt.add_row(str(j), str(br.source + 1 + j), (f"{s.down.name} > " if s.down else "") + s.block,
+                       str(s.depth), str(s.width), str(s.stride), str(st.out_channels),
+                       args + (" [relu in]" if s.relu_in else ""))
+        con.print(bt)
     d = g.decoder
-    con.print(f"decoder {d.kind} over stages {list(d.taps)}"
+    taps = [f"branch {b}" for b in d.branch_taps] + [f"stage {t}" for t in d.taps]
+    con.print(f"decoder {d.kind} over {', '.join(taps)}"
               + (f", context {d.context.name} ({d.context_width})" if d.context.name != "none" else "")
-              + (", fusions " + " / ".join(f"{f.name}:{f.width}" for f in d.fusions) if d.fusions else ""))
+              + (", fusions " + " / ".join(f"{f.name}:{f.width}" + (f" (guide: branch {f.guide})" if f.guide >= 0
+                                                                     else "") for f in d.fusions)
+                 if d.fusions else ""))
     mc = count_macs(net, (1, 3, h, w))
     con.print(f"params  {count_params(net):,} (inference; {sum(p.numel() for p in net.parameters()):,} with "
               "training-only heads)")
