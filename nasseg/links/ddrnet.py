@@ -19,7 +19,7 @@ from torch import nn
 
 from nasseg.errors import BlockArgumentError
 from nasseg.layers import resize_to
-from nasseg.registry import register
+from nasseg.registry import Arg, register
 
 
 def _check_scale(name: str, scale: int) -> int:
@@ -28,9 +28,14 @@ def _check_scale(name: str, scale: int) -> int:
     return int(math.log2(scale))
 
 
-@register("ddr_bilateral", kind="link", examples=[
+@register("ddr_bilateral", kind="link", args=[
+    Arg("direction", "str", "both", "both (DDRNet), to_branch (only low -> high: the plain lateral addition PIDNet's "
+        "Pag replaces) or to_main (only high -> low)", choices=("both", "to_branch", "to_main")),
+], examples=[
     {"main_channels": 128, "branch_channels": 64, "scale": 2},
     {"main_channels": 256, "branch_channels": 64, "scale": 4},
+    {"main_channels": 256, "branch_channels": 64, "scale": 4, "direction": "to_branch"},
+    {"main_channels": 256, "branch_channels": 64, "scale": 4, "direction": "to_main"},
 ])
 class BilateralFusion(nn.Module):
     """DDRNet's bilateral fusion: ``main + down(relu(branch))`` and ``branch + up(compress(relu(main)))``.
@@ -41,10 +46,11 @@ class BilateralFusion(nn.Module):
     main -> branch.  ``scale`` must be 2 or more: the fusion is defined between resolutions.  Children ``down``
     and ``compress`` are Sequentials indexed like the official ones (``down4.0``, ``.1``, ``.3``, ``.4``;
     ``compression3.0``, ``.1``), so checkpoints map by renaming the prefix.  No divergence from the official
-    modules is known.
+    modules is known.  ``direction`` keeps one of the two exchanges for ablations (the other side is returned
+    unchanged and its module is left out).
     """
 
-    def __init__(self, main_channels: int, branch_channels: int, scale: int):
+    def __init__(self, main_channels: int, branch_channels: int, scale: int, *, direction: str = "both"):
         super().__init__()
         steps = _check_scale("ddr_bilateral", scale)
         if steps < 1:
@@ -58,13 +64,18 @@ class BilateralFusion(nn.Module):
                 layers.append(nn.ReLU())
             layers += [nn.Conv2d(c, out, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(out)]
             c = out
-        self.down = nn.Sequential(*layers)
+        self.direction = direction
+        self.down = nn.Sequential(*layers) if direction != "to_branch" else None
         self.compress = nn.Sequential(nn.Conv2d(main_channels, branch_channels, 1, bias=False),
-                                      nn.BatchNorm2d(branch_channels))
+                                      nn.BatchNorm2d(branch_channels)) if direction != "to_main" else None
         self.main_channels, self.branch_channels = main_channels, branch_channels
         self.out_channels = branch_channels
 
     def forward(self, main: torch.Tensor, branch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        to_main = self.down(F.relu(branch))  # high -> low, from the branch before the exchange
-        to_branch = resize_to(self.compress(F.relu(main)), branch.shape[-2:], "bilinear", align_corners=False)
-        return main + to_main, branch + to_branch
+        new_main, new_branch = main, branch
+        if self.down is not None:  # high -> low, from the branch before the exchange
+            new_main = main + self.down(F.relu(branch))
+        if self.compress is not None:  # low -> high, from the main path before the exchange
+            new_branch = branch + resize_to(self.compress(F.relu(main)), branch.shape[-2:], "bilinear",
+                                            align_corners=False)
+        return new_main, new_branch
