@@ -308,3 +308,22 @@ def test_bad_branched_spaces_fail_with_one_line(old, new, message):
         parse_space(text, "branched.yaml")
     assert message in str(e.value) and "\n" not in str(e.value)
     assert str(e.value).startswith("branched.yaml: ")
+
+
+def test_the_branch_heads_train_in_the_proxy_and_stay_out_of_inference():
+    """PIDNet-shaped: the auxiliary head on P and the boundary head on D give loss terms (aux, boundary BCE, the
+    boundary-awareness CE), training is deterministic per seed, and the exported (eval) network has no head."""
+    from nasseg.train import Recipe, _Criterion, proxy_train
+
+    g = G.parse(PID)
+    recipe = Recipe(resolution=(64, 128), batch_size=2, steps=2, train_length=4, val_length=2, num_workers=0)
+    a, b = proxy_train(g, recipe, "synthetic", seed=3), proxy_train(g, recipe, "synthetic", seed=3)
+    assert a.status == "completed" and a.loss_curve == b.loss_curve
+    assert a.to_dict()["per_class_iou"] == b.to_dict()["per_class_iou"]  # to_dict: NaN (a class seen nowhere) -> None
+    torch.manual_seed(0)
+    net = build(g, 11).train()
+    out = net(torch.randn(2, 3, 64, 128))
+    labels = torch.randint(0, 11, (2, 64, 128))
+    criterion = _Criterion(recipe, 255, torch.device("cpu"))
+    full, no_heads = criterion(out, labels), criterion({**out, "aux": [], "boundary": None}, labels)
+    assert torch.isfinite(full) and full > no_heads
