@@ -40,7 +40,7 @@ from nasseg.ablation.render import write_report
 from nasseg.ablation.schema import CostFile, Fidelity, Study, Variant, load_study
 from nasseg.ablation.stats import ALPHA, MAX_SEEDS, POWER, POWER_RULE, cfg_res, check_claims, summarize
 from nasseg.errors import ConfigError, NassegError, StorageError
-from nasseg.search import STATUS_KEY, Driver, Job, LatencySpec, SearchConfig
+from nasseg.search import STATUS_KEY, Job, LatencySpec, PlannedDriver, SearchConfig
 from nasseg.study import META_KEY
 
 DEFAULT_STORAGE = "sqlite:///runs/ablations.db"
@@ -166,7 +166,7 @@ class Run:
     seed: int
 
 
-class AblationDriver(Driver):
+class AblationDriver(PlannedDriver):
     """The search's driver, proposing the planned (variant, seed) runs instead of sampling a space.
 
     Everything else is inherited: jobs (:meth:`make_job`, except that a job gets no weights path unless
@@ -181,12 +181,9 @@ class AblationDriver(Driver):
     def __init__(self, cfg: SearchConfig, study: Any, runs: list[Run], costs: dict[str, dict[str, Any]],
                  ablation: str, fidelity: str, num_classes: int, log: Callable[[str], None], *,
                  keep_weights: bool = False):
-        self.queue = list(runs)
-        self.planned = len(runs)
         self.costs, self.ablation, self.fidelity_name = costs, ablation, fidelity
         self.keep_weights = keep_weights
-        self.done_here = 0
-        super().__init__(cfg, study, None, num_classes, log)
+        super().__init__(cfg, study, runs, num_classes, log)
 
     def make_job(self, trial: Any, genome: Any, seed: int) -> Job:
         """The search's job, without a weights path unless ``keep_weights``: an ablation reads the mIoU, and its
@@ -202,23 +199,8 @@ class AblationDriver(Driver):
                 and ua.get("dataset") == self.cfg.dataset and "seed" in ua:
             self._cache.setdefault((ua["genome_id"], int(ua["seed"])), t)
 
-    def remaining(self) -> int:
-        return len(self.queue)
-
-    def finished(self) -> int:
-        return self.done_here
-
-    def _propose(self) -> Job | None:
-        run = self.queue.pop(0)
-        v = run.variant
-        if (v.genome_id, run.seed) in self._cache:  # finished meanwhile (another driver on PostgreSQL)
-            return None
-        trial = self.study.ask()
-        self.proposing = trial  # heart-beaten like in-flight trials while its attributes are written
-        try:
-            return self._start(trial, run)
-        finally:
-            self.proposing = None
+    def run_key(self, run: Run) -> tuple[str, int]:
+        return run.variant.genome_id, run.seed
 
     def _start(self, trial: Any, run: Run) -> Job:
         from nasseg.genome import to_json, to_string

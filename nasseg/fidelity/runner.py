@@ -35,7 +35,7 @@ from nasseg import faults
 from nasseg.errors import ConfigError, NassegError, StorageError
 from nasseg.fidelity.config import DEFINING, FidelityConfig, load_genome_list, proxy_settings, selection, study_meta
 from nasseg.fidelity.select import Selected, select_genomes
-from nasseg.search import STATUS_KEY, Driver, Job, SearchConfig
+from nasseg.search import STATUS_KEY, Job, PlannedDriver, SearchConfig
 from nasseg.search.config import file_sha
 from nasseg.study import META_KEY, mask_url
 
@@ -57,7 +57,7 @@ class Run:
         return self.selected.genome_id, self.seed, self.recipe.to_json()
 
 
-class FidelityDriver(Driver):
+class FidelityDriver(PlannedDriver):
     """The search's driver, proposing the planned (genome, rung, seed) runs instead of sampling a space.
 
     Each run carries its rung's recipe; everything else (telling results with metrics, mIoU, seed, fidelity;
@@ -68,33 +68,16 @@ class FidelityDriver(Driver):
 
     def __init__(self, cfg: SearchConfig, study: Any, runs: Sequence[Run], num_classes: int,
                  log: Callable[[str], None], on_run: Callable[[dict[str, Any]], None] | None = None):
-        self.queue = list(runs)
-        self.planned = len(runs)
-        self.done_here = 0
         self.on_run = on_run
-        super().__init__(cfg, study, None, num_classes, log)
+        super().__init__(cfg, study, runs, num_classes, log)
 
     def _remember(self, t: Any) -> None:
         ua = t.user_attrs
         if ua.get(STATUS_KEY) == "trained" and ua.get("dataset") == self.cfg.dataset and "seed" in ua:
             self._cache.setdefault((ua["genome_id"], int(ua["seed"]), ua.get("recipe_json")), t)
 
-    def remaining(self) -> int:
-        return len(self.queue)
-
-    def finished(self) -> int:
-        return self.done_here
-
-    def _propose(self) -> Job | None:
-        run = self.queue.pop(0)
-        if run.key in self._cache:  # finished meanwhile (another driver on PostgreSQL)
-            return None
-        trial = self.study.ask()
-        self.proposing = trial  # heart-beaten like in-flight trials while its attributes are written
-        try:
-            return self._start(trial, run)
-        finally:
-            self.proposing = None
+    def run_key(self, run: Run) -> tuple[str, int, str]:
+        return run.key
 
     def _start(self, trial: Any, run: Run) -> Job:
         from nasseg.genome import to_json

@@ -40,7 +40,7 @@ from nasseg.search.config import (
     resumed_seed,
     study_meta,
 )
-from nasseg.search.driver import Driver, counts_towards_trials
+from nasseg.search.driver import Driver, PlannedDriver, counts_towards_trials
 from nasseg.search.executors import run_local, run_ray
 from nasseg.search.jobs import Job, run_job, worker_info
 from nasseg.search.results import trials_frame
@@ -50,6 +50,6 @@ from nasseg.study import META_KEY, STATUS_KEY
 __all__ = [
     "DEFINING", "EXECUTORS", "MODES", "SAMPLERS", "META_KEY", "STATUS_KEY",
     "LatencySpec", "ScreenSpec", "SearchConfig", "latency_defining", "make_sampler", "resumed_seed", "study_meta",
-    "Driver", "counts_towards_trials", "Job", "run_job", "worker_info", "run_local", "run_ray",
+    "Driver", "PlannedDriver", "counts_towards_trials", "Job", "run_job", "worker_info", "run_local", "run_ray",
     "search", "check_devices", "dataset_classes", "trials_frame",
 ]

@@ -562,3 +562,42 @@ class Driver:
         self.study.tell(trial, values=values if st == optuna.trial.TrialState.COMPLETE else None, state=st)
         faults.point("after_tell")
         checkpoint(self.study._storage)
+
+
+class PlannedDriver(Driver):
+    """A driver that runs a planned list of runs instead of sampling a space (ablation replays, fidelity
+    studies).  Everything else is the search's: jobs, telling results, failures, heartbeats, crash recovery.
+
+    Subclasses give each run's key in the finished-run cache (:meth:`run_key`, matching what their
+    ``_remember`` stores) and start its trial (:meth:`_start`); ``done_here`` counts the runs this driver told.
+    A run already finished (by another driver on a shared PostgreSQL study) is skipped, not trained again.
+    """
+
+    def __init__(self, cfg: Any, study: Any, runs: Any, num_classes: int, log: Any):
+        self.queue = list(runs)
+        self.planned = len(self.queue)
+        self.done_here = 0
+        super().__init__(cfg, study, None, num_classes, log)
+
+    def run_key(self, run: Any) -> Any:
+        raise NotImplementedError
+
+    def _start(self, trial: Any, run: Any) -> Job:
+        raise NotImplementedError
+
+    def remaining(self) -> int:
+        return len(self.queue)
+
+    def finished(self) -> int:
+        return self.done_here
+
+    def _propose(self) -> Job | None:
+        run = self.queue.pop(0)
+        if self.run_key(run) in self._cache:  # finished meanwhile (another driver on PostgreSQL)
+            return None
+        trial = self.study.ask()
+        self.proposing = trial  # heart-beaten like in-flight trials while its attributes are written
+        try:
+            return self._start(trial, run)
+        finally:
+            self.proposing = None
