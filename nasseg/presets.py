@@ -19,7 +19,7 @@ from functools import cached_property
 from typing import Any
 
 from nasseg.errors import ConfigError
-from nasseg.genome import Decoder, Fusion, Genome, Heads, HeadTap, Module, Stage, _args, resolve
+from nasseg.genome import Branch, Decoder, Fusion, Genome, Heads, HeadTap, Link, Module, Stage, _args, resolve
 
 
 @dataclass(frozen=True)
@@ -43,12 +43,13 @@ class Preset:
 
 def S(block: str, depth: int, width: int, stride: int = 1, *, down: Module | None = None,
       per_block: dict[str, list[Any]] | None = None, inject: bool = False, concat_first: bool = False,
-      first_leads: bool = False, **args: Any) -> Stage:
+      first_leads: bool = False, relu_in: bool = False, **args: Any) -> Stage:
     block_args: tuple = ()
     if per_block:
         n = {len(v) for v in per_block.values()}.pop()
         block_args = tuple(_args({k: v[j] for k, v in per_block.items()}) for j in range(n))
-    return Stage(block, depth, width, stride, _args(args), block_args, down, inject, concat_first, first_leads)
+    return Stage(block, depth, width, stride, _args(args), block_args, down, inject, concat_first, first_leads,
+                 relu_in)
 
 
 def M(name: str, **args: Any) -> Module:
@@ -360,6 +361,98 @@ def _topformer_tiny() -> Genome:
     ))
 
 
+# ----------------------------------------------------------------------------------- DDRNet / PIDNet
+def _last_no_relu(depth: int) -> dict[str, list[bool]]:
+    """Official ``_make_layer``: every block of a layer ends in ReLU except the last (``no_relu=True``)."""
+    return {"no_relu": [False] * (depth - 1) + [True]}
+
+
+def _ddrnet_23(planes: int, head_planes: int) -> Genome:
+    """DDRNet-23(-slim) (official ``DualResNet(BasicBlock, [2, 2, 2, 2], planes, spp_planes=128, head_planes)``).
+
+    Main (low-resolution) path: ``conv1`` stem to 1/4, ``layer1``..``layer4`` (two basic blocks each, 1/4 .. 1/32)
+    and ``layer5`` (one bottleneck, 1/64).  The high-resolution branch starts from ``layer2`` (1/8) and runs
+    ``layer3_``, ``layer4_``, ``layer5_`` beside ``layer3``..``layer5``; bilateral fusions after stages 3 and 4.
+    Every stage after a sum reads ``relu(x)`` (``!relu``).  Decoder: DAPPM on ``layer5``, upsampled to 1/8 and
+    added to the branch (``passthrough`` at the main tap, ``add`` at the branch tap: the official
+    ``final_layer(up(spp(layer5(relu(x)))) + layer5_(relu(x_)))``).  Training head: ``seghead_extra`` on the
+    branch after the stage-3 fusion.
+    """
+    c, hr = planes, 2 * planes
+    layer = _last_no_relu(2)
+    return resolve(Genome(
+        stages=(
+            S("ddr_stem", 1, c, 4),                                                 # conv1: 1/4
+            S("resnet_basic", 2, c, 1, per_block=layer),                            # layer1
+            S("resnet_basic", 2, 2 * c, 2, per_block=layer, relu_in=True),          # layer2: 1/8
+            S("resnet_basic", 2, 4 * c, 2, per_block=layer, relu_in=True),          # layer3: 1/16
+            S("resnet_basic", 2, 8 * c, 2, per_block=layer, relu_in=True),          # layer4: 1/32
+            S("resnet_bottleneck", 1, 16 * c, 2, relu_in=True, no_relu=True),       # layer5: 1/64
+        ),
+        branches=(Branch(source=2, stages=(
+            S("resnet_basic", 2, hr, 1, per_block=layer, relu_in=True),             # layer3_
+            S("resnet_basic", 2, hr, 1, per_block=layer, relu_in=True),             # layer4_
+            S("resnet_bottleneck", 1, 2 * hr, 1, relu_in=True, no_relu=True),       # layer5_
+        ), links=(Link(3, M("ddr_bilateral")), Link(4, M("ddr_bilateral")))),),  # compression3/down3, 4
+        decoder=Decoder("chain", (5,), branch_taps=(0,), context=M("dappm", branch_channels=128),
+                        context_width=4 * c, fusions=(Fusion("add", 4 * c), Fusion("passthrough", 4 * c))),
+        heads=Heads(M("seg_head", mid_channels=head_planes, preact=True, bias=True), extra=(
+            HeadTap("aux", "branch", 0, M("aux_head", mid_channels=head_planes, preact=True, bias=True), branch=0),
+        )),
+    ))
+
+
+def _pidnet(m: int, n: int, planes: int, ppm_planes: int, head_planes: int, large: bool) -> Genome:
+    """PIDNet-S/M/L (official ``PIDNet(m, n, planes, ppm_planes, head_planes)``).
+
+    I (main) path: ``conv1`` stem to 1/4, ``layer1``..``layer4`` (m, m, n, n basic blocks; the official forward
+    applies a ReLU after every one of them, so all end in ReLU here), ``layer5`` (two bottlenecks, no ReLU, 1/64).
+    P branch (branch 0, from ``layer2``): ``layer3_``, ``layer4_`` (m basic blocks), ``layer5_`` (bottleneck to 4C),
+    with Pag after stages 3 and 4.  D branch (branch 1, from ``layer2``): S/M ``layer3_d`` basic 2C -> C,
+    ``layer4_d`` bottleneck C -> 2C; L two basic blocks 2C; then ``layer5_d`` bottleneck to 4C; ``diff`` additions
+    after stages 3 and 4.  Decoder: PAPPM (L: DAPPM) on ``layer5``, then Light-Bag (L: Bag) of P and I guided
+    by D.  Training heads: ``seghead_p`` on P after Pag 3, ``seghead_d`` (boundary) on D after stage 4.
+    """
+    c = planes
+    d_stages = (
+        S("resnet_basic", 1, 2 * c, 1, no_relu=True),                               # layer3_d
+        S("resnet_basic", 1, 2 * c, 1, relu_in=True, no_relu=True),                 # layer4_d
+    ) if large else (
+        S("resnet_basic", 1, c, 1, no_relu=True),                                   # layer3_d
+        S("resnet_bottleneck", 1, 2 * c, 1, relu_in=True, no_relu=True),            # layer4_d
+    )
+    return resolve(Genome(
+        stages=(
+            S("ddr_stem", 1, c, 4),                                                 # conv1: 1/4
+            S("resnet_basic", m, c, 1),                                             # layer1
+            S("resnet_basic", m, 2 * c, 2),                                         # layer2: 1/8
+            S("resnet_basic", n, 4 * c, 2),                                         # layer3: 1/16
+            S("resnet_basic", n, 8 * c, 2),                                         # layer4: 1/32
+            S("resnet_bottleneck", 2, 16 * c, 2, no_relu=True),                     # layer5: 1/64
+        ),
+        branches=(
+            Branch(source=2, stages=(                                               # P
+                S("resnet_basic", m, 2 * c, 1, per_block=_last_no_relu(m)),         # layer3_
+                S("resnet_basic", m, 2 * c, 1, per_block=_last_no_relu(m), relu_in=True),  # layer4_
+                S("resnet_bottleneck", 1, 4 * c, 1, relu_in=True, no_relu=True),   # layer5_
+            ), links=(Link(3, M("pid_pag")), Link(4, M("pid_pag")))),              # compression3 + pag3, 4
+            Branch(source=2, stages=(                                               # D
+                *d_stages,
+                S("resnet_bottleneck", 1, 4 * c, 1, relu_in=True, no_relu=True),   # layer5_d
+            ), links=(Link(3, M("pid_diff")), Link(4, M("pid_diff")))),            # diff3, diff4
+        ),
+        decoder=Decoder("chain", (5,), branch_taps=(0,),
+                        context=M("dappm", branch_channels=ppm_planes) if large
+                        else M("pappm", branch_channels=ppm_planes), context_width=4 * c,
+                        fusions=(Fusion("bag" if large else "light_bag", 4 * c, guide=1),
+                                 Fusion("passthrough", 4 * c))),
+        heads=Heads(M("seg_head", mid_channels=head_planes, preact=True, bias=True), extra=(
+            HeadTap("aux", "branch", 0, M("aux_head", mid_channels=head_planes, preact=True, bias=True), branch=0),
+            HeadTap("boundary", "branch", 1, M("boundary_head"), branch=1),
+        )),
+    ))
+
+
 def _presets() -> dict[str, Preset]:
     items = [
         Preset("stdc1_seg", "STDC1-Seg", "Fan et al., Rethinking BiSeNet for Real-time Semantic Segmentation, "
@@ -480,6 +573,55 @@ def _presets() -> dict[str, Preset]:
                "534,110,208 MACs @512x512",
                {"params": "1.4 M (official README)", "flops": "0.6 G @512x512 (official README)",
                 "miou_val": "33.6 / 34.6 (ADE20K, 2x8 / 4x8 batches, 160k iterations; official README)"}),
+        Preset("ddrnet_23_slim", "DDRNet-23-slim", "Hong et al., Deep Dual-resolution Networks for Real-time and "
+               "Accurate Semantic Segmentation of Road Scenes, arXiv 2101.06085", lambda: _ddrnet_23(32, 64), 19,
+               (1024, 2048), 5_695_987, 36_281_319_424,
+               "official ydhongHIT/DDRNet@de0db31 segmentation/DDRNet_23_slim.py DualResNet(BasicBlock, [2, 2, 2, 2], "
+               "num_classes=19, planes=32, spp_planes=128, head_planes=64, augment=False) run beside ours: 5,695,987 "
+               "params, 36,281,319,424 conv MACs @1024x2048 (fvcore)",
+               {"params": "5.7 M [3rd: zh320/realtime-semantic-segmentation-pytorch]",
+                "miou_val": "77.8 (official README)", "miou_test": "77.4 (official README)",
+                "fps": "102 (2080Ti; paper abstract)", "imagenet_top1_error": "29.8 (official README)"}),
+        Preset("ddrnet_23", "DDRNet-23", "Hong et al., arXiv 2101.06085", lambda: _ddrnet_23(64, 128), 19,
+               (1024, 2048), 20_148_947, 143_060_500_480,
+               "official ydhongHIT/DDRNet@de0db31 segmentation/DDRNet_23.py DualResNet(BasicBlock, [2, 2, 2, 2], "
+               "num_classes=19, planes=64, spp_planes=128, head_planes=128, augment=False) run beside ours: 20,148,947 "
+               "params, 143,060,500,480 conv MACs @1024x2048 (fvcore)",
+               {"miou_val": "79.5 (official README)", "miou_test": "79.4 (official README)",
+                "imagenet_top1_error": "24.1 (official README)"}),
+        Preset("pidnet_s", "PIDNet-S", "Xu et al., PIDNet: A Real-time Semantic Segmentation Network Inspired by PID "
+               "Controllers, CVPR 2023", lambda: _pidnet(2, 3, 32, 96, 128, False), 19, (1024, 2048),
+               7_625_715, 47_194_226_688,
+               "official XuJiacong/PIDNet@4c158cf models/pidnet.py PIDNet(m=2, n=3, num_classes=19, planes=32, "
+               "ppm_planes=96, head_planes=128, augment=False) run beside ours: 7,625,715 params, 47,194,226,688 conv "
+               "MACs @1024x2048 (fvcore)",
+               {"params": "7.62 M [3rd: aplux model card]", "miou_val": "78.8 (official README)",
+                "miou_test": "78.6 (official README)", "fps": "93.2 (RTX 3090, 1024x2048; official README)",
+                "camvid_test": "80.1 @ 153.7 FPS (official README)"},
+               notes="Training heads: the official forward's in-place ReLU rectifies the tensors its seghead_p and "
+                     "seghead_d keep (the next stage's self.relu(x_)), so officially they see relu(x); here they "
+                     "see x, as the paper draws them.  Inference is unaffected (exact)."),
+        Preset("pidnet_m", "PIDNet-M", "Xu et al., CVPR 2023", lambda: _pidnet(2, 3, 64, 96, 128, False), 19,
+               (1024, 2048), 28_538_515, 177_328_717_824,
+               "official XuJiacong/PIDNet@4c158cf models/pidnet.py PIDNet(m=2, n=3, num_classes=19, planes=64, "
+               "ppm_planes=96, head_planes=128, augment=False) run beside ours: 28,538,515 params, 177,328,717,824 "
+               "conv MACs @1024x2048 (fvcore)",
+               {"miou_val": "79.9 (official README)", "miou_test": "79.8 (official README)",
+                "fps": "42.2 (RTX 3090, 1024x2048; official README)",
+                "camvid_test": "82.0 @ 85.6 FPS (official README)"},
+               notes="Training heads: the official forward's in-place ReLU rectifies the tensors its seghead_p and "
+                     "seghead_d keep (the next stage's self.relu(x_)), so officially they see relu(x); here they "
+                     "see x, as the paper draws them.  Inference is unaffected (exact)."),
+        Preset("pidnet_l", "PIDNet-L", "Xu et al., CVPR 2023", lambda: _pidnet(3, 4, 64, 112, 256, True), 19,
+               (1024, 2048), 36_939_571, 274_933_465_088,
+               "official XuJiacong/PIDNet@4c158cf models/pidnet.py PIDNet(m=3, n=4, num_classes=19, planes=64, "
+               "ppm_planes=112, head_planes=256, augment=False) run beside ours: 36,939,571 params, 274,933,465,088 "
+               "conv MACs @1024x2048 (fvcore)",
+               {"miou_val": "80.9 (official README)", "miou_test": "80.6 (official README)",
+                "fps": "31.1 (RTX 3090, 1024x2048; official README)"},
+               notes="Training heads: the official forward's in-place ReLU rectifies the tensors its seghead_p and "
+                     "seghead_d keep (the next stage's self.relu(x_)), so officially they see relu(x); here they "
+                     "see x, as the paper draws them.  Inference is unaffected (exact)."),
     ]
     return {p.name: p for p in items}
 

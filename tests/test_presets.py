@@ -77,6 +77,16 @@ EXACT = {
     # mmseg/models/decode_heads/simple_head.py (SimpleHead) as local_configs/topformer/topformer_tiny.py builds them
     # (150 classes, mmcv stood in for), run beside ours: 1,389,654 params, 534,110,208 MACs @512x512
     "topformer_tiny": (1_389_654, 534_110_208),
+    # official: ydhongHIT/DDRNet@de0db31 segmentation/DDRNet_23_slim.py / DDRNet_23.py DualResNet(BasicBlock,
+    # [2, 2, 2, 2], 19 classes, planes 32 / 64, spp_planes 128, head_planes 64 / 128, augment=False) run beside ours
+    # (torch 2.13 CPU, fvcore 0.1.5, conv + linear): params and MACs @1024x2048
+    "ddrnet_23_slim": (5_695_987, 36_281_319_424),
+    "ddrnet_23": (20_148_947, 143_060_500_480),
+    # official: XuJiacong/PIDNet@4c158cf models/pidnet.py PIDNet(m, n, 19 classes, planes, ppm_planes, head_planes,
+    # augment=False) as get_pred_model builds S / M / L, run beside ours: params and MACs @1024x2048
+    "pidnet_s": (7_625_715, 47_194_226_688),
+    "pidnet_m": (28_538_515, 177_328_717_824),
+    "pidnet_l": (36_939_571, 274_933_465_088),
 }
 
 
@@ -209,3 +219,11 @@ def test_topformer_tiny_matches_the_official_code_exactly(params, macs):
     assert params["topformer_tiny"] == presets.get("topformer_tiny").official_params == 1_389_654
     assert macs["topformer_tiny"] == presets.get("topformer_tiny").official_macs == 534_110_208
     assert round(params["topformer_tiny"] / 1e6, 1) == 1.4
+
+
+@pytest.mark.slow
+def test_ddrnet_and_pidnet_match_the_official_code_exactly(params, macs):
+    """ydhongHIT/DDRNet (de0db31) and XuJiacong/PIDNet (4c158cf), counted beside ours: params and MACs are equal."""
+    for name in ("ddrnet_23_slim", "ddrnet_23", "pidnet_s", "pidnet_m", "pidnet_l"):
+        p = presets.get(name)
+        assert (params[name], macs[name]) == (p.official_params, p.official_macs) == EXACT[name], name
