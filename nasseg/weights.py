@@ -25,7 +25,11 @@ What is not in a checkpoint and cannot be exact:
 
 A checkpoint is loaded with ``torch.load(..., weights_only=True)`` only: a pickle that holds anything but
 tensors and plain containers is refused.  It may be a bare state dict or one wrapped in ``state_dict`` or
-``model``, with or without DataParallel's ``module.`` prefix.
+``model``, with or without DataParallel's ``module.`` prefix; a preset whose official training saves its wrapper
+(PIDNet's ``FullModel``, ``utils/utils.py``: the network under ``model.``, beside the losses' buffers; the
+released PIDNet checkpoints are loaded with that prefix cut) also takes that form (``Plan.wrapper``).
+A multi-branch preset's ``Plan.encoder`` lists the main stages' official blocks, then each branch's; the links
+between them are ``pairs``.
 """
 
 from __future__ import annotations
@@ -66,6 +70,10 @@ class Plan:
     # checkpoint imports into the encoder only.  STDC-Seg: ("", "cp.backbone."), ERFNet: ("features.encoder.",
     # "encoder.")
     backbone: tuple[str, str] | None = None
+    # (prefix, why the rest has no place): the official training wrapper saves the network under ``prefix``
+    # (PIDNet's ``FullModel.model``) beside its losses' buffers; when any key carries the prefix, it is cut from
+    # those keys and the others are listed unused with ``why``
+    wrapper: tuple[str, str] | None = None
 
 
 def _seq(fmt: str, n: int, start: int = 0) -> tuple[str, ...]:
@@ -271,6 +279,52 @@ def _topformer_tiny() -> Plan:
     )
 
 
+def _layers(*layers: tuple[str, int]) -> tuple[str, ...]:
+    """Official ``nn.Sequential`` layers of ResNet blocks, block by block: ``("layer1", 2)`` -> layer1.0, layer1.1."""
+    return tuple(m for name, n in layers for m in _seq(f"{name}.{{}}", n))
+
+
+def _ddrnet(variant: str, planes: int, head_planes: int) -> Plan:
+    """DDRNet-23(-slim): main blocks, then the high-resolution branch's; bilateral fusions as the branch's links."""
+    link = "branches.0.links.{}"
+    return Plan(
+        source=f"ydhongHIT/DDRNet@de0db31 segmentation/{variant}.py DualResNet(BasicBlock, [2, 2, 2, 2], num_classes, "
+               f"planes={planes}, spp_planes=128, head_planes={head_planes}, augment=True)",
+        encoder=("conv1", *_layers(("layer1", 2), ("layer2", 2), ("layer3", 2), ("layer4", 2), ("layer5", 1)),
+                 *_layers(("layer3_", 2), ("layer4_", 2), ("layer5_", 1))),
+        pairs=(("compression3", link.format(0) + ".compress"), ("down3", link.format(0) + ".down"),
+               ("compression4", link.format(1) + ".compress"), ("down4", link.format(1) + ".down"),
+               ("spp", "decoder.context"), ("final_layer", "head"),
+               ("seghead_extra", "train_heads.0")),  # the same feature: the branch after the stage-3 fusion
+        classes=("final_layer.conv2.weight", 0),
+        # DDRNet's training code is not in its repository; a checkpoint saved from an HRNet-style FullModel
+        # (``model.`` + the loss) imports the same way as PIDNet's
+        wrapper=("model.", "a training wrapper's loss, no part of the network"),
+    )
+
+
+def _pidnet(m: int, n: int, planes: int, large: bool) -> Plan:
+    """PIDNet-S/M/L: I path blocks, then the P branch's and the D branch's; Pag and diff as the branches' links."""
+    size = {32: "s", 64: "l" if large else "m"}[planes]
+    p, d = "branches.0.links.{}", "branches.1.links.{}"
+    return Plan(
+        source=f"XuJiacong/PIDNet@4c158cf models/pidnet.py PIDNet(m={m}, n={n}, num_classes, planes={planes}, "
+               f"ppm_planes={112 if large else 96}, head_planes={256 if large else 128}, augment=True) (pidnet_{size})",
+        encoder=("conv1", *_layers(("layer1", m), ("layer2", m), ("layer3", n), ("layer4", n), ("layer5", 2)),
+                 *_layers(("layer3_", m), ("layer4_", m), ("layer5_", 1)),
+                 # _make_single_layer: a lone block, not a Sequential
+                 "layer3_d", "layer4_d" if large else "layer4_d.0", "layer5_d.0"),
+        pairs=(("compression3", p.format(0) + ".compress"), ("pag3", p.format(0) + ".pag"),
+               ("compression4", p.format(1) + ".compress"), ("pag4", p.format(1) + ".pag"),
+               ("diff3", d.format(0) + ".diff"), ("diff4", d.format(1) + ".diff"),
+               ("spp", "decoder.context"), ("dfm", "decoder.fusions.0"), ("final_layer", "head"),
+               ("seghead_p", "train_heads.0"),  # P after Pag 3
+               ("seghead_d", "train_heads.1")),  # D after stage 4
+        classes=("final_layer.conv2.weight", 0),
+        wrapper=("model.", "the training wrapper's losses (FullModel.sem_loss, bd_loss): no part of the network"),
+    )
+
+
 _PLANS = {
     "regseg": _regseg,
     "erfnet": _erfnet,
@@ -290,6 +344,11 @@ _PLANS = {
     "enet": _enet,
     "seaformer_tiny": _seaformer_tiny,
     "topformer_tiny": _topformer_tiny,
+    "ddrnet_23_slim": lambda: _ddrnet("DDRNet_23_slim", 32, 64),
+    "ddrnet_23": lambda: _ddrnet("DDRNet_23", 64, 128),
+    "pidnet_s": lambda: _pidnet(2, 3, 32, False),
+    "pidnet_m": lambda: _pidnet(2, 3, 64, False),
+    "pidnet_l": lambda: _pidnet(3, 4, 64, True),
 }
 
 
@@ -460,12 +519,16 @@ class _Misfit:
 
 
 def _our_modules(net: torch.nn.Module) -> list[str]:
-    """Our stage blocks and stage BRs in forward order: the modules ``Plan.encoder`` names officially."""
+    """Our stage blocks and stage BRs in forward order: the modules ``Plan.encoder`` names officially.  A
+    multi-branch network lists its main stages first, then each branch's stages (branch by branch)."""
+    stages = [(f"stages.{i}", s) for i, s in enumerate(net.stages)]
+    stages += [(f"branches.{b}.stages.{j}", s) for b, br in enumerate(getattr(net, "branches", ()))
+               for j, s in enumerate(br.stages)]
     out = []
-    for i, stage in enumerate(net.stages):
-        out.extend(f"stages.{i}.blocks.{j}" for j in range(len(stage.blocks)))
+    for path, stage in stages:
+        out.extend(f"{path}.blocks.{j}" for j in range(len(stage.blocks)))
         if not isinstance(stage.merge, torch.nn.Identity):
-            out.append(f"stages.{i}.merge")
+            out.append(f"{path}.merge")
     return out
 
 
@@ -491,6 +554,11 @@ def import_checkpoint(preset: str, checkpoint: str | os.PathLike | Mapping[str, 
                                                                           for k in ck)
         if backbone_only:
             ck = {(full + k[len(theirs):]) if k.startswith(theirs) else k: v for k, v in ck.items()}
+    wrapped: list[tuple[str, Shape, str]] = []
+    if p.wrapper is not None and any(k.startswith(p.wrapper[0]) for k in ck):
+        prefix, why = p.wrapper
+        wrapped = [(k, tuple(v.shape), why) for k, v in ck.items() if not k.startswith(prefix)]
+        ck = {k[len(prefix):]: v for k, v in ck.items() if k.startswith(prefix)}
     order = {k: i for i, k in enumerate(ck)}
 
     key, dim = p.classes
@@ -513,7 +581,7 @@ def import_checkpoint(preset: str, checkpoint: str | os.PathLike | Mapping[str, 
     misfits: list[_Misfit] = []
     source_of: dict[str, str] = {}  # our key -> official key
     aliases: list[tuple[str, str]] = []
-    unused: list[tuple[str, Shape, str]] = []
+    unused: list[tuple[str, Shape, str]] = list(wrapped)
 
     # every official key is a second name of another, unused, or inside exactly one paired module
     for k, v in ck.items():

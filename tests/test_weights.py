@@ -24,7 +24,7 @@ from tests.synthetic_weights import FIXTURES, load_spec, synthetic_checkpoint
 
 NUMERIC = ["regseg", "erfnet", "lednet", "espnet", "fasternet_t0", "stdc1_seg", "ghostnet_1x", "shufflenetv2_1x",
            "mobilenetv3_large", "cgnet", "fast_scnn", "enet",
-           "seaformer_tiny", "topformer_tiny"]
+           "seaformer_tiny", "topformer_tiny", "ddrnet_23_slim", "pidnet_s", "pidnet_l"]
 TOL = 1e-5
 
 
@@ -39,7 +39,7 @@ def test_every_preset_with_official_pytorch_code_has_a_plan_and_a_key_fixture():
     assert weights.names() == sorted(["regseg", "erfnet", "lednet", "espnet", "espnet_c", "fasternet_t0",
                                       "fasternet_t1", "fasternet_t2", "stdc1_seg", "stdc2_seg", "ghostnet_1x",
                                       "shufflenetv2_1x", "mobilenetv3_large", "cgnet", "fast_scnn", "enet",
-           "seaformer_tiny", "topformer_tiny"])
+           "seaformer_tiny", "topformer_tiny", "ddrnet_23_slim", "ddrnet_23", "pidnet_s", "pidnet_m", "pidnet_l"])
     for name in weights.names():
         assert (FIXTURES / f"{name}.json").exists(), name
 
@@ -113,6 +113,41 @@ def test_erfnet_and_lednet_list_their_encoder_only_classifier():
     for name in ("erfnet", "lednet"):
         _, rep = import_checkpoint(name, synthetic_checkpoint(load_spec(name)))
         assert [k for k, _, _ in rep.unused] == ["encoder.output_conv.weight", "encoder.output_conv.bias"]
+
+
+
+@pytest.mark.parametrize("name", ["ddrnet_23_slim", "pidnet_s", "pidnet_l"])
+def test_multi_branch_presets_load_their_training_heads_and_branch_modules(name):
+    """The official training heads tap the same features as the preset's (DDRNet's seghead_extra, PIDNet's seghead_p
+    and seghead_d): they load, nothing is initialised here; branch blocks and links take the official tensors."""
+    state, rep = import_checkpoint(name, synthetic_checkpoint(load_spec(name)))
+    assert not rep.fresh and not rep.unused and not rep.zeroed
+    source = {ours: official for official, ours in rep.loaded}
+    assert source["branches.0.stages.0.blocks.0.conv1.weight"] == "layer3_.0.conv1.weight"
+    assert source["branches.0.links.0.compress.0.weight"] == "compression3.0.weight"
+    assert source["stages.0.blocks.0.layers.0.bias"] == "conv1.0.bias"  # the stem's conv keeps its bias
+    if name.startswith("ddrnet"):
+        assert source["branches.0.links.1.down.3.weight"] == "down4.3.weight"
+        assert source["train_heads.0.pre.bn.weight"] == "seghead_extra.bn1.weight"
+    else:
+        assert source["branches.0.links.1.pag.f_y.conv.weight"] == "pag4.f_y.0.weight"
+        assert source["branches.1.links.0.diff.0.weight"] == "diff3.0.weight"
+        assert source["branches.1.stages.2.blocks.0.conv3.weight"] == "layer5_d.0.conv3.weight"
+        assert source["train_heads.0.conv_out.bias"] == "seghead_p.conv2.bias"
+        assert source["train_heads.1.conv_out.bias"] == "seghead_d.conv2.bias"
+        assert state["train_heads.1.conv_out.weight"].shape[0] == 1  # the boundary head
+
+
+def test_pidnet_checkpoint_saved_from_its_training_wrapper_imports():
+    """PIDNet's released checkpoints are its FullModel's state: the network under ``model.`` beside the losses'
+    buffers (tools/custom.py cuts the prefix); the same tensors land, the loss buffer is listed unused."""
+    ck = synthetic_checkpoint(load_spec("pidnet_s"))
+    plain, _ = import_checkpoint("pidnet_s", ck)
+    wrapped = {f"model.{k}": v for k, v in ck.items()} | {"sem_loss.criterion.weight": torch.ones(19)}
+    state, rep = import_checkpoint("pidnet_s", {"state_dict": wrapped})
+    assert state.keys() == plain.keys() and all(torch.equal(state[k], plain[k]) for k in plain)
+    assert [k for k, _, _ in rep.unused] == ["sem_loss.criterion.weight"]
+    assert "training wrapper" in "\n".join(rep.lines())
 
 
 # ------------------------------------------------------------------------------ checkpoint forms
