@@ -12,6 +12,7 @@ import pytest
 import sqlalchemy as sa
 from rich.console import Console
 
+from nasseg import presets
 from nasseg import search as S
 from nasseg import study as St
 from nasseg.build import build
@@ -57,6 +58,21 @@ def test_units_are_disjoint_and_hold_every_inference_parameter():
     assert len(ids) == len(set(ids))
     assert sum(p.numel() for m in found for p in m.parameters()) == count_params(net)
 
+
+
+@pytest.mark.parametrize("name", ["ddrnet_23_slim", "pidnet_s", "pidnet_l"])
+def test_multi_branch_presets_cost_exactly_as_whole_networks(name):
+    """DDRNet's and PIDNet's branch stages and links are units too: the table's MACs and params are the whole
+    network's, and every inference parameter sits in exactly one unit."""
+    g = presets.get(name).genome
+    net = build(g, 19)
+    p = CostTable(warmup=1, runs=3).predict(g, 19, SHAPE)
+    mac = count_macs(net, SHAPE)
+    assert (p.macs, p.macs_all, p.params) == (mac.macs, mac.macs_all, count_params(net))
+    found = [m for _, m in units(net)]
+    ids = [id(q) for m in found for q in m.parameters()]
+    assert len(ids) == len(set(ids)) and len(ids) == len(list(net.inference_parameters()))
+    assert any(path.startswith("branches.0.links.") for path, _ in units(net))
 
 def test_fingerprint_sees_structure_not_weights():
     from nasseg import registry
