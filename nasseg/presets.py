@@ -405,8 +405,12 @@ def _ddrnet_23(planes: int, head_planes: int) -> Genome:
 def _pidnet(m: int, n: int, planes: int, ppm_planes: int, head_planes: int, large: bool) -> Genome:
     """PIDNet-S/M/L (official ``PIDNet(m, n, planes, ppm_planes, head_planes)``).
 
-    I (main) path: ``conv1`` stem to 1/4, ``layer1``..``layer4`` (m, m, n, n basic blocks; the official forward
-    applies a ReLU after every one of them, so all end in ReLU here), ``layer5`` (two bottlenecks, no ReLU, 1/64).
+    I (main) path: ``conv1`` stem to 1/4, ``layer1``..``layer4`` (m, m, n, n basic blocks), ``layer5`` (two
+    bottlenecks, no ReLU, 1/64).  The official forward applies a ReLU after each of ``layer1``..``layer4``
+    (``x = self.relu(self.layer3(x))``); written in DDRNet's convention, which nasseg's links follow, each of
+    these stages ends before that ReLU (its last block ``no_relu``) and every reader applies it: the next stage
+    (``!relu``), the branches' first stages, and the links (``pid_pag`` and ``pid_diff`` read ``relu(main)``).
+    Numerically the official computation.
     P branch (branch 0, from ``layer2``): ``layer3_``, ``layer4_`` (m basic blocks), ``layer5_`` (bottleneck to 4C),
     with Pag after stages 3 and 4.  D branch (branch 1, from ``layer2``): S/M ``layer3_d`` basic 2C -> C,
     ``layer4_d`` bottleneck C -> 2C; L two basic blocks 2C; then ``layer5_d`` bottleneck to 4C; ``diff`` additions
@@ -415,24 +419,24 @@ def _pidnet(m: int, n: int, planes: int, ppm_planes: int, head_planes: int, larg
     """
     c = planes
     d_stages = (
-        S("resnet_basic", 1, 2 * c, 1, no_relu=True),                               # layer3_d
+        S("resnet_basic", 1, 2 * c, 1, relu_in=True, no_relu=True),                 # layer3_d
         S("resnet_basic", 1, 2 * c, 1, relu_in=True, no_relu=True),                 # layer4_d
     ) if large else (
-        S("resnet_basic", 1, c, 1, no_relu=True),                                   # layer3_d
+        S("resnet_basic", 1, c, 1, relu_in=True, no_relu=True),                     # layer3_d
         S("resnet_bottleneck", 1, 2 * c, 1, relu_in=True, no_relu=True),            # layer4_d
     )
     return resolve(Genome(
         stages=(
             S("ddr_stem", 1, c, 4),                                                 # conv1: 1/4
-            S("resnet_basic", m, c, 1),                                             # layer1
-            S("resnet_basic", m, 2 * c, 2),                                         # layer2: 1/8
-            S("resnet_basic", n, 4 * c, 2),                                         # layer3: 1/16
-            S("resnet_basic", n, 8 * c, 2),                                         # layer4: 1/32
-            S("resnet_bottleneck", 2, 16 * c, 2, no_relu=True),                     # layer5: 1/64
+            S("resnet_basic", m, c, 1, per_block=_last_no_relu(m)),                 # layer1
+            S("resnet_basic", m, 2 * c, 2, per_block=_last_no_relu(m), relu_in=True),  # layer2: 1/8
+            S("resnet_basic", n, 4 * c, 2, per_block=_last_no_relu(n), relu_in=True),  # layer3: 1/16
+            S("resnet_basic", n, 8 * c, 2, per_block=_last_no_relu(n), relu_in=True),  # layer4: 1/32
+            S("resnet_bottleneck", 2, 16 * c, 2, relu_in=True, no_relu=True),       # layer5: 1/64
         ),
         branches=(
             Branch(source=2, stages=(                                               # P
-                S("resnet_basic", m, 2 * c, 1, per_block=_last_no_relu(m)),         # layer3_
+                S("resnet_basic", m, 2 * c, 1, per_block=_last_no_relu(m), relu_in=True),  # layer3_
                 S("resnet_basic", m, 2 * c, 1, per_block=_last_no_relu(m), relu_in=True),  # layer4_
                 S("resnet_bottleneck", 1, 4 * c, 1, relu_in=True, no_relu=True),   # layer5_
             ), links=(Link(3, M("pid_pag")), Link(4, M("pid_pag")))),              # compression3 + pag3, 4
