@@ -367,13 +367,18 @@ def _last_no_relu(depth: int) -> dict[str, list[bool]]:
     return {"no_relu": [False] * (depth - 1) + [True]}
 
 
+# The main path of both families (search_spaces/dualbranch.yaml writes it the same way): a stage whose output a
+# link sums into (layer3, layer4) ends before its ReLU and every reader applies it (the next stage's ``!relu``,
+# the links); the stages before the branches leave (layer1, layer2) end in their ReLU, which the official code
+# applies to their output wherever it is read (DDRNet ``self.layer3_(self.relu(layers[1]))``, PIDNet
+# ``x = self.relu(self.layer2(self.relu(x)))``).
 def _ddrnet_23(planes: int, head_planes: int) -> Genome:
     """DDRNet-23(-slim) (official ``DualResNet(BasicBlock, [2, 2, 2, 2], planes, spp_planes=128, head_planes)``).
 
     Main (low-resolution) path: ``conv1`` stem to 1/4, ``layer1``..``layer4`` (two basic blocks each, 1/4 .. 1/32)
     and ``layer5`` (one bottleneck, 1/64).  The high-resolution branch starts from ``layer2`` (1/8) and runs
     ``layer3_``, ``layer4_``, ``layer5_`` beside ``layer3``..``layer5``; bilateral fusions after stages 3 and 4.
-    Every stage after a sum reads ``relu(x)`` (``!relu``).  Decoder: DAPPM on ``layer5``, upsampled to 1/8 and
+    A stage after a sum reads ``relu(x)`` (``!relu``).  Decoder: DAPPM on ``layer5``, upsampled to 1/8 and
     added to the branch (``passthrough`` at the main tap, ``add`` at the branch tap: the official
     ``final_layer(up(spp(layer5(relu(x)))) + layer5_(relu(x_)))``).  Training head: ``seghead_extra`` on the
     branch after the stage-3 fusion.
@@ -383,14 +388,14 @@ def _ddrnet_23(planes: int, head_planes: int) -> Genome:
     return resolve(Genome(
         stages=(
             S("ddr_stem", 1, c, 4),                                                 # conv1: 1/4
-            S("resnet_basic", 2, c, 1, per_block=layer),                            # layer1
-            S("resnet_basic", 2, 2 * c, 2, per_block=layer, relu_in=True),          # layer2: 1/8
-            S("resnet_basic", 2, 4 * c, 2, per_block=layer, relu_in=True),          # layer3: 1/16
+            S("resnet_basic", 2, c, 1),                                             # layer1
+            S("resnet_basic", 2, 2 * c, 2),                                         # layer2: 1/8
+            S("resnet_basic", 2, 4 * c, 2, per_block=layer),                        # layer3: 1/16
             S("resnet_basic", 2, 8 * c, 2, per_block=layer, relu_in=True),          # layer4: 1/32
-            S("resnet_bottleneck", 1, 16 * c, 2, relu_in=True, no_relu=True),       # layer5: 1/64
+            S("resnet_bottleneck", 1, 16 * c, 2, per_block={"no_relu": [True]}, relu_in=True),  # layer5: 1/64
         ),
         branches=(Branch(source=2, stages=(
-            S("resnet_basic", 2, hr, 1, per_block=layer, relu_in=True),             # layer3_
+            S("resnet_basic", 2, hr, 1, per_block=layer),                           # layer3_
             S("resnet_basic", 2, hr, 1, per_block=layer, relu_in=True),             # layer4_
             S("resnet_bottleneck", 1, 2 * hr, 1, relu_in=True, no_relu=True),       # layer5_
         ), links=(Link(3, M("ddr_bilateral")), Link(4, M("ddr_bilateral")))),),  # compression3/down3, 4
@@ -406,37 +411,36 @@ def _pidnet(m: int, n: int, planes: int, ppm_planes: int, head_planes: int, larg
     """PIDNet-S/M/L (official ``PIDNet(m, n, planes, ppm_planes, head_planes)``).
 
     I (main) path: ``conv1`` stem to 1/4, ``layer1``..``layer4`` (m, m, n, n basic blocks), ``layer5`` (two
-    bottlenecks, no ReLU, 1/64).  The official forward applies a ReLU after each of ``layer1``..``layer4``
-    (``x = self.relu(self.layer3(x))``); written in DDRNet's convention, which nasseg's links follow, each of
-    these stages ends before that ReLU (its last block ``no_relu``) and every reader applies it: the next stage
-    (``!relu``), the branches' first stages, and the links (``pid_pag`` and ``pid_diff`` read ``relu(main)``).
-    Numerically the official computation.
-    P branch (branch 0, from ``layer2``): ``layer3_``, ``layer4_`` (m basic blocks), ``layer5_`` (bottleneck to 4C),
-    with Pag after stages 3 and 4.  D branch (branch 1, from ``layer2``): S/M ``layer3_d`` basic 2C -> C,
-    ``layer4_d`` bottleneck C -> 2C; L two basic blocks 2C; then ``layer5_d`` bottleneck to 4C; ``diff`` additions
-    after stages 3 and 4.  Decoder: PAPPM (L: DAPPM) on ``layer5``, then Light-Bag (L: Bag) of P and I guided
-    by D.  Training heads: ``seghead_p`` on P after Pag 3, ``seghead_d`` (boundary) on D after stage 4.
+    bottlenecks, 1/64, both without the final ReLU: the official ``Bottleneck``'s own default ``no_relu=True``).
+    The official forward applies a ReLU after each of ``layer1``..``layer4``; ``layer3`` and ``layer4`` end
+    before it here and their readers apply it (the next stage's ``!relu``; ``pid_pag`` and ``pid_diff`` read
+    ``relu(main)``), as in DDRNet.  P branch (branch 0, from ``layer2``): ``layer3_``, ``layer4_`` (m basic
+    blocks), ``layer5_`` (bottleneck to 4C), with Pag after stages 3 and 4.  D branch (branch 1, from
+    ``layer2``): S/M ``layer3_d`` basic 2C -> C, ``layer4_d`` bottleneck C -> 2C; L two basic blocks 2C; then
+    ``layer5_d`` bottleneck to 4C; ``diff`` additions after stages 3 and 4.  Decoder: PAPPM (L: DAPPM) on
+    ``layer5``, then Light-Bag (L: Bag) of P and I guided by D.  Training heads: ``seghead_p`` on P after Pag 3,
+    ``seghead_d`` (boundary) on D after stage 4.
     """
     c = planes
     d_stages = (
-        S("resnet_basic", 1, 2 * c, 1, relu_in=True, no_relu=True),                 # layer3_d
+        S("resnet_basic", 1, 2 * c, 1, no_relu=True),                               # layer3_d
         S("resnet_basic", 1, 2 * c, 1, relu_in=True, no_relu=True),                 # layer4_d
     ) if large else (
-        S("resnet_basic", 1, c, 1, relu_in=True, no_relu=True),                     # layer3_d
+        S("resnet_basic", 1, c, 1, no_relu=True),                                   # layer3_d
         S("resnet_bottleneck", 1, 2 * c, 1, relu_in=True, no_relu=True),            # layer4_d
     )
     return resolve(Genome(
         stages=(
             S("ddr_stem", 1, c, 4),                                                 # conv1: 1/4
-            S("resnet_basic", m, c, 1, per_block=_last_no_relu(m)),                 # layer1
-            S("resnet_basic", m, 2 * c, 2, per_block=_last_no_relu(m), relu_in=True),  # layer2: 1/8
-            S("resnet_basic", n, 4 * c, 2, per_block=_last_no_relu(n), relu_in=True),  # layer3: 1/16
+            S("resnet_basic", m, c, 1),                                             # layer1
+            S("resnet_basic", m, 2 * c, 2),                                         # layer2: 1/8
+            S("resnet_basic", n, 4 * c, 2, per_block=_last_no_relu(n)),             # layer3: 1/16
             S("resnet_basic", n, 8 * c, 2, per_block=_last_no_relu(n), relu_in=True),  # layer4: 1/32
-            S("resnet_bottleneck", 2, 16 * c, 2, relu_in=True, no_relu=True),       # layer5: 1/64
+            S("resnet_bottleneck", 2, 16 * c, 2, per_block={"no_relu": [True, True]}, relu_in=True),  # layer5
         ),
         branches=(
             Branch(source=2, stages=(                                               # P
-                S("resnet_basic", m, 2 * c, 1, per_block=_last_no_relu(m), relu_in=True),  # layer3_
+                S("resnet_basic", m, 2 * c, 1, per_block=_last_no_relu(m)),         # layer3_
                 S("resnet_basic", m, 2 * c, 1, per_block=_last_no_relu(m), relu_in=True),  # layer4_
                 S("resnet_bottleneck", 1, 4 * c, 1, relu_in=True, no_relu=True),   # layer5_
             ), links=(Link(3, M("pid_pag")), Link(4, M("pid_pag")))),              # compression3 + pag3, 4
