@@ -461,6 +461,65 @@ def _pidnet(m: int, n: int, planes: int, ppm_planes: int, head_planes: int, larg
     ))
 
 
+# ------------------------------------------------------------------------------------ BiSeNet
+def _bisenetv1() -> Genome:
+    """BiSeNet V1 (ResNet-18) as the authors' TorchSeg ``cityscapes.bisenet.R18.speed`` builds it.
+
+    Main path = the context path's ResNet-18 (7x7 s2 conv stem, 3x3 max pool, four stages of two basic blocks);
+    branch 0 from the image = the spatial path (ConvBNReLU 7x7 s2, 3x3 s2, 3x3 s2 -> 64, 1x1 -> 128, at 1/8);
+    decoder: global context (GAP -> ConvBNReLU 1x1 -> 128) on C5, ARM32 + context, ARM16 + refine(up), then the
+    FFM (reduction 1) over the spatial path and refine(up(context path)); bilinear upsampling with
+    align_corners=True inside the context path, as TorchSeg.
+    """
+    up = "bilinear"
+    return resolve(Genome(
+        stages=(
+            S("conv", 1, 64, 2, kernel_size=7), S("maxpool", 1, 64, 2),
+            S("resnet_basic", 2, 64, 1), S("resnet_basic", 2, 128, 2),
+            S("resnet_basic", 2, 256, 2), S("resnet_basic", 2, 512, 2),
+        ),
+        branches=(Branch(source=-1, stages=(
+            S("conv", 1, 64, 2, kernel_size=7), S("conv", 1, 64, 2), S("conv", 1, 64, 2),
+            S("conv", 1, 128, 1, kernel_size=1),
+        )),),
+        decoder=Decoder("chain", (4, 5), branch_taps=(0,), context=M("gap"), context_width=128, fusions=(
+            Fusion("ffm", 256, _args({"reduction": 1, "upsample": up})),
+            Fusion("arm", 128, _args({"upsample": up})),
+            Fusion("arm", 128, _args({"refine": "none", "upsample": up})),
+        )),
+        heads=Heads(M("seg_head", mid_channels=64, bias=True), extra=(
+            HeadTap("aux", "level", 1, M("aux_head", mid_channels=128, bias=True)),
+            HeadTap("aux", "level", 2, M("aux_head", mid_channels=128, bias=True)),
+        )),
+    ))
+
+
+def _bisenetv2() -> Genome:
+    """BiSeNet V2 as ``CoinCheung/BiSeNet`` ``lib/models/bisenetv2.py`` builds it (no author code).
+
+    Main path = the semantic branch (stem block to 1/4, GE layers 32 / 64 / 128 at 1/8, 1/16, 1/32); branch 0
+    from the image = the detail branch (ConvBNReLU 64, 64 / 64, 64, 64 / 128, 128, 128, the first of each
+    stage stride 2); decoder: CE block on the last semantic stage, then BGA with the detail branch; main head
+    ConvBNReLU 3x3 -> 1024 -> 1x1; four auxiliary heads on the semantic stages (training only).
+    """
+    aux = (16, 64, 256, 1024)  # the official aux heads' upsampling conv: up_factor ** 2 for 1/4 ... 1/32
+    return resolve(Genome(
+        stages=(
+            S("bisenetv2_stem", 1, 16, 4),
+            S("ge", 2, 32, 2), S("ge", 2, 64, 2), S("ge", 4, 128, 2),
+        ),
+        branches=(Branch(source=-1, stages=(
+            S("conv", 2, 64, 2), S("conv", 3, 64, 2), S("conv", 3, 128, 2),
+        )),),
+        decoder=Decoder("chain", (3,), branch_taps=(0,), context=M("ce"), context_width=128, fusions=(
+            Fusion("bga", 128), Fusion("passthrough", 128),
+        )),
+        heads=Heads(M("bisenetv2_head", mid_channels=1024), extra=tuple(
+            HeadTap("aux", "stage", i, M("bisenetv2_head", mid_channels=128, up_channels=u))
+            for i, u in enumerate(aux))),
+    ))
+
+
 def _presets() -> dict[str, Preset]:
     items = [
         Preset("stdc1_seg", "STDC1-Seg", "Fan et al., Rethinking BiSeNet for Real-time Semantic Segmentation, "
@@ -630,6 +689,28 @@ def _presets() -> dict[str, Preset]:
                notes="Training heads: the official forward's in-place ReLU rectifies the tensors its seghead_p and "
                      "seghead_d keep (the next stage's self.relu(x_)), so officially they see relu(x); here they "
                      "see x, as the paper draws them.  Inference is unaffected (exact)."),
+        Preset("bisenetv1", "BiSeNet V1 (ResNet-18)", "Yu et al., BiSeNet: Bilateral Segmentation Network for "
+               "Real-time Semantic Segmentation, ECCV 2018", _bisenetv1, 19, (768, 1536), 12_894_163, 58_344_439_808,
+               "official (the authors' code) ycszen/TorchSeg@62eeb15 model/bisenet/cityscapes.bisenet.R18.speed/"
+               "network.py BiSeNet(19) (is_training=False: main head only) run beside ours (torch 2.13 CPU, fvcore "
+               "0.1.5, conv + linear): 12,894,163 params, 58,344,439,808 MACs @768x1536.  The re-implementation "
+               "CoinCheung/BiSeNet@6b4b67a lib/models/bisenetv1.py counts 13,275,539 / 66,565,341,184 (shared/"
+               "reference/blocks.md 8.1: 13.28 M, 66.57 G): its FFM and heads differ",
+               {"miou_val": "74.8 (768x1536) [3rd, PaddleSeg pp_liteseg README]", "miou_test": "74.7 [3rd]",
+                "fps": "65.5 (Titan XP) [3rd]",
+                "xception39": "68.4 test mIoU at 105 FPS (Titan XP), the paper's abstract (no preset)"},
+               notes="The paper's 49.0 M params (as quoted by third parties) is not what the authors' code builds "
+                     "(12.89 M); the training aux heads tap the chain levels at 1/32 and 1/16 (TorchSeg: the refined "
+                     "upsampled levels at 1/16 and 1/8), so they are not imported from checkpoints."),
+        Preset("bisenetv2", "BiSeNet V2", "Yu et al., BiSeNet V2: Bilateral Network with Guided Aggregation for "
+               "Real-time Semantic Segmentation, IJCV 2021", _bisenetv2, 19, (512, 1024), 3_358_627, 24_603_312_128,
+               "re-implementation (the authors published no code) CoinCheung/BiSeNet@6b4b67a lib/models/bisenetv2.py "
+               "BiSeNetV2(19, aux_mode='eval') run beside ours (torch 2.13 CPU, fvcore 0.1.5, conv + linear): "
+               "3,358,627 params, 24,603,312,128 MACs @512x1024 (shared/reference/blocks.md 8.1: 3.36 M, 24.60 G)",
+               {"miou_test": "72.6 (Cityscapes, paper abstract)", "miou_val": "73.4 [3rd, PaddleSeg pp_liteseg README]",
+                "fps": "156 (GTX 1080 Ti, 2048x1024 input resized to 512x1024; paper abstract)"},
+               notes="The four training aux heads (booster training) are the re-implementation's SegmentHead with "
+                     "its upsampling conv (up_factor**2 channels); they are not in the inference counts."),
     ]
     return {p.name: p for p in items}
 

@@ -18,7 +18,7 @@ kind      constructor                                           forward
 block     (in_channels, out_channels, stride=1, *, args)         x -> y (stride applied)
 fusion    (low_channels, high_channels, out_channels, *, args)   (low, high[, guide]) -> y at low's size
 context   (in_channels, out_channels, *, args)                   x -> y, same spatial size
-head      (in_channels, num_classes, *, args)                    x -> logits at x's size
+head      (in_channels, num_classes, *, args)                    x -> logits at x's size (x output_scale)
 decoder   (in_channels: tuple (taps, shallow->deep), num_classes, *, args)   list of taps -> y
 link      (main_channels, branch_channels, scale, *, args)      (main, branch) -> (main, branch)
 ========  =====================================================  ==============================

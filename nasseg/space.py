@@ -974,7 +974,7 @@ def _compile(spec: SpaceFile, source: str) -> SearchSpace:
         elif e.branch != -1:
             raise ConfigError(f"{source}: key 'heads.extra.{j}.branch': only for source: branch")
         if e.source == "level":
-            levels = min(len(t) for t in taps_dim.values())
+            levels = len(d.branch_taps) + min(len(t) for t in taps_dim.values())  # branch taps are levels too
             if set(kinds) != {"chain"}:
                 raise ConfigError(f"{source}: key 'heads.extra.{j}.source': level taps exist only when every decoder "
                                   f"choice is the chain, not {sorted(kinds)}")

@@ -325,6 +325,45 @@ def _pidnet(m: int, n: int, planes: int, large: bool) -> Plan:
     )
 
 
+def _bisenetv1() -> Plan:
+    """BiSeNet V1 R18 in the authors' TorchSeg: ResNet-18 context path, spatial path as branch 0."""
+    cp = "context_path."
+    return Plan(
+        source="ycszen/TorchSeg@62eeb15 model/bisenet/cityscapes.bisenet.R18.speed/network.py BiSeNet(out_planes, "
+               "is_training=True)",
+        encoder=(cp + "conv1", cp + "maxpool", *(f"{cp}layer{i}.{j}" for i in (1, 2, 3, 4) for j in (0, 1))),
+        # the stem's BN is a module of its own officially (bn1); its tensors join conv1's in our stem block
+        pairs=((cp + "bn1", "stages.0.blocks.0"),
+               *((f"spatial_path.{m}", f"branches.0.stages.{j}.blocks.0")
+                 for j, m in enumerate(("conv_7x7", "conv_3x3_1", "conv_3x3_2", "conv_1x1"))),
+               ("global_context.1", "decoder.context.conv"),
+               ("arms.0", "decoder.fusions.2.arm"), ("arms.1", "decoder.fusions.1.arm"),
+               ("refines.0", "decoder.fusions.1.refine"), ("refines.1", "decoder.fusions.0.refine"),
+               ("ffm", "decoder.fusions.0.ffm"), ("heads.2", "head")),
+        classes=("heads.2.conv_1x1.weight", 0),
+        unused=tuple((f"heads.{i}", f"training-only auxiliary head on the context path's refined {where}; the "
+                      "preset's auxiliary heads tap the chain levels, a different feature")
+                     for i, where in ((0, "1/16 feature"), (1, "1/8 feature"))),
+        fresh=(("train_heads.0", "auxiliary head on chain level 1: the official one sees another feature"),
+               ("train_heads.1", "auxiliary head on chain level 2: the official one sees another feature")),
+    )
+
+
+def _bisenetv2() -> Plan:
+    """BiSeNet V2 in CoinCheung's re-implementation: semantic branch = main path, detail branch = branch 0."""
+    detail = ((0, "S1", 2), (1, "S2", 3), (2, "S3", 3))
+    return Plan(
+        source="CoinCheung/BiSeNet@6b4b67a lib/models/bisenetv2.py BiSeNetV2(n_classes, aux_mode='train') (no code "
+               "from the paper's authors)",
+        encoder=("segment.S1S2", *_seq("segment.S3.{}", 2), *_seq("segment.S4.{}", 2), *_seq("segment.S5_4.{}", 4)),
+        pairs=(*((f"detail.{name}.{k}", f"branches.0.stages.{j}.blocks.{k}") for j, name, n in detail
+                 for k in range(n)),
+               ("segment.S5_5", "decoder.context"), ("bga", "decoder.fusions.0"), ("head", "head"),
+               *((f"aux{a}", f"train_heads.{i}") for i, a in enumerate(("2", "3", "4", "5_4")))),
+        classes=("head.conv_out.1.weight", 0),
+    )
+
+
 _PLANS = {
     "regseg": _regseg,
     "erfnet": _erfnet,
@@ -349,6 +388,8 @@ _PLANS = {
     "pidnet_s": lambda: _pidnet(2, 3, 32, False),
     "pidnet_m": lambda: _pidnet(2, 3, 64, False),
     "pidnet_l": lambda: _pidnet(3, 4, 64, True),
+    "bisenetv1": _bisenetv1,
+    "bisenetv2": _bisenetv2,
 }
 
 

@@ -87,6 +87,13 @@ EXACT = {
     "pidnet_s": (7_625_715, 47_194_226_688),
     "pidnet_m": (28_538_515, 177_328_717_824),
     "pidnet_l": (36_939_571, 274_933_465_088),
+    # official (the authors' code): ycszen/TorchSeg@62eeb15 model/bisenet/cityscapes.bisenet.R18.speed/network.py
+    # BiSeNet(19) in eval (main head only) run beside ours (torch 2.13 CPU, fvcore 0.1.5, conv + linear):
+    # 12,894,163 params, 58,344,439,808 MACs @768x1536
+    "bisenetv1": (12_894_163, 58_344_439_808),
+    # official (no code from the paper's authors): CoinCheung/BiSeNet@6b4b67a lib/models/bisenetv2.py
+    # BiSeNetV2(19, aux_mode='eval') run beside ours (same tools): 3,358,627 params, 24,603,312,128 MACs @512x1024
+    "bisenetv2": (3_358_627, 24_603_312_128),
 }
 
 
@@ -227,3 +234,11 @@ def test_ddrnet_and_pidnet_match_the_official_code_exactly(params, macs):
     for name in ("ddrnet_23_slim", "ddrnet_23", "pidnet_s", "pidnet_m", "pidnet_l"):
         p = presets.get(name)
         assert (params[name], macs[name]) == (p.official_params, p.official_macs) == EXACT[name], name
+def test_bisenet_training_heads_are_left_out_of_inference_params():
+    """BiSeNet V2's four aux heads (CoinCheung's aux2 ... aux5_4: 37,475 + 112,211 + 374,291 + 1,348,883) and V1's
+    two (TorchSeg's heads.0/1: 2 x 150,163) are built, trained, and not counted."""
+    for name, extra in (("bisenetv2", 37_475 + 112_211 + 374_291 + 1_348_883), ("bisenetv1", 2 * 150_163)):
+        net = build(presets.get(name).genome, 19)
+        assert sum(p.numel() for p in net.train_heads.parameters()) == extra
+        assert sum(p.numel() for p in net.parameters()) == EXACT[name][0] + extra
+

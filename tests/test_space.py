@@ -305,3 +305,27 @@ def test_yaml_merge_keys_may_override():
     text = text.replace("taps: [1, 2]", "taps: [2, 3]")
     space = parse_space(text)
     assert [s.width.values() for s in space.stages[:2]] == [[32], [48]]
+
+
+def test_branch_taps_count_as_chain_levels_for_heads():
+    """With a branch tapped, the chain has one level per branch tap and per stage tap (BiSeNet V1: spatial path,
+    1/16, 1/32): a head may tap the deepest level, and one past it is refused."""
+    text = """
+name: levels
+stages:
+  - {block: conv, width: 16, stride: 2}
+  - {block: conv, width: 32, stride: 2}
+branches:
+  - source: -1
+    stages: [{block: conv, width: 16, stride: 2}]
+decoder:
+  taps: [1]
+  branch_taps: [0]
+  kind: {chain: {fusions: [add, add], widths: [[16, 16]]}}
+heads:
+  extra: [{role: aux, source: level, index: LEVEL, head: aux_head}]
+"""
+    g = parse_space(text.replace("LEVEL", "1")).random(0)
+    assert g.heads.extra[0].index == 1 and g.decoder.branch_taps == (0,)
+    with pytest.raises(ConfigError, match="is not a chain level 0..1"):
+        parse_space(text.replace("LEVEL", "2"))

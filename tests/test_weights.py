@@ -24,7 +24,8 @@ from tests.synthetic_weights import FIXTURES, load_spec, synthetic_checkpoint
 
 NUMERIC = ["regseg", "erfnet", "lednet", "espnet", "fasternet_t0", "stdc1_seg", "ghostnet_1x", "shufflenetv2_1x",
            "mobilenetv3_large", "cgnet", "fast_scnn", "enet",
-           "seaformer_tiny", "topformer_tiny", "ddrnet_23_slim", "pidnet_s", "pidnet_l"]
+           "seaformer_tiny", "topformer_tiny", "ddrnet_23_slim", "pidnet_s", "pidnet_l",
+           "bisenetv1", "bisenetv2"]
 TOL = 1e-5
 
 
@@ -39,7 +40,8 @@ def test_every_preset_with_official_pytorch_code_has_a_plan_and_a_key_fixture():
     assert weights.names() == sorted(["regseg", "erfnet", "lednet", "espnet", "espnet_c", "fasternet_t0",
                                       "fasternet_t1", "fasternet_t2", "stdc1_seg", "stdc2_seg", "ghostnet_1x",
                                       "shufflenetv2_1x", "mobilenetv3_large", "cgnet", "fast_scnn", "enet",
-           "seaformer_tiny", "topformer_tiny", "ddrnet_23_slim", "ddrnet_23", "pidnet_s", "pidnet_m", "pidnet_l"])
+           "seaformer_tiny", "topformer_tiny", "ddrnet_23_slim", "ddrnet_23", "pidnet_s", "pidnet_m", "pidnet_l",
+           "bisenetv1", "bisenetv2"])
     for name in weights.names():
         assert (FIXTURES / f"{name}.json").exists(), name
 

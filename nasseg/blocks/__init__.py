@@ -2,6 +2,7 @@
 
 from nasseg.blocks import (
     basic,  # noqa: F401
+    bisenet,  # noqa: F401
     cgnet,  # noqa: F401
     dwrseg,  # noqa: F401
     enet,  # noqa: F401

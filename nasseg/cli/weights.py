@@ -22,7 +22,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("preset", help="the preset the checkpoint is for: one with official PyTorch code (stdc1_seg, "
                    "stdc2_seg, regseg, fasternet_t0/t1/t2, erfnet, lednet, espnet, espnet_c, ghostnet_1x, "
                    "shufflenetv2_1x, mobilenetv3_large, cgnet, fast_scnn, "
-                   "enet, seaformer_tiny, topformer_tiny, ddrnet_23_slim, ddrnet_23, pidnet_s, pidnet_m, pidnet_l)")
+                   "enet, seaformer_tiny, topformer_tiny, ddrnet_23_slim, ddrnet_23, pidnet_s, pidnet_m, pidnet_l, "
+                   "bisenetv1, bisenetv2)")
     p.add_argument("checkpoint", help="the official checkpoint file (a state dict, bare or under 'state_dict' or "
                    "'model', with or without 'module.' prefixes; PIDNet's also under its training wrapper's "
                    "'model.'); read with torch.load(weights_only=True)")

@@ -1,4 +1,5 @@
-"""BiSeNet's attention refinement (ARM) and feature fusion (FFM) modules, as STDC-Seg uses them.
+"""BiSeNet's attention refinement (ARM) and feature fusion (FFM) modules, as STDC-Seg uses them, and
+BiSeNet V2's bilateral guided aggregation (BGA, at the end of this file).
 
 Yu et al., "BiSeNet", ECCV 2018, Sec. 3.3, Fig. 2(b)/(c); Fan et al., "Rethinking BiSeNet" (STDC-Seg),
 CVPR 2021, Sec. 3.2.  Official code: STDC-Seg ``models/model_stages.py`` (``AttentionRefinementModule``,
@@ -160,3 +161,55 @@ class FFMFusion(nn.Module):
     def forward(self, low: torch.Tensor, high: torch.Tensor) -> torch.Tensor:
         high = self.refine(_upsample(high, low.shape[-2:], self.upsample))  # up, then conv_head
         return self.ffm(low, high)
+
+
+def _bn_conv(in_channels: int, out_channels: int, kernel_size: int, stride: int = 1,
+             groups: int = 1) -> list[nn.Module]:
+    return [nn.Conv2d(in_channels, out_channels, kernel_size, stride, kernel_size // 2, groups=groups, bias=False),
+            nn.BatchNorm2d(out_channels)]
+
+
+@register("bga", kind="fusion", examples=[
+    {"low_channels": 32, "high_channels": 64, "out_channels": 48},
+    {"low_channels": 32, "high_channels": 32, "out_channels": 32},
+])
+class BGAFusion(nn.Module):
+    """BiSeNet V2 bilateral guided aggregation (Yu et al., IJCV 2021, Sec. 4.3, Fig. 6): low = detail branch
+    (1/8), high = semantic branch (1/32 officially).
+
+    ``left1`` = depthwise 3x3 (low) + BN + 1x1 (low -> out); ``left2`` = 3x3 s2 (low -> out) + BN + AvgPool 3x3
+    s2 p1; ``right1`` = 3x3 (high -> out) + BN; ``right2`` = depthwise 3x3 (high) + BN + 1x1 (high -> out);
+    out = ``conv``(left1 * sigmoid(up(right1)) + up(left2 * sigmoid(right2))), ``conv`` = 3x3 (out -> out) +
+    BN + ReLU (the ReLU is the re-implementation's, "not shown in paper").  Upsampling is nearest, as the
+    re-implementation's ``nn.Upsample(scale_factor=4)``.
+
+    Reference: ``CoinCheung/BiSeNet`` ``lib/models/bisenetv2.py`` ``BGALayer`` (6b4b67a; no author code),
+    submodule names and Sequential indices kept.  Divergences: the official layer fixes every width at 128
+    (here low, high and out are arguments) and upsamples by a fixed factor 4; here ``up`` resizes to the
+    detail feature's size and ``right2`` is resized (nearest) to ``left2``'s size where they differ, so any
+    pair of resolutions works (identical to the official layer when high is exactly 1/4 of low).
+    """
+
+    def __init__(self, low_channels: int, high_channels: int, out_channels: int):
+        super().__init__()
+        self.left1 = nn.Sequential(*_bn_conv(low_channels, low_channels, 3, groups=low_channels),
+                                   nn.Conv2d(low_channels, out_channels, 1, bias=False))
+        self.left2 = nn.Sequential(*_bn_conv(low_channels, out_channels, 3, 2),
+                                   nn.AvgPool2d(kernel_size=3, stride=2, padding=1, ceil_mode=False))
+        self.right1 = nn.Sequential(*_bn_conv(high_channels, out_channels, 3))
+        self.right2 = nn.Sequential(*_bn_conv(high_channels, high_channels, 3, groups=high_channels),
+                                    nn.Conv2d(high_channels, out_channels, 1, bias=False))
+        self.conv = nn.Sequential(*_bn_conv(out_channels, out_channels, 3), nn.ReLU(inplace=True))
+        self.out_channels = out_channels
+
+    def forward(self, low: torch.Tensor, high: torch.Tensor) -> torch.Tensor:
+        size = low.shape[-2:]
+        left1 = self.left1(low)  # detail, full (1/8) resolution
+        left2 = self.left2(low)  # detail, down to the semantic resolution
+        right1 = resize_to(self.right1(high), size, "nearest")  # semantic, up to the detail resolution
+        right2 = self.right2(high)  # semantic, its own resolution
+        if right2.shape[-2:] != left2.shape[-2:]:
+            right2 = resize_to(right2, left2.shape[-2:], "nearest")
+        left = left1 * torch.sigmoid(right1)  # detail guided by semantics
+        right = resize_to(left2 * torch.sigmoid(right2), size, "nearest")  # semantics guided by detail, up
+        return self.conv(left + right)

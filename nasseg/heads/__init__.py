@@ -1,6 +1,7 @@
 """Registered modules of this family; importing the package registers them."""
 
 from nasseg.heads import (
+    bisenet,  # noqa: F401
     boundary,  # noqa: F401
     chain,  # noqa: F401
     classifier,  # noqa: F401

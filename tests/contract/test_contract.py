@@ -77,8 +77,9 @@ def _expected_shape(entry, module, example, size):
         return (2, example["out_channels"], math.ceil(h / s), math.ceil(w / s))
     if entry.kind == "context":
         return (2, module.out_channels, h, w)
-    if entry.kind == "head":
-        return (2, example["num_classes"], h, w)
+    if entry.kind == "head":  # an upsampling head (BiSeNet V2's aux variant) says so in output_scale
+        k = getattr(module, "output_scale", 1)
+        return (2, example["num_classes"], k * h, k * w)
     if entry.kind == "fusion":
         return (2, example["out_channels"], h, w)
     return None

@@ -118,3 +118,30 @@ def test_bilinear_upsampling_uses_align_corners():
     with torch.no_grad():
         up = nn.functional.interpolate(high, size=(5, 7), mode="bilinear", align_corners=True)
         torch.testing.assert_close(m(low, high), m.arm(low) + up)
+
+
+# BiSeNet V2's BGALayer() (CoinCheung/BiSeNet 6b4b67a lib/models/bisenetv2.py, the re-implementation; no author
+# code), parameters of the instantiated class: left1 and right2 (dw 3x3 + BN + 1x1), left2 and right1 (3x3 + BN),
+# conv (3x3 + BN), all at 128.  Outside the suite its state dict loaded strict=True into ours, identical outputs.
+BGA_OFFICIAL = 478_720
+
+
+def test_bga_params_equal_official_class():
+    dw_pw = 128 * 9 + 256 + 128 * 128
+    assert 2 * dw_pw + 3 * (128 * 128 * 9 + 256) == BGA_OFFICIAL
+    bga = registry.get("bga", "fusion").create(128, 128, 128)
+    assert _params(bga) == BGA_OFFICIAL
+    assert {"left1.2.weight", "left2.1.bias", "right1.0.weight", "right2.2.weight", "conv.1.weight"} <= set(
+        bga.state_dict())
+
+
+def test_bga_matches_fixed_factor_upsampling():
+    """At high = low / 4 the size-based resizing equals the reference's nn.Upsample(scale_factor=4)."""
+    torch.manual_seed(0)
+    bga = registry.get("bga", "fusion").create(16, 24, 16).eval()
+    low, high = torch.randn(1, 16, 16, 32), torch.randn(1, 24, 4, 8)
+    up = nn.Upsample(scale_factor=4)
+    with torch.no_grad():
+        ref = bga.conv(bga.left1(low) * torch.sigmoid(up(bga.right1(high)))
+                       + up(bga.left2(low) * torch.sigmoid(bga.right2(high))))
+        assert torch.equal(bga(low, high), ref)
