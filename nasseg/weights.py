@@ -331,11 +331,10 @@ def _bisenetv1() -> Plan:
     return Plan(
         source="ycszen/TorchSeg@62eeb15 model/bisenet/cityscapes.bisenet.R18.speed/network.py BiSeNet(out_planes, "
                "is_training=True)",
-        encoder=(cp + "conv1", cp + "maxpool", *(f"{cp}layer{i}.{j}" for i in (1, 2, 3, 4) for j in (0, 1))),
+        encoder=(cp + "conv1", cp + "maxpool", *(f"{cp}layer{i}.{j}" for i in (1, 2, 3, 4) for j in (0, 1)),
+                 *(f"spatial_path.{m}" for m in ("conv_7x7", "conv_3x3_1", "conv_3x3_2", "conv_1x1"))),  # branch 0
         # the stem's BN is a module of its own officially (bn1); its tensors join conv1's in our stem block
         pairs=((cp + "bn1", "stages.0.blocks.0"),
-               *((f"spatial_path.{m}", f"branches.0.stages.{j}.blocks.0")
-                 for j, m in enumerate(("conv_7x7", "conv_3x3_1", "conv_3x3_2", "conv_1x1"))),
                ("global_context.1", "decoder.context.conv"),
                ("arms.0", "decoder.fusions.2.arm"), ("arms.1", "decoder.fusions.1.arm"),
                ("refines.0", "decoder.fusions.1.refine"), ("refines.1", "decoder.fusions.0.refine"),
@@ -355,10 +354,9 @@ def _bisenetv2() -> Plan:
     return Plan(
         source="CoinCheung/BiSeNet@6b4b67a lib/models/bisenetv2.py BiSeNetV2(n_classes, aux_mode='train') (no code "
                "from the paper's authors)",
-        encoder=("segment.S1S2", *_seq("segment.S3.{}", 2), *_seq("segment.S4.{}", 2), *_seq("segment.S5_4.{}", 4)),
-        pairs=(*((f"detail.{name}.{k}", f"branches.0.stages.{j}.blocks.{k}") for j, name, n in detail
-                 for k in range(n)),
-               ("segment.S5_5", "decoder.context"), ("bga", "decoder.fusions.0"), ("head", "head"),
+        encoder=("segment.S1S2", *_seq("segment.S3.{}", 2), *_seq("segment.S4.{}", 2), *_seq("segment.S5_4.{}", 4),
+                 *(f"detail.{name}.{k}" for _, name, n in detail for k in range(n))),  # then branch 0
+        pairs=(("segment.S5_5", "decoder.context"), ("bga", "decoder.fusions.0"), ("head", "head"),
                *((f"aux{a}", f"train_heads.{i}") for i, a in enumerate(("2", "3", "4", "5_4")))),
         classes=("head.conv_out.1.weight", 0),
     )
