@@ -9,7 +9,7 @@ studies once (and prints whether its runs agree, since training is deterministic
 Kendall tau-b and Spearman with 95 % paired-bootstrap intervals (``nasseg.fidelity_stats``) for the pooled genomes,
 for each study alone, and the per-class IoU still at 0.
 
-    python bench/fidelity_pool.py [--boot 4000]
+    python bench/fidelity_pool.py [--boot 4000] [--proxy 100 --reference 500]
 """
 
 from __future__ import annotations
@@ -24,12 +24,13 @@ from nasseg.data.synthetic import CLASS_NAMES
 from nasseg.fidelity_stats import rank_agreement
 
 ROOT = Path(__file__).resolve().parents[1]
-STUDIES = (  # (study, database): every study trained with the demo's recipe
+STUDIES = (  # (study, database): every study trained with the demo's recipe (a study without a rung adds nothing)
     ("realtime-adamw-wce", ROOT / "runs" / "fidelity_wce.db"),
     ("realtime-demo-wce20", ROOT / "runs" / "fidelity_wce20.db"),
     ("realtime-demo-wce24b", ROOT / "runs" / "fidelity_wce24b.db"),
+    ("realtime-demo-wce37-200", ROOT / "runs" / "fidelity_wce37.db"),
 )
-PROXY, REFERENCE, SEED = 100, 500, 0
+SEED = 0
 
 
 def _runs(study: str, db: Path) -> dict[tuple[str, int], tuple[float, str, str, dict]]:
@@ -48,13 +49,19 @@ def _runs(study: str, db: Path) -> dict[tuple[str, int], tuple[float, str, str, 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--boot", type=int, default=4000, help="bootstrap resamples (default 4000)")
+    p.add_argument("--proxy", type=int, default=100, help="the proxy's steps (default 100, the demo's)")
+    p.add_argument("--reference", type=int, default=500, help="the reference's steps (default 500)")
     a = p.parse_args()
+    global PROXY, REFERENCE
+    PROXY, REFERENCE = a.proxy, a.reference
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     pooled: dict[str, dict[int, float]] = {}
     recipes: dict[int, set[str]] = {PROXY: set(), REFERENCE: set()}
     datasets: set[str] = set()
     zero_classes: dict[str, int] = {}
     for study, db in STUDIES:
+        if not db.exists():
+            continue
         runs = _runs(study, db)
         alone: dict[str, dict[int, float]] = {}
         for (gid, rung), (miou, recipe, dataset, per_class) in runs.items():
