@@ -26,7 +26,9 @@ def test_search_that_loses_its_ray_head_says_so_in_one_line_and_resumes(postgres
     cluster = RayCluster()
     proc = None
     try:
-        cmd = search_cmd(postgres_url, "hd", 2, steps=150, extra=(  # one trial told, then the head dies under the next
+        # one trial told, then the head dies under the next; 400 steps keep that one in flight for longer than the
+        # poll below takes on a loaded machine (at 150 it sometimes finished before the kill)
+        cmd = search_cmd(postgres_url, "hd", 2, steps=400, extra=(
             "--ray-address", cluster.address, "--concurrency", "1", "--cpus-per-trial", "1",
             "--latency-tolerance", "0", "--artifacts", str(tmp_path / "artifacts")))
         cmd[cmd.index("--executor") + 1] = "ray"
