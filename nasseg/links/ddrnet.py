@@ -11,21 +11,14 @@ high-resolution branch exchange features, both computed from the values before t
 
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from nasseg.errors import BlockArgumentError
 from nasseg.layers import resize_to
+from nasseg.links.common import halvings
 from nasseg.registry import Arg, register
-
-
-def _check_scale(name: str, scale: int) -> int:
-    if isinstance(scale, bool) or not isinstance(scale, int) or scale < 1 or scale & (scale - 1):
-        raise BlockArgumentError(name, "scale", scale, "allowed: a power of two >= 1 (main stride / branch stride)")
-    return int(math.log2(scale))
 
 
 @register("ddr_bilateral", kind="link", args=[
@@ -52,7 +45,7 @@ class BilateralFusion(nn.Module):
 
     def __init__(self, main_channels: int, branch_channels: int, scale: int, *, direction: str = "both"):
         super().__init__()
-        steps = _check_scale("ddr_bilateral", scale)
+        steps = halvings("ddr_bilateral", scale)
         if steps < 1:
             raise BlockArgumentError("ddr_bilateral", "scale", scale, "allowed: 2, 4, 8 ... (the branch must be "
                                      "at a finer resolution than the main path)")

@@ -21,15 +21,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from nasseg.errors import BlockArgumentError
 from nasseg.fusion.pidnet import PagFM
 from nasseg.layers import resize_to
+from nasseg.links.common import halvings
 from nasseg.registry import Arg, register
-
-
-def _check_scale(name: str, scale: int) -> None:
-    if isinstance(scale, bool) or not isinstance(scale, int) or scale < 1 or scale & (scale - 1):
-        raise BlockArgumentError(name, "scale", scale, "allowed: a power of two >= 1 (main stride / branch stride)")
 
 
 @register("pid_pag", kind="link", args=[
@@ -50,7 +45,7 @@ class PagLink(nn.Module):
 
     def __init__(self, main_channels: int, branch_channels: int, scale: int, *, mid_channels: int):
         super().__init__()
-        _check_scale("pid_pag", scale)
+        halvings("pid_pag", scale)
         self.compress = nn.Sequential(nn.Conv2d(main_channels, branch_channels, 1, bias=False),
                                       nn.BatchNorm2d(branch_channels))
         self.pag = PagFM(branch_channels, branch_channels, branch_channels, mid_channels=mid_channels,
@@ -76,7 +71,7 @@ class DiffLink(nn.Module):
 
     def __init__(self, main_channels: int, branch_channels: int, scale: int):
         super().__init__()
-        _check_scale("pid_diff", scale)
+        halvings("pid_diff", scale)
         self.diff = nn.Sequential(nn.Conv2d(main_channels, branch_channels, 3, padding=1, bias=False),
                                   nn.BatchNorm2d(branch_channels))
         self.main_channels, self.branch_channels = main_channels, branch_channels
