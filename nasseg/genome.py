@@ -343,6 +343,11 @@ def _resolve_branches(branches: tuple[Branch, ...], n_stages: int) -> tuple[Bran
     return tuple(out)
 
 
+def takes_guide(fusion: str) -> bool:
+    """Whether a registered fusion takes a third input, a guide from a branch (PIDNet's Bag and Light-Bag)."""
+    return getattr(registry.get(fusion, "fusion").cls, "num_inputs", 2) == 3
+
+
 def _source_name(source: int) -> str:
     return "the input image" if source == -1 else f"main stage {source}"
 
@@ -381,16 +386,14 @@ def _resolve_decoder(d: Decoder, n_stages: int, branches: tuple[Branch, ...] = (
             fp = f"{path}.fusions.{i}"
             _check_int(f.width, f"{fp}.width", 1, high=MAX_WIDTH)
             entry = _entry(f.name, "fusion", f"{fp}.name")
-            three = getattr(entry.cls, "num_inputs", 2) == 3
-            if three:
+            if takes_guide(f.name):
                 if not branch_ids:
                     raise GenomeError(f"{fp}: {f.name!r} takes a third input (a boundary guide) from a branch, and "
                                       "the genome has no branches")
                 _check_int(f.guide, f"{fp}.guide", 0, branch_ids)
             elif f.guide != -1:
                 raise GenomeError(f"{fp}.guide = {f.guide!r}: {f.name!r} takes two inputs, no guide; the fusions "
-                                  "that take one: " + ", ".join(n for n in registry.names("fusion")
-                                                               if getattr(registry.get(n).cls, "num_inputs", 2) == 3))
+                                  "that take one: " + ", ".join(n for n in registry.names("fusion") if takes_guide(n)))
             fusions.append(Fusion(f.name, f.width, _resolve_args(entry, f.args, f"{fp}.args"), f.guide))
         return Decoder("chain", tuple(d.taps), (), context, cw, tuple(fusions), tuple(d.branch_taps))
     entry = _entry(d.kind, "decoder", f"{path}.kind")
@@ -1006,5 +1009,5 @@ def load(text: str) -> Genome:
 
 __all__ = [
     "Branch", "Decoder", "Fusion", "Genome", "HeadTap", "Heads", "Link", "Module", "Stage", "from_dict", "from_json",
-    "genome_id", "load", "parse", "replace", "resolve", "to_dict", "to_json", "to_string",
+    "genome_id", "load", "parse", "replace", "resolve", "takes_guide", "to_dict", "to_json", "to_string",
 ]

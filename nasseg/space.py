@@ -43,7 +43,20 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from nasseg import registry
 from nasseg.errors import BlockArgumentError, ConfigError, GenomeError, UnknownBlockError
-from nasseg.genome import Branch, Decoder, Fusion, Genome, Heads, HeadTap, Link, Module, Stage, _args, resolve
+from nasseg.genome import (
+    Branch,
+    Decoder,
+    Fusion,
+    Genome,
+    Heads,
+    HeadTap,
+    Link,
+    Module,
+    Stage,
+    _args,
+    resolve,
+    takes_guide,
+)
 
 RESERVED_BLOCK_KEYS = ("down", "schedule")
 
@@ -361,8 +374,7 @@ class SearchSpace:
         self.context, self.context_width, self.fusions, self.widths = context, context_width, fusions, widths
         self.main, self.extra, self.align_corners = main, extra, align_corners
         self.branches, self.branch_taps = list(branches or ()), tuple(branch_taps)
-        self.guides = tuple(guides) or (-1,) * (len(self.branch_taps) + max((len(t) for t in taps.values()),
-                                                                             default=0))
+        self.guides = tuple(guides)  # per chain level: the guiding branch, or -1 (empty without a chain)
 
     def __repr__(self) -> str:
         return f"SearchSpace({self.name!r}, {len(self.stages)} stages, from {self.source})"
@@ -401,7 +413,7 @@ class SearchSpace:
             picked: dict[int, tuple[ModuleChoice, dict]] = {}
             fusions = []
             for level, fd in enumerate(fdims):
-                guide = renumber.get(self.guides[level], -1) if self.guides[level] >= 0 else -1
+                guide = renumber.get(self.guides[level], -1)  # -1: no guide here, or its branch was left out
                 if len(self.fusions) == 1 and picked:
                     o, a = picked[0]
                 else:
@@ -409,8 +421,7 @@ class SearchSpace:
                     o = fd.draw(trial)
                     a = o.draw(trial)
                     picked[level] = (o, a)
-                three = getattr(registry.get(o.name, "fusion").cls, "num_inputs", 2) == 3
-                fusions.append(Fusion(o.name, widths[level], _args(a), guide if three else -1))
+                fusions.append(Fusion(o.name, widths[level], _args(a), guide if takes_guide(o.name) else -1))
             dec = Decoder("chain", taps, (), context, cw, tuple(fusions), btaps)
         else:
             dec = Decoder(kind.name, taps, _args(kargs))
@@ -480,9 +491,8 @@ class SearchSpace:
                     if o is None or not o.encode(dict(f.args), p):
                         return None
             for level, f in enumerate(d.fusions):  # guides: the (renumbered) guide branch, or none
-                g_space = self.guides[level] if level < len(self.guides) else -1
-                three = getattr(registry.get(f.name, "fusion").cls, "num_inputs", 2) == 3
-                want = renumber.get(g_space, -1) if (three and g_space >= 0) else -1
+                g_space = self.guides[level]
+                want = renumber.get(g_space, -1) if takes_guide(f.name) else -1
                 if f.guide != want:
                     return None
                 if g_space >= 0 and g_space not in renumber:
@@ -564,8 +574,7 @@ class SearchSpace:
 
 def _two_input(fd: ModuleDim) -> ModuleDim:
     """The two-input options of a fusion choice, under their own parameter name (the guide branch is absent)."""
-    return ModuleDim(f"{fd.name}.unguided", tuple(o for o in fd.options
-                                                  if getattr(registry.get(o.name, "fusion").cls, "num_inputs", 2) == 2))
+    return ModuleDim(f"{fd.name}.unguided", tuple(o for o in fd.options if not takes_guide(o.name)))
 
 
 # --------------------------------------------------------------------------------------- loading
@@ -1007,7 +1016,7 @@ def _chain_guides(chain: ChainSpace, fusions: list[ModuleDim], branches: list[Br
         raise ConfigError(f"{source}: key '{where}': guides need one fusion choice per tap ('fusions', not 'fusion')")
     for level in range(n):
         fd = fusions[level] if len(fusions) > 1 else fusions[0]
-        three = [o.name for o in fd.options if getattr(registry.get(o.name, "fusion").cls, "num_inputs", 2) == 3]
+        three = [o.name for o in fd.options if takes_guide(o.name)]
         g = guides[level]
         if g >= 0 and not 0 <= g < len(branches):
             raise ConfigError(f"{source}: key '{where}.{level}': {g} is not a branch; allowed: "
