@@ -204,6 +204,20 @@ class Network(nn.Module):
             links.append(m)
         return BranchModule(stages, links, tuple(link.at for link in br.links))
 
+    def stage_parts(self) -> list[tuple[str, nn.Module]]:
+        """Every stage's blocks and (ESPNet's) merge with their paths: the main stages, then each branch's.
+
+        The order the weight plans list official encoder modules in, and the stage units of a cost table."""
+        stages = [(f"stages.{i}", s) for i, s in enumerate(self.stages)]
+        stages += [(f"branches.{b}.stages.{j}", s) for b, br in enumerate(self.branches)
+                   for j, s in enumerate(br.stages)]
+        out: list[tuple[str, nn.Module]] = []
+        for path, stage in stages:
+            out += [(f"{path}.blocks.{j}", block) for j, block in enumerate(stage.blocks)]
+            if not isinstance(stage.merge, nn.Identity):
+                out.append((f"{path}.merge", stage.merge))
+        return out
+
     # ---------------------------------------------------------------------------------------------
     def inference_parameters(self) -> Iterator[nn.Parameter]:
         """Parameters used at inference: everything but the auxiliary, detail and boundary heads."""

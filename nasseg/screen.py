@@ -75,24 +75,16 @@ def units(net: nn.Module) -> list[tuple[str, nn.Module]]:
 
     Disjoint, and together they hold every parameterised layer used at inference; what runs between them
     is concatenation, ESPNet's image pooling, the ReLU of a ``relu_in`` stage and the classifier's flatten.
-    A multi-branch network's branch stages and links come after the main stages (a link is one unit).
+    A multi-branch network's branch stages, then its links, come after the main stages (a link is one unit).
     """
     from nasseg.build import Network
     from nasseg.heads.chain import FusionChain
 
     if not isinstance(net, Network):
         raise ConfigError(f"cost tables cut nasseg networks into units; got {type(net).__name__}")
-    out: list[tuple[str, nn.Module]] = []
-    def stage_units(prefix: str, stage: nn.Module) -> list[tuple[str, nn.Module]]:
-        found = [(f"{prefix}.blocks.{j}", b) for j, b in enumerate(stage.blocks)]
-        return found + ([] if isinstance(stage.merge, nn.Identity) else [(f"{prefix}.merge", stage.merge)])
-
-    for i, stage in enumerate(net.stages):
-        out += stage_units(f"stages.{i}", stage)
-    for b, branch in enumerate(net.branches):  # a branch's stages, then its links (each a unit of its own)
-        for j, stage in enumerate(branch.stages):
-            out += stage_units(f"branches.{b}.stages.{j}", stage)
-        out += [(f"branches.{b}.links.{i}", link) for i, link in enumerate(branch.links)]
+    out = net.stage_parts()  # every stage's blocks and merge, the main stages first, then the branches'
+    out += [(f"branches.{b}.links.{i}", link) for b, branch in enumerate(net.branches)
+            for i, link in enumerate(branch.links)]
     if isinstance(net.decoder, FusionChain):
         out.append(("decoder.context", net.decoder.context))
         out += [(f"decoder.fusions.{i}", f) for i, f in enumerate(net.decoder.fusions)]

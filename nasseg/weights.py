@@ -557,20 +557,6 @@ class _Misfit:
     message: str
 
 
-def _our_modules(net: torch.nn.Module) -> list[str]:
-    """Our stage blocks and stage BRs in forward order: the modules ``Plan.encoder`` names officially.  A
-    multi-branch network lists its main stages first, then each branch's stages (branch by branch)."""
-    stages = [(f"stages.{i}", s) for i, s in enumerate(net.stages)]
-    stages += [(f"branches.{b}.stages.{j}", s) for b, br in enumerate(getattr(net, "branches", ()))
-               for j, s in enumerate(br.stages)]
-    out = []
-    for path, stage in stages:
-        out.extend(f"{path}.blocks.{j}" for j in range(len(stage.blocks)))
-        if not isinstance(stage.merge, torch.nn.Identity):
-            out.append(f"{path}.merge")
-    return out
-
-
 def import_checkpoint(preset: str, checkpoint: str | os.PathLike | Mapping[str, Any]
                       ) -> tuple[dict[str, torch.Tensor], ImportReport]:
     """An official checkpoint as a state dict of ``build(preset genome, report.num_classes)``.
@@ -612,7 +598,7 @@ def import_checkpoint(preset: str, checkpoint: str | os.PathLike | Mapping[str, 
                                f"{preset} cannot be built with: {e}") from None
     ours = net.state_dict()
 
-    mine = _our_modules(net)
+    mine = [path for path, _ in net.stage_parts()]  # our encoder modules, in the order Plan.encoder lists
     if len(mine) != len(p.encoder):  # a plan that does not describe its preset: a bug, not the user's input
         raise AssertionError(f"plan {preset}: {len(p.encoder)} official encoder modules for {len(mine)} of ours")
     pairs = list(zip(p.encoder, mine)) + ([] if backbone_only else list(p.pairs))
