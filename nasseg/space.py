@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import math
 import random as _random
 import typing
 from collections.abc import Mapping
@@ -176,7 +177,6 @@ class RandomChooser:
         return v
 
     def suggest_float(self, name: str, low: float, high: float, *, log: bool = False) -> float:
-        import math
         v = math.exp(self.rng.uniform(math.log(low), math.log(high))) if log else self.rng.uniform(low, high)
         self.params[name] = v
         return v
@@ -1051,8 +1051,8 @@ def _check_blocks(space: SearchSpace, source: str) -> None:
         for i, ld in enumerate(bd.links):
             j = ld.at - bd.source - 1
             strides = [sd.stride for sd in bd.stages[:j + 1]]
-            main_s = _prod(sd.stride for sd in space.stages[:ld.at + 1])
-            branch_s = _prod(strides) * _prod(sd.stride for sd in space.stages[:bd.source + 1])  # source -1: []
+            main_s = math.prod(sd.stride for sd in space.stages[:ld.at + 1])
+            branch_s = math.prod(strides) * math.prod(sd.stride for sd in space.stages[:bd.source + 1])  # source -1: []
             scale = main_s // branch_s if main_s % branch_s == 0 else 0
             for opt in ld.link.options:
                 for mc, bc, args in itertools.product(sorted(main_widths[ld.at])[:4], sorted(widths[j])[:4],
@@ -1063,13 +1063,6 @@ def _check_blocks(space: SearchSpace, source: str) -> None:
                         raise ConfigError(f"{source}: key 'branches.{b}.links.{i}.link.{opt.name}' cannot join main "
                                           f"stage {ld.at} ({mc} channels, stride {main_s}) and branch stage {j} "
                                           f"({bc} channels, stride {branch_s}): {e}") from None
-
-
-def _prod(values: Any) -> int:
-    out = 1
-    for v in values:
-        out *= v
-    return out
 
 
 def _check_stages(stages: list[StageDims], in_widths: set[int], prefix: str, source: str) -> list[set[int]]:
